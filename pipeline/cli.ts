@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+// The medssl command line. Each command lives in pipeline/commands/<name>.ts and registers itself here.
+// Exit codes: 0 success, 1 bad input or a failed check, 2 usage error (bad flags or config).
+import { Command, CommanderError } from 'commander';
+import { ConfigError } from '../schemas/config.js';
+import { MedsslError } from './failures.js';
+import { packageVersion } from './version.js';
+import { commands } from './commands/index.js';
+
+const program = new Command('medssl')
+  .description('Self-supervised pre-training on medical images: decode, normalize, augment, cache, train (SwAV), evaluate.')
+  .version(packageVersion)
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride()
+  .addHelpText('after', '\nExamples:\n  $ medssl info --json\n  $ medssl <command> --help');
+
+for (const register of commands) register(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) {
+    process.exitCode = e.exitCode === 0 ? 0 : 2;
+  } else if (e instanceof ConfigError) {
+    process.stderr.write(`medssl: ${e.message}\n`);
+    process.exitCode = 2;
+  } else if (e instanceof MedsslError) {
+    process.stderr.write(`medssl: ${e.line}\n`);
+    process.exitCode = 1;
+  } else {
+    process.stderr.write(`medssl: ${(e as Error)?.message ?? String(e)}\n`);
+    if (process.env.MEDSSL_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
+    process.exitCode = 1;
+  }
+}

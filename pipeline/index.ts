@@ -1,0 +1,7 @@
+// The public API: `import { ... } from 'medssl'`.
+export * from '../schemas/index.js';
+export { random, RandomStream, philox4x32, hash32, type RandomKey, type RandomSource } from './random.js';
+export { Gate, settle, pull, type GateOptions, type PullOptions } from './flow.js';
+export { FailureLog, MedsslError, guard, toFailure, type GuardOptions } from './failures.js';
+export { walkFiles, fromHighland, toHighland, writeJsonl, readJsonl } from './bridge.js';
+export { loadConfig, stableHash } from './config.js';

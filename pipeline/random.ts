@@ -1,0 +1,121 @@
+// Counter-based random numbers (Philox4x32-10, Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011).
+// A stream is a pure function of (seed, epoch, sample, crop, purpose): no state is shared between samples, so values
+// are bit-identical whatever the number of workers, the order in which samples finish, or which process draws them.
+
+const M0 = 0xd2511f53;
+const M1 = 0xcd9e8d57;
+const W0 = 0x9e3779b9;
+const W1 = 0xbb67ae85;
+
+/** High and low 32 bits of a 32x32-bit product, exact in doubles by splitting into 16-bit halves. */
+function mulhilo(a: number, b: number): [number, number] {
+  const lo = Math.imul(a, b) >>> 0;
+  const aH = a >>> 16, aL = a & 0xffff, bH = b >>> 16, bL = b & 0xffff;
+  const mid = aH * bL + aL * bH + ((aL * bL) >>> 16);
+  const hi = (aH * bH + Math.floor(mid / 65536)) >>> 0;
+  return [hi, lo];
+}
+
+/** Philox4x32-10: one 128-bit block from a 128-bit counter and a 64-bit key. */
+export function philox4x32(counter: readonly [number, number, number, number], key: readonly [number, number]): [number, number, number, number] {
+  let [c0, c1, c2, c3] = counter.map((v) => v >>> 0) as [number, number, number, number];
+  let k0 = key[0] >>> 0, k1 = key[1] >>> 0;
+  for (let round = 0; round < 10; round++) {
+    const [hi0, lo0] = mulhilo(M0, c0);
+    const [hi1, lo1] = mulhilo(M1, c2);
+    [c0, c1, c2, c3] = [(hi1 ^ c1 ^ k0) >>> 0, lo1, (hi0 ^ c3 ^ k1) >>> 0, lo0];
+    k0 = (k0 + W0) >>> 0;
+    k1 = (k1 + W1) >>> 0;
+  }
+  return [c0, c1, c2, c3];
+}
+
+/** 32-bit FNV-1a of a string (sample ids and purposes become counter words). */
+export function hash32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    h = Math.imul(h ^ (c & 0xff), 0x01000193);
+    if (c > 0xff) h = Math.imul(h ^ (c >>> 8), 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** Where a random decision belongs. `sample` is the sample's stable id (or index), `purpose` names the decision. */
+export interface RandomKey {
+  epoch?: number;
+  sample?: string | number;
+  crop?: number;
+  purpose: string;
+}
+
+/** A deterministic stream of random numbers for one (seed, key). */
+export class RandomStream {
+  private readonly key: [number, number];
+  private readonly counter: [number, number, number, number];
+  private block: number[] = [];
+  private used = 4;
+  private index = 0;
+
+  constructor(seed: number, where: RandomKey) {
+    const sample = typeof where.sample === 'number' ? where.sample >>> 0 : hash32(where.sample ?? '');
+    // The seed is the key; the decision's coordinates are the counter. The last word counts blocks.
+    this.key = [seed >>> 0, (Math.floor(seed / 2 ** 32) ^ hash32(where.purpose)) >>> 0];
+    this.counter = [(where.epoch ?? 0) >>> 0, sample, ((where.crop ?? 0) & 0xffff) | ((hash32(where.purpose) & 0xffff) << 16), 0];
+  }
+
+  /** Next uniform 32-bit unsigned integer. */
+  nextUint32(): number {
+    if (this.used === 4) {
+      this.counter[3] = this.index++;
+      this.block = philox4x32(this.counter, this.key);
+      this.used = 0;
+    }
+    return this.block[this.used++];
+  }
+
+  /** Uniform in [0, 1) with 53 random bits. */
+  uniform(): number {
+    const hi = this.nextUint32() >>> 5, lo = this.nextUint32() >>> 6;
+    return (hi * 67108864 + lo) / 9007199254740992;
+  }
+
+  /** Uniform in [lo, hi). */
+  range(lo: number, hi: number): number {
+    return lo + (hi - lo) * this.uniform();
+  }
+
+  /** Uniform integer in [0, n). */
+  int(n: number): number {
+    return Math.floor(this.uniform() * n);
+  }
+
+  /** True with probability p. */
+  bernoulli(p: number): boolean {
+    return this.uniform() < p;
+  }
+
+  /** Standard normal (Box-Muller; one draw per call keeps the stream position simple to reason about). */
+  normal(): number {
+    const u = 1 - this.uniform();
+    const v = this.uniform();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+
+  /** Fisher-Yates shuffle of [0, n). */
+  permutation(n: number): Uint32Array {
+    const p = new Uint32Array(n);
+    for (let i = 0; i < n; i++) p[i] = i;
+    for (let i = n - 1; i > 0; i--) {
+      const j = this.int(i + 1);
+      const t = p[i]; p[i] = p[j]; p[j] = t;
+    }
+    return p;
+  }
+}
+
+/** The seeded source: `random(seed).stream({ epoch, sample, crop, purpose })`. */
+export function random(seed: number) {
+  return { seed, stream: (where: RandomKey) => new RandomStream(seed, where) };
+}
+export type RandomSource = ReturnType<typeof random>;

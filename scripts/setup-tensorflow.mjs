@@ -1,0 +1,263 @@
+#!/usr/bin/env node
+// Provisions the native TensorFlow binding for @tensorflow/tfjs-node (and -gpu where a GPU is present).
+//
+// tfjs-node's own install script downloads a prebuilt libtensorflow 2.9 from a CDN, which offline and
+// air-gapped machines cannot reach; package.json denies that script (allowScripts) and runs this one instead.
+// Sources, first that works wins:
+//   1. a binding that already loads (node_modules as installed, or this script's cache);
+//   2. MEDSSL_LIBTENSORFLOW: a libtensorflow folder (lib/ + include/) or a TensorFlow wheel (.whl);
+//   3. `pip download --no-deps tensorflow-cpu==<version>` from the machine's configured pip index
+//      (`tensorflow==<version>` for the GPU binding);
+//   4. tfjs-node's own download.
+// The binding is built from source against the chosen library (node-pre-gyp --build-from-source) and cached in
+// $MEDSSL_CACHE_DIR (default ~/.cache/medssl), so a second run, or a fresh `npm ci`, only relinks it.
+// If every source fails the project still installs and runs on the pure-JS backend; this script and the runtime
+// both say so loudly. It never fails the install.
+//
+// Environment: MEDSSL_LIBTENSORFLOW (path), MEDSSL_TENSORFLOW_VERSION (default 2.21.0),
+// MEDSSL_SKIP_TENSORFLOW_SETUP=1, MEDSSL_CACHE_DIR, MEDSSL_TENSORFLOW_GPU=0|1 (default: auto-detect).
+
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(path.join(root, 'package.json'));
+const TF_VERSION = process.env.MEDSSL_TENSORFLOW_VERSION || '2.21.0';
+const cacheRoot = process.env.MEDSSL_CACHE_DIR || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'medssl');
+// Only what the binding's sources include (tensorflow/c/c_api.h and eager/c_api.h pull in tsl and xla/tsl).
+const HEADER_DIRS = ['tensorflow/c/', 'tensorflow/core/platform/', 'tsl/', 'xla/tsl/'];
+
+const log = (msg) => process.stderr.write(`medssl setup: ${msg}\n`);
+
+function packageDir(name) {
+  try {
+    return path.dirname(require.resolve(`${name}/package.json`));
+  } catch {
+    return null;
+  }
+}
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
+  return { ok: r.status === 0, stdout: r.stdout ?? '', out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
+}
+
+/** Loads the package in a child process, so a bad binding cannot crash this script; returns the TF version. */
+function probe(pkg) {
+  const code = `const tf=require(${JSON.stringify(pkg)});const b=tf.backend();` +
+    `process.stdout.write(JSON.stringify({backend:tf.getBackend(),tf:b.binding&&b.binding.TF_Version}))`;
+  const r = run(process.execPath, ['-e', code], { cwd: root, env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' }, timeout: 120_000 });
+  try {
+    const info = JSON.parse(r.stdout.trim().split('\n').pop());
+    return info.backend === 'tensorflow' ? info.tf : null;
+  } catch {
+    return null;
+  }
+}
+
+function gpuPresent() {
+  if (process.env.MEDSSL_TENSORFLOW_GPU === '0') return false;
+  if (process.env.MEDSSL_TENSORFLOW_GPU === '1') return true;
+  return run('nvidia-smi', ['-L']).ok;
+}
+
+/** Copies the chosen pieces of a TensorFlow wheel (a zip) into `deps` with Python's zipfile (pip needs Python). */
+function depsFromWheel(wheel, deps) {
+  const py = `
+import sys, zipfile, os, shutil
+wheel, deps, dirs = sys.argv[1], sys.argv[2], sys.argv[3].split(',')
+z = zipfile.ZipFile(wheel)
+libs = {'tensorflow/libtensorflow_cc.so.2': 'lib/libtensorflow_cc.so.2',
+        'tensorflow/libtensorflow_framework.so.2': 'lib/libtensorflow_framework.so.2'}
+found = set()
+for info in z.infolist():
+    name = info.filename
+    if name in libs:
+        dest = os.path.join(deps, libs[name]); found.add(name)
+    elif name.startswith('tensorflow/include/') and any(name[19:].startswith(d) for d in dirs) and not name.endswith('/'):
+        dest = os.path.join(deps, 'include', name[19:])
+    else:
+        continue
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    with z.open(info) as src, open(dest, 'wb') as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+missing = set(libs) - found
+if missing: sys.exit('wheel lacks ' + ', '.join(sorted(missing)))
+`;
+  const r = run('python3', ['-c', py, wheel, deps, HEADER_DIRS.join(',')]);
+  if (!r.ok) throw new Error(`cannot unpack ${wheel}: ${r.out.trim()}`);
+  fs.symlinkSync('libtensorflow_cc.so.2', path.join(deps, 'lib', 'libtensorflow.so'));
+  fs.symlinkSync('libtensorflow_framework.so.2', path.join(deps, 'lib', 'libtensorflow_framework.so'));
+}
+
+/** A libtensorflow folder as released (lib/libtensorflow.so*, include/tensorflow/c/...). */
+function depsFromFolder(folder, deps) {
+  if (!fs.existsSync(path.join(folder, 'include', 'tensorflow', 'c', 'c_api.h'))) {
+    throw new Error(`${folder} has no include/tensorflow/c/c_api.h`);
+  }
+  const lib = path.join(folder, 'lib');
+  const names = fs.readdirSync(lib);
+  if (!names.some((n) => n.startsWith('libtensorflow.so') || n.startsWith('libtensorflow_cc.so'))) {
+    throw new Error(`${lib} has no libtensorflow.so`);
+  }
+  fs.cpSync(folder, deps, { recursive: true, verbatimSymlinks: true });
+  const libDir = path.join(deps, 'lib');
+  const ensureLink = (link, prefix) => {
+    if (fs.existsSync(path.join(libDir, link))) return;
+    const target = fs.readdirSync(libDir).find((n) => n.startsWith(prefix));
+    if (target) fs.symlinkSync(target, path.join(libDir, link));
+  };
+  ensureLink('libtensorflow.so', 'libtensorflow_cc.so');
+  ensureLink('libtensorflow_framework.so', 'libtensorflow_framework.so');
+}
+
+function pipWheel(gpu, dir) {
+  const spec = `${gpu ? 'tensorflow' : 'tensorflow-cpu'}==${TF_VERSION}`;
+  for (const pip of [['python3', '-m', 'pip'], ['pip3'], ['pip']]) {
+    const r = run(pip[0], [...pip.slice(1), 'download', '--no-deps', '--retries', '1', '--timeout', '30', '-d', dir, spec]);
+    if (r.ok) {
+      const whl = fs.readdirSync(dir).find((n) => n.endsWith('.whl'));
+      if (whl) return path.join(dir, whl);
+    }
+    if (!/No module named pip|ENOENT/.test(r.out)) throw new Error(`pip download ${spec} failed: ${lastLine(r.out)}`);
+  }
+  throw new Error('pip is not available');
+}
+
+const lastLine = (s) => s.trim().split('\n').filter(Boolean).pop() ?? '';
+
+function nodeDir() {
+  if (process.env.npm_config_nodedir) return process.env.npm_config_nodedir;
+  // Node's own headers next to the executable (Debian's nodejs, official tarballs), so node-gyp needs no download.
+  const dir = path.resolve(path.dirname(process.execPath), '..');
+  return fs.existsSync(path.join(dir, 'include', 'node', 'node_api.h')) ? dir : null;
+}
+
+/** Builds tfjs_binding.node in `pkgDir` against `pkgDir/deps`. */
+function buildBinding(pkgDir) {
+  const preGyp = createRequire(path.join(pkgDir, 'package.json')).resolve('@mapbox/node-pre-gyp/bin/node-pre-gyp');
+  const args = [preGyp, 'install', '--build-from-source'];
+  const nd = nodeDir();
+  if (nd) args.push(`--nodedir=${nd}`);
+  const r = run(process.execPath, args, { cwd: pkgDir });
+  if (!r.ok) throw new Error(`building the binding failed: ${r.out.trim().split('\n').slice(-8).join(' | ')}`);
+}
+
+function bindingDir(pkgDir) {
+  const binary = JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8')).binary;
+  return path.join(pkgDir, binary.module_path.replace('{napi_build_version}', chooseNapi(binary.napi_versions)));
+}
+
+function chooseNapi(versions) {
+  const have = Number(process.versions.napi);
+  return String(Math.max(...versions.filter((v) => v <= have)));
+}
+
+/** Points the package at a cached build: deps/ becomes a link, the .node file a copy. */
+function linkFromCache(pkgDir, entry) {
+  fs.rmSync(path.join(pkgDir, 'deps'), { recursive: true, force: true });
+  fs.symlinkSync(path.join(entry, 'deps'), path.join(pkgDir, 'deps'));
+  const dest = bindingDir(pkgDir);
+  fs.mkdirSync(dest, { recursive: true });
+  fs.copyFileSync(path.join(entry, 'tfjs_binding.node'), path.join(dest, 'tfjs_binding.node'));
+}
+
+function provision(pkg, gpu) {
+  const pkgDir = packageDir(pkg);
+  if (!pkgDir) return { ok: false, why: `${pkg} is not installed` };
+  const version = JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8')).version;
+
+  const have = probe(pkg);
+  if (have) return { ok: true, how: `${pkg} already loads (TensorFlow ${have})`, tf: have };
+
+  const source = process.env.MEDSSL_LIBTENSORFLOW;
+  const key = `${pkg.replace('@tensorflow/', '')}-${version}-tf${source ? 'custom-' + hash(source) : TF_VERSION}` +
+    `-napi${process.versions.napi}-${process.platform}-${process.arch}`;
+  const entry = path.join(cacheRoot, 'tensorflow', key);
+  if (fs.existsSync(path.join(entry, 'tfjs_binding.node'))) {
+    linkFromCache(pkgDir, entry);
+    const tf = probe(pkg);
+    if (tf) return { ok: true, how: `cached build ${entry}`, tf };
+    log(`cached build ${entry} does not load; rebuilding`);
+    fs.rmSync(entry, { recursive: true, force: true });
+  }
+
+  const errors = [];
+  const sources = [];
+  if (source) sources.push(['MEDSSL_LIBTENSORFLOW', (deps) => (source.endsWith('.whl') ? depsFromWheel(source, deps) : depsFromFolder(source, deps))]);
+  sources.push([`pip (${gpu ? 'tensorflow' : 'tensorflow-cpu'}==${TF_VERSION})`, (deps, tmp) => depsFromWheel(pipWheel(gpu, tmp), deps)]);
+
+  for (const [name, fill] of sources) {
+    const staging = `${entry}.partial-${process.pid}`;
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-tf-'));
+    try {
+      fs.rmSync(staging, { recursive: true, force: true });
+      fs.mkdirSync(path.join(staging, 'deps', 'lib'), { recursive: true });
+      log(`building the ${pkg} binding from ${name} ...`);
+      fill(path.join(staging, 'deps'), tmp);
+      fs.rmSync(path.join(pkgDir, 'deps'), { recursive: true, force: true });
+      fs.symlinkSync(path.join(staging, 'deps'), path.join(pkgDir, 'deps'));
+      buildBinding(pkgDir);
+      fs.copyFileSync(path.join(bindingDir(pkgDir), 'tfjs_binding.node'), path.join(staging, 'tfjs_binding.node'));
+      // Publish the cache entry atomically, then point the package at its final place.
+      fs.rmSync(entry, { recursive: true, force: true });
+      fs.renameSync(staging, entry);
+      linkFromCache(pkgDir, entry);
+      const tf = probe(pkg);
+      if (tf) return { ok: true, how: `built from ${name}, cached in ${entry}`, tf };
+      errors.push(`${name}: the built binding does not load`);
+    } catch (e) {
+      errors.push(`${name}: ${e.message}`);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      fs.rmSync(staging, { recursive: true, force: true });
+    }
+  }
+
+  // Last resort: tfjs-node's own installer (downloads libtensorflow 2.9.1 and a prebuilt binding).
+  log(`trying ${pkg}'s own download ...`);
+  fs.rmSync(path.join(pkgDir, 'deps'), { recursive: true, force: true });
+  const own = run(process.execPath, ['scripts/install.js', gpu ? 'gpu' : 'cpu', 'download'], { cwd: pkgDir, timeout: 600_000 });
+  const tf = own.ok && probe(pkg);
+  if (tf) return { ok: true, how: `${pkg}'s own download`, tf };
+  errors.push(`${pkg}'s own download: ${lastLine(own.out) || 'failed'}`);
+  return { ok: false, why: errors.join('\n  ') };
+}
+
+function hash(s) {
+  let h = 2166136261;
+  for (const c of s) h = Math.imul(h ^ c.charCodeAt(0), 16777619) >>> 0;
+  return h.toString(16);
+}
+
+function main() {
+  if (process.env.MEDSSL_SKIP_TENSORFLOW_SETUP === '1') {
+    log('MEDSSL_SKIP_TENSORFLOW_SETUP=1: skipped');
+    return;
+  }
+  const results = [];
+  if (gpuPresent() && packageDir('@tensorflow/tfjs-node-gpu')) {
+    const gpu = provision('@tensorflow/tfjs-node-gpu', true);
+    results.push(['tensorflow-gpu', gpu]);
+    if (!gpu.ok) log(`GPU binding not available, using the CPU binding:\n  ${gpu.why}`);
+  }
+  const cpu = provision('@tensorflow/tfjs-node', false);
+  results.push(['tensorflow', cpu]);
+  if (results.some(([, r]) => r.ok)) {
+    for (const [backend, r] of results) if (r.ok) log(`backend "${backend}" ready: ${r.how}`);
+    return;
+  }
+  const bar = '!'.repeat(78);
+  log(`\n${bar}\n` +
+    `  WARNING: no native TensorFlow backend. medssl will run on the pure-JS "cpu" backend,\n` +
+    `  which trains about 700x slower (fine for tests, useless for real pre-training).\n` +
+    `  Why:\n  ${cpu.why}\n` +
+    `  Fix: make pip able to download tensorflow-cpu==${TF_VERSION}, or set MEDSSL_LIBTENSORFLOW to a\n` +
+    `  libtensorflow folder or a TensorFlow wheel, then run: npm run setup:tensorflow\n${bar}`);
+}
+
+main();
