@@ -1,0 +1,77 @@
+// The commented starting config that `medssl config init` writes. A test checks it parses to the defaults' shape.
+export const CONFIG_TEMPLATE = `# medssl configuration. Every key is optional: a missing key takes the default shown here.
+# Relative paths are relative to this file. Check it with: medssl config check <this file>
+seed: 0                       # every random decision derives from (seed, epoch, sample, crop, purpose)
+
+data:
+  inputs:                     # folders, files, manifests (.csv/.jsonl) and MedMNIST .npz archives
+    - ./data
+  maxFileBytes: 2147483648    # larger files are rejected before reading
+  maxPixels: 67108864         # frames claiming more pixels are rejected from the header
+  sliceAxis: 2                # volumes become 2-D slices along this voxel axis (0 = i, 1 = j, 2 = k)
+  privacySalt: change-me      # salt for the patient/study/series hashes: set your own per site
+
+normalize:
+  ct:
+    windows:                  # Hounsfield windows (center/width)
+      - { center: 40, width: 80 }     # brain
+      - { center: 80, width: 200 }    # subdural
+      - { center: 600, width: 2800 }  # bone
+    mode: channels            # channels: one channel per window; random: one window per sample
+  mr:
+    percentiles: [0.5, 99.5]  # clip, then z-score inside the foreground
+  radiography:
+    percentiles: [0.5, 99.5]  # CR/DX: MONOCHROME1 inverted, then percentile scaling to [0, 1]
+  spacing: null               # [row, col] mm to resample to, or null for the native grid
+  channels: 1                 # 1 or 3 output channels
+
+augment:
+  global: { count: 2, size: 224, scale: [0.14, 1] }   # SwAV global crops: area fraction range
+  local: { count: 6, size: 96, scale: [0.05, 0.14] }  # SwAV local crops
+  ratio: [0.75, 1.3333333]    # aspect ratio range (log-uniform)
+  flip: 0.5                   # horizontal flip probability
+  energy: { p: 0.5, range: [0.7, 1.3], regional: false }   # signal energy about the mean (see stages/augment/README.md)
+  gamma: { p: 0.5, range: [0.7, 1.5] }
+  linear: { p: 0.5, scale: [0.8, 1.2], shift: [-0.1, 0.1] }
+  noise: { p: 0.5, sigma: [0, 0.05] }
+  blur: { p: 0, sigma: [0.1, 1.5] }
+  workers: 0                  # worker threads for augmentation; 0 = one per core
+
+cache:
+  path: null                  # LMDB cache folder, e.g. ./cache; null = decode every epoch
+  compression: false
+
+model:
+  arch: resnet                # resnet18, resnet50, or resnet with the knobs below
+  width: 16                   # channels of the first stage (64 in ResNet-18/50)
+  depth: [1, 1, 1, 1]         # residual blocks per stage
+  projection: { hidden: 256, out: 64 }
+  prototypes: 64              # K
+
+train:
+  objective: swav             # swav, simclr, supervised or hybrid
+  clustering: multi-modal     # multi-modal: one equipartition over mixed batches; uni-modal: one per modality
+  prototypesPerModality: false
+  epochs: 10
+  batchSize: 64
+  temperature: 0.1
+  epsilon: 0.05               # Sinkhorn-Knopp entropy regularisation
+  sinkhornIterations: 3
+  cropsForAssign: [0, 1]      # crops whose codes are computed (the global crops)
+  freezePrototypesSteps: 0
+  queue: { length: 0, startEpoch: 0 }
+  lambda: 1                   # hybrid: supervised + lambda * self-supervised
+  optimizer:
+    name: lars                # sgd, lars or adamw
+    lr: 0.3
+    minLr: 0.0003
+    momentum: 0.9
+    weightDecay: 0.000001     # not applied to batch-norm parameters and biases
+    warmupSteps: 0
+  checkpointEverySteps: 0     # 0 = at the end of every epoch
+
+evaluate:
+  fractions: [1, 0.5, 0.25, 0.1]   # label fractions
+  seeds: [0, 1, 2]
+  protocols: [linear, finetune]    # linear, finetune, knn
+`;
