@@ -13,9 +13,9 @@ async function measure(batch: number, steps: number): Promise<BenchResult> {
   const conv = (filters: number, strides = 1) =>
     tf.layers.conv2d({ filters, kernelSize: 3, strides, padding: 'same', activation: 'relu', useBias: false });
   model.add(tf.layers.conv2d({ inputShape: [STEP_NET.input, STEP_NET.input, STEP_NET.channels], filters: 32, kernelSize: 3, padding: 'same', activation: 'relu' }));
-  for (const [f, s] of [[64, 2], [128, 2], [128, 1], [256, 2], [256, 1], [256, 1]] as const) model.add(conv(f, s));
+  for (const [f, s] of [[64, 2], [128, 2], [128, 1], [256, 2], [256, 1]] as const) model.add(conv(f, s));
   model.add(tf.layers.globalAveragePooling2d({}));
-  model.add(tf.layers.dense({ units: 256, activation: 'relu' }));
+  model.add(tf.layers.dense({ units: 512, activation: 'relu' }));
   model.add(tf.layers.dense({ units: 10 }));
   model.compile({ optimizer: tf.train.sgd(0.01), loss: 'meanSquaredError' });
   const x = tf.randomNormal([batch, STEP_NET.input, STEP_NET.input, STEP_NET.channels]);
