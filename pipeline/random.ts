@@ -7,27 +7,33 @@ const M1 = 0xcd9e8d57;
 const W0 = 0x9e3779b9;
 const W1 = 0xbb67ae85;
 
-/** High and low 32 bits of a 32x32-bit product, exact in doubles by splitting into 16-bit halves. */
-function mulhilo(a: number, b: number): [number, number] {
-  const lo = Math.imul(a, b) >>> 0;
+/** High 32 bits of a 32x32-bit product, exact in doubles by splitting into 16-bit halves. */
+function mulhi(a: number, b: number): number {
   const aH = a >>> 16, aL = a & 0xffff, bH = b >>> 16, bL = b & 0xffff;
   const mid = aH * bL + aL * bH + ((aL * bL) >>> 16);
-  const hi = (aH * bH + Math.floor(mid / 65536)) >>> 0;
-  return [hi, lo];
+  return (aH * bH + Math.floor(mid / 65536)) >>> 0;
+}
+
+/** Philox4x32-10 of counter (c0..c3) and key (k0, k1) into `out`, without allocating (the augment hot path). */
+function philoxInto(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number, out: Uint32Array): void {
+  for (let round = 0; round < 10; round++) {
+    const hi0 = mulhi(M0, c0), lo0 = Math.imul(M0, c0) >>> 0;
+    const hi1 = mulhi(M1, c2), lo1 = Math.imul(M1, c2) >>> 0;
+    c0 = (hi1 ^ c1 ^ k0) >>> 0;
+    c1 = lo1;
+    c2 = (hi0 ^ c3 ^ k1) >>> 0;
+    c3 = lo0;
+    k0 = (k0 + W0) >>> 0;
+    k1 = (k1 + W1) >>> 0;
+  }
+  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
 /** Philox4x32-10: one 128-bit block from a 128-bit counter and a 64-bit key. */
 export function philox4x32(counter: readonly [number, number, number, number], key: readonly [number, number]): [number, number, number, number] {
-  let [c0, c1, c2, c3] = counter.map((v) => v >>> 0) as [number, number, number, number];
-  let k0 = key[0] >>> 0, k1 = key[1] >>> 0;
-  for (let round = 0; round < 10; round++) {
-    const [hi0, lo0] = mulhilo(M0, c0);
-    const [hi1, lo1] = mulhilo(M1, c2);
-    [c0, c1, c2, c3] = [(hi1 ^ c1 ^ k0) >>> 0, lo1, (hi0 ^ c3 ^ k1) >>> 0, lo0];
-    k0 = (k0 + W0) >>> 0;
-    k1 = (k1 + W1) >>> 0;
-  }
-  return [c0, c1, c2, c3];
+  const out = new Uint32Array(4);
+  philoxInto(counter[0] >>> 0, counter[1] >>> 0, counter[2] >>> 0, counter[3] >>> 0, key[0] >>> 0, key[1] >>> 0, out);
+  return [out[0], out[1], out[2], out[3]];
 }
 
 /** 32-bit FNV-1a of a string (sample ids and purposes become counter words). */
@@ -53,7 +59,7 @@ export interface RandomKey {
 export class RandomStream {
   private readonly key: [number, number];
   private readonly counter: [number, number, number, number];
-  private block: number[] = [];
+  private readonly block = new Uint32Array(4);
   private used = 4;
   private index = 0;
 
@@ -67,8 +73,8 @@ export class RandomStream {
   /** Next uniform 32-bit unsigned integer. */
   nextUint32(): number {
     if (this.used === 4) {
-      this.counter[3] = this.index++;
-      this.block = philox4x32(this.counter, this.key);
+      const c = this.counter;
+      philoxInto(c[0], c[1], c[2], this.index++ >>> 0, this.key[0], this.key[1], this.block);
       this.used = 0;
     }
     return this.block[this.used++];
