@@ -89,6 +89,12 @@ export function decodeCodestream(name: CodecName, stream: Uint8Array, file: stri
     }
   } catch (err) {
     if (err instanceof MedsslError) throw err;
+    // An Emscripten abort leaves its module unusable: drop it so the next file gets a fresh instance.
+    if ((err as Error)?.name === 'RuntimeError' || /abort/i.test(describe(err))) {
+      const spec = SPECS[name];
+      if (spec) modules.delete(spec);
+      loaded.delete(name);
+    }
     throw new MedsslError('decode-error', file, `${name} codestream does not decode: ${describe(err)}`);
   }
 }

@@ -74,7 +74,7 @@ export async function* decodeItem(item: SourceItem, bytes: Uint8Array | undefine
     return;
   }
   if (format !== 'dicom') throw new MedsslError('wrong-format', file, 'not a DICOM or NIfTI file');
-  const d = parseDicom(raw, file);
+  const d = parseDicom(raw, file, opts.maxFileBytes);
   const g = geometryOf(d, file, opts.maxPixels);
   const enc = encodingOf(d.transferSyntax, file);
   if (enc.kind === 'codec') await loadCodec(enc.codec);
@@ -255,7 +255,7 @@ export async function decodeFile(file: string, options: Omit<DecodeOptions, 'fai
     };
   }
   if (format !== 'dicom') throw new MedsslError('wrong-format', file, 'not a DICOM or NIfTI file');
-  const d = parseDicom(raw, file);
+  const d = parseDicom(raw, file, opts.maxFileBytes);
   const g = geometryOf(d, file, opts.maxPixels);
   const enc = encodingOf(d.transferSyntax, file);
   if (enc.kind === 'codec') await loadCodec(enc.codec);

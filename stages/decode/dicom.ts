@@ -79,7 +79,7 @@ export interface DicomFile {
 }
 
 /** Parses a DICOM file (with or without preamble and file meta). `file` names it in errors. */
-export function parseDicom(input: Uint8Array, file: string): DicomFile {
+export function parseDicom(input: Uint8Array, file: string, maxBytes = 2 ** 31 - 1): DicomFile {
   let bytes = input;
   let p = 0;
   if (bytes.length >= 132 && bytes[128] === 0x44 && bytes[129] === 0x49 && bytes[130] === 0x43 && bytes[131] === 0x4d) p = 132;
@@ -103,9 +103,10 @@ export function parseDicom(input: Uint8Array, file: string): DicomFile {
   let little = transferSyntax !== TS.explicitBE;
   if (transferSyntax === TS.deflatedLE || transferSyntax === '1.2.840.10008.1.2.1.99') {
     try {
-      bytes = zlib.inflateRawSync(bytes.subarray(p), { maxOutputLength: 2 ** 31 - 1 });
+      bytes = zlib.inflateRawSync(bytes.subarray(p), { maxOutputLength: maxBytes });
     } catch (err) {
-      throw new MedsslError('corrupt', file, `deflated dataset does not inflate: ${(err as Error).message}`);
+      const tooLarge = (err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE';
+      throw new MedsslError(tooLarge ? 'too-large' : 'corrupt', file, tooLarge ? `deflated dataset inflates past ${maxBytes} bytes` : `deflated dataset does not inflate: ${(err as Error).message}`);
     }
     p = 0;
     explicit = true;
