@@ -6,7 +6,8 @@
 import zlib from 'node:zlib';
 import { MedsslError } from '../../pipeline/failures.js';
 import type { Dtype, PixelArray } from '../../schemas/records.js';
-import { type CodecName, decodeCodestream, jpegHeader, j2kSize, markAsRgb } from './codecs.js';
+import { type CodecFrame, type CodecName, decodeCodestream, jpegHeader, j2kSize, markAsRgb } from './codecs.js';
+import { decodeJpegDct } from './jpeg-dct.js';
 import { type DicomFile, TAG, frameBytes, framesOf, getNumbers, getString, getUS, hex } from './dicom.js';
 import { BYTES, CTORS, expandYbr422, interleave, keepLowBits, padFrame, typedCopy, unpackBits } from './pixels.js';
 import { decodeRleFrame } from './rle.js';
@@ -167,20 +168,20 @@ function codecFrame(stream: Uint8Array, g: ImageGeometry, enc: Extract<Encoding,
   // Check the codestream's own size claim against the header before the codec allocates for it.
   let claimed: { width: number; height: number; components: number } | undefined;
   let input = stream;
+  let highPrecision = false;
   if (enc.family === 'j2k') claimed = j2kSize(stream);
   else {
     const h = jpegHeader(stream);
     if (!h) throw new MedsslError('corrupt', file, `frame ${f} is not a JPEG codestream (no SOI/SOF marker)`);
     claimed = h;
-    if (enc.codec === 'jpeg8' && h.precision > 8) {
-      throw new MedsslError('unsupported', file, `${h.precision}-bit JPEG (DCT) is not supported: only 8-bit JPEG DCT has a decoder here`);
-    }
+    if (enc.codec === 'jpeg8' && h.precision > 8) highPrecision = true;
     if (enc.codec === 'jpeg8' && h.components === 3 && g.photometric === 'RGB' && !h.jfif && h.adobeTransform === undefined) input = markAsRgb(stream, h);
   }
   if (claimed && (claimed.width > g.cols || claimed.height > g.rows || claimed.width * claimed.height === 0)) {
     throw new MedsslError('corrupt', file, `frame ${f} codestream is ${claimed.width} x ${claimed.height}, the header says ${g.cols} x ${g.rows}`);
   }
-  const c = decodeCodestream(enc.codec, input, file, g.bitsAllocated);
+  // 12-bit DCT streams go to the decoder in jpeg-dct.ts (the WebAssembly libjpeg-turbo build is 8-bit only).
+  const c: CodecFrame = highPrecision ? { ...decodeJpegDct(input, file), signed: false } : decodeCodestream(enc.codec, input, file, g.bitsAllocated);
   if (c.components !== g.samples) throw new MedsslError('corrupt', file, `frame ${f} has ${c.components} components, SamplesPerPixel is ${g.samples}`);
   if (c.width > g.cols || c.height > g.rows) throw new MedsslError('corrupt', file, `frame ${f} decodes to ${c.width} x ${c.height}, larger than ${g.cols} x ${g.rows}`);
   let data: PixelArray = new CTORS[g.dtype](c.width * c.height * c.components);
