@@ -78,16 +78,13 @@ export function decodeCodestream(name: CodecName, stream: Uint8Array, file: stri
     switch (name) {
       case 'jpegLossless':
         return decodeJpegLossless(stream, bitsAllocated);
-      case 'jpeg8':
-        return decodeWasm(loaded.get(name).JPEGDecoder, stream, true);
-      case 'jpegLs':
-        return decodeWasm(loaded.get(name).JpegLSDecoder, stream, false);
-      case 'j2k':
-        return decodeWasm(loaded.get(name).J2KDecoder, stream, false);
-      case 'htj2k':
-        return decodeWasm(loaded.get(name).HTJ2KDecoder, stream, false);
+      default:
+        return decodeWasm(name, stream);
     }
   } catch (err) {
+    // A decoder that failed may hold half-decoded state: never reuse it.
+    decoders.get(name)?.delete();
+    decoders.delete(name);
     if (err instanceof MedsslError) throw err;
     // An Emscripten abort leaves its module unusable: drop it so the next file gets a fresh instance.
     if ((err as Error)?.name === 'RuntimeError' || /abort/i.test(describe(err))) {
@@ -99,26 +96,29 @@ export function decodeCodestream(name: CodecName, stream: Uint8Array, file: stri
   }
 }
 
+const CLASSES: Record<string, string> = { jpeg8: 'JPEGDecoder', jpegLs: 'JpegLSDecoder', j2k: 'J2KDecoder', htj2k: 'HTJ2KDecoder' };
+/** One decoder instance per codec, reused: creating and deleting one per frame costs a third of a JPEG decode. */
+const decoders = new Map<CodecName, Wasm>();
+
 /** The four cornerstone codecs share one calling convention: copy in, decode, read frame info, copy out. */
-function decodeWasm(Decoder: new () => Wasm, stream: Uint8Array, readHeader: boolean): CodecFrame {
-  const decoder = new Decoder();
-  try {
-    decoder.getEncodedBuffer(stream.length).set(stream);
-    if (readHeader) decoder.readHeader();
-    decoder.decode();
-    const info = decoder.getFrameInfo() as { width: number; height: number; bitsPerSample: number; componentCount: number; isSigned: boolean };
-    const decoded = decoder.getDecodedBuffer() as Uint8Array;
-    const samples = info.width * info.height * info.componentCount;
-    const bytesPer = info.bitsPerSample <= 8 ? 1 : 2;
-    if (decoded.length < samples * bytesPer) throw new Error(`codec returned ${decoded.length} bytes for ${samples} samples`);
-    // Copy out of WebAssembly memory before the decoder is deleted (the view dies with it).
-    const copy = new Uint8Array(samples * bytesPer);
-    copy.set(decoded.subarray(0, copy.length));
-    const data = bytesPer === 1 ? copy : info.isSigned ? new Int16Array(copy.buffer) : new Uint16Array(copy.buffer);
-    return { width: info.width, height: info.height, components: info.componentCount, precision: info.bitsPerSample, signed: !!info.isSigned, data };
-  } finally {
-    decoder.delete();
+function decodeWasm(name: CodecName, stream: Uint8Array): CodecFrame {
+  let decoder = decoders.get(name);
+  if (!decoder) {
+    decoder = new (loaded.get(name)[CLASSES[name]])();
+    decoders.set(name, decoder);
   }
+  decoder.getEncodedBuffer(stream.length).set(stream);
+  decoder.decode();
+  const info = decoder.getFrameInfo() as { width: number; height: number; bitsPerSample: number; componentCount: number; isSigned: boolean };
+  const decoded = decoder.getDecodedBuffer() as Uint8Array;
+  const samples = info.width * info.height * info.componentCount;
+  const bytesPer = info.bitsPerSample <= 8 ? 1 : 2;
+  if (decoded.length < samples * bytesPer) throw new Error(`codec returned ${decoded.length} bytes for ${samples} samples`);
+  // Copy out of WebAssembly memory: the view is reused by the next decode.
+  const copy = new Uint8Array(samples * bytesPer);
+  copy.set(decoded.subarray(0, copy.length));
+  const data = bytesPer === 1 ? copy : info.isSigned ? new Int16Array(copy.buffer) : new Uint16Array(copy.buffer);
+  return { width: info.width, height: info.height, components: info.componentCount, precision: info.bitsPerSample, signed: !!info.isSigned, data };
 }
 
 function decodeJpegLossless(stream: Uint8Array, bitsAllocated: number): CodecFrame {

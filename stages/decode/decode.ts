@@ -45,8 +45,11 @@ export function decode(opts: DecodeOptions): OperatorFunction<SourceItem, Decode
 
 type Resolved = Required<Omit<DecodeOptions, 'failures' | 'concurrency'>>;
 
+let defaults: ReturnType<typeof DataConfig.parse> | undefined;
+
 function resolveOptions(opts: Omit<DecodeOptions, 'failures'>): Resolved {
-  const d = DataConfig.parse({});
+  // Parsed once: a zod parse per file costs as much as decoding a small image.
+  const d = (defaults ??= DataConfig.parse({}));
   return {
     maxPixels: opts.maxPixels ?? d.maxPixels,
     maxFileBytes: Math.min(opts.maxFileBytes ?? d.maxFileBytes, 2 ** 31 - 1),

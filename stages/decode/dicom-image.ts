@@ -181,12 +181,16 @@ function codecFrame(stream: Uint8Array, g: ImageGeometry, enc: Extract<Encoding,
     throw new MedsslError('corrupt', file, `frame ${f} codestream is ${claimed.width} x ${claimed.height}, the header says ${g.cols} x ${g.rows}`);
   }
   // 12-bit DCT streams go to the decoder in jpeg-dct.ts (the WebAssembly libjpeg-turbo build is 8-bit only).
-  const c: CodecFrame = highPrecision ? { ...decodeJpegDct(input, file), signed: false } : decodeCodestream(enc.codec, input, file, g.bitsAllocated);
+  const c: CodecFrame = highPrecision ? { ...decodeJpegDct(input, file, g.rows * g.cols * g.samples), signed: false } : decodeCodestream(enc.codec, input, file, g.bitsAllocated);
   if (c.components !== g.samples) throw new MedsslError('corrupt', file, `frame ${f} has ${c.components} components, SamplesPerPixel is ${g.samples}`);
   if (c.width > g.cols || c.height > g.rows) throw new MedsslError('corrupt', file, `frame ${f} decodes to ${c.width} x ${c.height}, larger than ${g.cols} x ${g.rows}`);
-  let data: PixelArray = new CTORS[g.dtype](c.width * c.height * c.components);
-  // TypedArray.set converts by value modulo 2^bits: a bit-pattern reinterpretation between same-width types.
-  data.set(c.data as ArrayLike<number>);
+  let data: PixelArray;
+  if (c.data instanceof CTORS[g.dtype]) data = c.data as PixelArray; // the codec's own copy: no second copy
+  else {
+    data = new CTORS[g.dtype](c.width * c.height * c.components);
+    // TypedArray.set converts by value modulo 2^bits: a bit-pattern reinterpretation between same-width types.
+    data.set(c.data as ArrayLike<number>);
+  }
   if (enc.family === 'jpeg') keepLowBits(data, g.bitsStored);
   else if (enc.family === 'jpegLs') { if (g.signed) keepLowBits(data, c.precision); }
   else if (c.signed !== g.signed) {

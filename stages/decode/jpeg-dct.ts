@@ -150,16 +150,16 @@ function buildHuffman(counts: Uint8Array, values: Uint8Array): Huffman {
 }
 
 /** Decodes a JPEG DCT codestream (SOF0/1/2, Huffman). Throws MedsslError for anything unsupported or corrupt. */
-export function decodeJpegDct(s: Uint8Array, file: string): DctImage {
+export function decodeJpegDct(s: Uint8Array, file: string, maxSamples: number): DctImage {
   try {
-    return decode(s, file);
+    return decode(s, file, maxSamples);
   } catch (err) {
     if (err instanceof MedsslError) throw err;
     throw new MedsslError('decode-error', file, `JPEG codestream does not decode: ${(err as Error).message}`);
   }
 }
 
-function decode(s: Uint8Array, file: string): DctImage {
+function decode(s: Uint8Array, file: string, maxSamples: number): DctImage {
   if (s[0] !== 0xff || s[1] !== 0xd8) throw new Error('no SOI marker');
   const quant: Array<Int32Array | undefined> = [];
   const dcTables: Array<Huffman | undefined> = [];
@@ -214,8 +214,11 @@ function decode(s: Uint8Array, file: string): DctImage {
         restart = u16(q);
         break;
       case 0xc0: case 0xc1: case 0xc2: {
+        if (frame) throw new Error('a second frame header');
         const precision = s[q], height = u16(q + 1), width = u16(q + 3), nf = s[q + 5];
         if (!height || !width || !nf || nf > 4) throw new Error(`frame header ${width} x ${height} x ${nf} is invalid`);
+        if (precision !== 8 && precision !== 12) throw new Error(`sample precision ${precision} is not 8 or 12`);
+        if (width * height * nf > maxSamples) throw new MedsslError('corrupt', file, `JPEG frame header claims ${width} x ${height} x ${nf} samples, more than the DICOM header allows`);
         const comps: Component[] = [];
         for (let c = 0; c < nf; c++) {
           const o = q + 6 + 3 * c;
