@@ -85,7 +85,7 @@ export async function* decodeItem(item: SourceItem, bytes: Uint8Array | undefine
 }
 
 function* dicomImages(item: SourceItem, d: DicomFile, g: ImageGeometry, enc: ReturnType<typeof encodingOf>, opts: Resolved): Generator<DecodedImage> {
-  const meta = dicomMeta(d);
+  const meta = dicomMeta(d, item.path);
   const keys = {
     patientKey: privacyKey(item.patientId ?? meta.patientId, opts.privacySalt),
     studyKey: privacyKey(meta.studyUid, opts.privacySalt),
@@ -96,11 +96,15 @@ function* dicomImages(item: SourceItem, d: DicomFile, g: ImageGeometry, enc: Ret
     yield clean({
       id: `${item.id}#${f}`, sourceId: item.id, path: item.path, format: 'dicom', frame: f, frames: g.frames,
       modality: item.modality ?? meta.modality, rows: g.rows, cols: g.cols, samples: fr.samples, dtype: fr.dtype, data: fr.data,
-      photometric: fr.photometric, bitsStored: g.bitsStored, rescale: meta.rescale, window: meta.window, spacing: meta.spacing ?? null,
-      position: meta.position, orientation: meta.orientation, ...keys, label: item.label, split: item.split,
+      photometric: fr.photometric, bitsStored: g.bitsStored, ...frameFields(g.frames > 1 ? meta.frame(f) : meta), ...keys,
+      label: item.label, split: item.split,
     });
     f++;
   }
+}
+
+function frameFields(m: { rescale: DecodedImage['rescale']; window?: DecodedImage['window']; spacing?: [number, number]; position?: number[]; orientation?: number[] }) {
+  return { rescale: m.rescale, window: m.window, spacing: m.spacing ?? null, position: m.position, orientation: m.orientation };
 }
 
 function* niftiFrames(item: SourceItem, raw: Uint8Array, opts: Resolved): Generator<DecodedImage> {

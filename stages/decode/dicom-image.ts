@@ -8,7 +8,7 @@ import { MedsslError } from '../../pipeline/failures.js';
 import type { Dtype, PixelArray } from '../../schemas/records.js';
 import { type CodecFrame, type CodecName, decodeCodestream, jpegHeader, j2kSize, markAsRgb } from './codecs.js';
 import { decodeJpegDct } from './jpeg-dct.js';
-import { type DicomFile, TAG, frameBytes, framesOf, getNumbers, getString, getUS, hex } from './dicom.js';
+import { type DicomFile, type Element, GROUP, TAG, frameBytes, framesOf, getNumbers, getString, getUS, hex, nestedElement, numbersOf, sequenceItems } from './dicom.js';
 import { BYTES, CTORS, expandYbr422, interleave, keepLowBits, padFrame, typedCopy, unpackBits } from './pixels.js';
 import { decodeRleFrame } from './rle.js';
 
@@ -208,27 +208,74 @@ function truncated(file: string, expected: number, got: number): MedsslError {
 }
 
 /** The header fields downstream stages need. Strings holding PHI are returned only for hashing by the caller. */
-export function dicomMeta(d: DicomFile) {
-  const spacing = getNumbers(d, TAG.pixelSpacing) ?? getNumbers(d, TAG.imagerPixelSpacing);
-  const position = getNumbers(d, TAG.position);
-  const orientation = getNumbers(d, TAG.orientation);
-  const slope = getNumbers(d, TAG.rescaleSlope)?.[0];
-  const intercept = getNumbers(d, TAG.rescaleIntercept)?.[0];
-  const center = getNumbers(d, TAG.windowCenter)?.[0];
-  const width = getNumbers(d, TAG.windowWidth)?.[0];
-  const finite = (v: number[] | undefined, n: number) => (v && v.length >= n && v.slice(0, n).every(Number.isFinite) ? v.slice(0, n) : undefined);
-  return {
+export function dicomMeta(d: DicomFile, file: string) {
+  const top = {
+    spacing: getNumbers(d, TAG.pixelSpacing) ?? getNumbers(d, TAG.imagerPixelSpacing),
+    position: getNumbers(d, TAG.position),
+    orientation: getNumbers(d, TAG.orientation),
+    slope: getNumbers(d, TAG.rescaleSlope)?.[0],
+    intercept: getNumbers(d, TAG.rescaleIntercept)?.[0],
+    center: getNumbers(d, TAG.windowCenter)?.[0],
+    width: getNumbers(d, TAG.windowWidth)?.[0],
+  };
+  // Enhanced multi-frame objects: shared functional groups fill what the top level lacks; per-frame groups override
+  // per frame (PS3.3 C.7.6.16). A damaged group sequence costs only its metadata, never the pixels.
+  const shared = tolerant(() => (d.elements.has(TAG.sharedGroups) ? sequenceItems(d, d.elements.get(TAG.sharedGroups)!, file, 1)[0] : undefined));
+  const perFrame = tolerant(() => (d.elements.has(TAG.perFrameGroups) ? sequenceItems(d, d.elements.get(TAG.perFrameGroups)!, file) : undefined)) ?? [];
+  const base = shared ? merge(top, groupValues(d, shared, file)) : top;
+  const common = {
     modality: (getString(d, TAG.modality) ?? 'OT').toUpperCase(),
     sopClassUid: getString(d, TAG.sopClassUid),
     patientId: getString(d, TAG.patientId),
     studyUid: getString(d, TAG.studyUid),
     seriesUid: getString(d, TAG.seriesUid),
-    spacing: finite(spacing, 2) as [number, number] | undefined,
-    position: finite(position, 3),
-    orientation: finite(orientation, 6),
-    rescale: { slope: Number.isFinite(slope) && slope !== 0 ? (slope as number) : 1, intercept: Number.isFinite(intercept) ? (intercept as number) : 0 },
-    window: Number.isFinite(center) && Number.isFinite(width) && (width as number) > 0 ? { center: center as number, width: width as number } : undefined,
   };
+  /** Geometry, rescale and window of frame `f`. */
+  const frame = (f: number) => describeFrame(perFrame[f] ? merge(base, groupValues(d, perFrame[f], file)) : base);
+  return { ...common, ...describeFrame(base), frame };
+}
+
+type RawValues = { spacing?: number[]; position?: number[]; orientation?: number[]; slope?: number; intercept?: number; center?: number; width?: number };
+
+function groupValues(d: DicomFile, g: Map<number, Element>, file: string): RawValues {
+  const at = (macro: number, tag: number) => tolerant(() => numbersOf(d, nestedElement(d, g, macro, tag, file)));
+  return {
+    spacing: at(GROUP.pixelMeasures, TAG.pixelSpacing),
+    position: at(GROUP.planePosition, TAG.position),
+    orientation: at(GROUP.planeOrientation, TAG.orientation),
+    slope: at(GROUP.pixelValueTransformation, TAG.rescaleSlope)?.[0],
+    intercept: at(GROUP.pixelValueTransformation, TAG.rescaleIntercept)?.[0],
+    center: at(GROUP.frameVoiLut, TAG.windowCenter)?.[0],
+    width: at(GROUP.frameVoiLut, TAG.windowWidth)?.[0],
+  };
+}
+
+/** Values of `over` where present, else those of `base`. */
+function merge(base: RawValues, over: RawValues): RawValues {
+  const out: RawValues = { ...base };
+  for (const k of Object.keys(over) as Array<keyof RawValues>) if (over[k] !== undefined) (out as Record<string, unknown>)[k] = over[k];
+  return out;
+}
+
+function describeFrame(v: RawValues) {
+  const finite = (a: number[] | undefined, n: number) => (a && a.length >= n && a.slice(0, n).every(Number.isFinite) ? a.slice(0, n) : undefined);
+  const { slope, intercept, center, width } = v;
+  return {
+    spacing: finite(v.spacing, 2) as [number, number] | undefined,
+    position: finite(v.position, 3),
+    orientation: finite(v.orientation, 6),
+    rescale: { slope: slope !== undefined && Number.isFinite(slope) && slope !== 0 ? slope : 1, intercept: intercept !== undefined && Number.isFinite(intercept) ? intercept : 0 },
+    window: center !== undefined && width !== undefined && Number.isFinite(center) && Number.isFinite(width) && width > 0 ? { center, width } : undefined,
+  };
+}
+
+function tolerant<T>(f: () => T): T | undefined {
+  try {
+    return f();
+  } catch (err) {
+    if (err instanceof MedsslError) return undefined;
+    throw err;
+  }
 }
 
 export { hex };

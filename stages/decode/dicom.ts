@@ -42,6 +42,18 @@ export const TAG = {
   floatPixelData: 0x7fe00008,
   doubleFloatPixelData: 0x7fe00009,
   pixelData: 0x7fe00010,
+  // Enhanced multi-frame objects keep geometry and rescale in functional groups (PS3.3 C.7.6.16).
+  sharedGroups: 0x52009229,
+  perFrameGroups: 0x52009230,
+} as const;
+
+/** Functional group macros and the attributes inside them (PS3.3 C.7.6.16.2). */
+export const GROUP = {
+  pixelMeasures: 0x00289110,
+  planePosition: 0x00209113,
+  planeOrientation: 0x00209116,
+  pixelValueTransformation: 0x00289145,
+  frameVoiLut: 0x00289132,
 } as const;
 const WANTED = new Set<number>(Object.values(TAG));
 const PIXEL_TAGS = new Set<number>([TAG.pixelData, TAG.floatPixelData, TAG.doubleFloatPixelData]);
@@ -359,7 +371,51 @@ export function getUS(d: DicomFile, tag: number): number | undefined {
 
 /** Decimal/integer strings (DS, IS), backslash-separated; NaN for unparsable values. */
 export function getNumbers(d: DicomFile, tag: number): number[] | undefined {
-  const s = getString(d, tag);
-  if (s === undefined) return undefined;
+  return numbersOf(d, d.elements.get(tag));
+}
+
+function ctxOf(d: DicomFile, e: Element, file: string): Ctx {
+  // Undefined-length UN content is implicit VR little endian (PS3.5 6.2.2); other sequences keep the dataset's encoding.
+  const un = e.vr === 'UN';
+  return { b: d.bytes, dv: view(d.bytes), little: un ? true : d.littleEndian, explicit: un ? false : d.explicitVR, file, elements: new Map(), end: e.offset + e.length };
+}
+
+/** The items of a sequence element, each as the elements it holds (tag -> element), read lazily by the caller. */
+export function sequenceItems(d: DicomFile, e: Element, file: string, limit = Infinity): Array<Map<number, Element>> {
+  const ctx = ctxOf(d, e, file);
+  const items: Array<Map<number, Element>> = [];
+  let p = e.offset;
+  while (p + 8 <= ctx.end && items.length < limit) {
+    const tag = tagAt(ctx, p);
+    const length = ctx.dv.getUint32(p + 4, ctx.little);
+    if (tag === SEQ_END) break;
+    if (tag !== ITEM) throw new MedsslError('corrupt', file, `expected a sequence item at byte ${p}, found (${hex(tag)})`);
+    const end = length === UNDEFINED ? ctx.end : Math.min(ctx.end, p + 8 + length);
+    const map = new Map<number, Element>();
+    p += 8;
+    while (p + 8 <= end) {
+      if (tagAt(ctx, p) === ITEM_END) { p += 8; break; }
+      const r = readElement({ ...ctx, end }, p, 1);
+      if (!map.has(r.tag)) map.set(r.tag, { vr: r.vr, offset: r.offset, length: r.length });
+      p = r.next;
+    }
+    if (length !== UNDEFINED) p = end;
+    items.push(map);
+  }
+  return items;
+}
+
+/** An element nested as macro > first item > tag inside a functional group item, or undefined. */
+export function nestedElement(d: DicomFile, group: Map<number, Element>, macro: number, tag: number, file: string): Element | undefined {
+  const seq = group.get(macro);
+  if (!seq) return undefined;
+  return sequenceItems(d, seq, file, 1)[0]?.get(tag);
+}
+
+/** Decimal/integer strings (DS, IS) of an element, backslash-separated; NaN for unparsable values. */
+export function numbersOf(d: DicomFile, e: Element | undefined): number[] | undefined {
+  if (!e || e.length === 0) return undefined;
+  const s = Buffer.from(d.bytes.buffer, d.bytes.byteOffset + e.offset, e.length).toString('latin1').replace(/[\0 ]+$/, '').trim();
+  if (!s) return undefined;
   return s.split('\\').map((v) => (v.trim() === '' ? NaN : Number(v.trim())));
 }

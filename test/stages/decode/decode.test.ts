@@ -56,6 +56,19 @@ describe('DICOM records', () => {
     if (pid) expect(json).not.toContain(pid[2].trim());
   });
 
+  it('reads geometry and rescale of enhanced multi-frame objects from their functional groups', async () => {
+    // Enhanced CT: no top-level rescale or spacing; shared groups give them, per-frame groups give each position.
+    const ct = await frames({ id: 'e', path: sharedData('dicom/pydicom-data/eCT_Supplemental.dcm') });
+    expect(ct).toHaveLength(2);
+    expect(ct[0].rescale).toEqual({ slope: 1, intercept: -1024 });
+    expect(ct[0].spacing).toEqual([0.388672, 0.388672]);
+    expect(ct[0].position?.[2]).not.toBe(ct[1].position?.[2]);
+    const mr = await frames({ id: 'm', path: sharedData('dicom/nibabel/philips_mprage.dcm.gz') });
+    expect(mr).toHaveLength(176);
+    expect(new Set(mr.map((f) => f.position?.join())).size).toBe(176);
+    expect(mr[0].orientation).toHaveLength(6);
+  });
+
   it('prefers the manifest patient id for the patient key', async () => {
     const [f] = await frames({ id: 'ct', path: sharedData('dicom/pydicom/CT_small.dcm'), patientId: 'P7', modality: 'CT' });
     expect(f.patientKey).toBe(privacyKey('P7', 'medssl'));
