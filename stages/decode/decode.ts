@@ -80,7 +80,10 @@ export async function* decodeItem(item: SourceItem, bytes: Uint8Array | undefine
   const d = parseDicom(raw, file, opts.maxFileBytes);
   const g = geometryOf(d, file, opts.maxPixels);
   const enc = encodingOf(d.transferSyntax, file);
-  if (enc.kind === 'codec') await loadCodec(enc.codec);
+  if (enc.kind === 'codec') {
+    await loadCodec(enc.codec);
+    if (enc.fallback) await loadCodec(enc.fallback);
+  }
   yield* dicomImages(item, d, g, enc, opts);
 }
 
@@ -265,7 +268,10 @@ export async function decodeFile(file: string, options: Omit<DecodeOptions, 'fai
   const d = parseDicom(raw, file, opts.maxFileBytes);
   const g = geometryOf(d, file, opts.maxPixels);
   const enc = encodingOf(d.transferSyntax, file);
-  if (enc.kind === 'codec') await loadCodec(enc.codec);
+  if (enc.kind === 'codec') {
+    await loadCodec(enc.codec);
+    if (enc.fallback) await loadCodec(enc.fallback);
+  }
   const item: SourceItem = { id: file, path: file, format: 'dicom' };
   const frames = [...dicomImages(item, d, g, enc, opts)];
   const first = frames[0];

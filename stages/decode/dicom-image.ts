@@ -25,7 +25,9 @@ export interface ImageGeometry {
   planar: boolean;
 }
 
-export type Encoding = { kind: 'native' } | { kind: 'deflatedFrames' } | { kind: 'rle' } | { kind: 'codec'; codec: CodecName; family: 'jpeg' | 'jpegLs' | 'j2k' };
+export type Encoding =
+  | { kind: 'native' } | { kind: 'deflatedFrames' } | { kind: 'rle' }
+  | { kind: 'codec'; codec: CodecName; family: 'jpeg' | 'jpegLs' | 'j2k'; fallback?: CodecName };
 
 /** How each transfer syntax's pixel data is encoded (PS3.5 section 10 and Annex A). */
 export function encodingOf(ts: string, file: string): Encoding {
@@ -45,7 +47,9 @@ export function encodingOf(ts: string, file: string): Encoding {
     case '1.2.840.10008.1.2.4.90': case '1.2.840.10008.1.2.4.91': case '1.2.840.10008.1.2.4.92': case '1.2.840.10008.1.2.4.93':
       return { kind: 'codec', codec: 'j2k', family: 'j2k' };
     case '1.2.840.10008.1.2.4.201': case '1.2.840.10008.1.2.4.202': case '1.2.840.10008.1.2.4.203':
-      return { kind: 'codec', codec: 'htj2k', family: 'j2k' };
+      // OpenJPEG (2.5+) reads HTJ2K and is what pydicom/imagecodecs use for it, so its irreversible output matches
+      // the reference exactly; OpenJPH (which rounds the 9-7 wavelet differently) is the fallback.
+      return { kind: 'codec', codec: 'j2k', family: 'j2k', fallback: 'htj2k' };
     default:
       throw new MedsslError('unsupported', file, `transfer syntax ${ts} is not supported`);
   }
@@ -181,7 +185,16 @@ function codecFrame(stream: Uint8Array, g: ImageGeometry, enc: Extract<Encoding,
     throw new MedsslError('corrupt', file, `frame ${f} codestream is ${claimed.width} x ${claimed.height}, the header says ${g.cols} x ${g.rows}`);
   }
   // 12-bit DCT streams go to the decoder in jpeg-dct.ts (the WebAssembly libjpeg-turbo build is 8-bit only).
-  const c: CodecFrame = highPrecision ? { ...decodeJpegDct(input, file, g.rows * g.cols * g.samples), signed: false } : decodeCodestream(enc.codec, input, file, g.bitsAllocated);
+  let c: CodecFrame;
+  if (highPrecision) c = { ...decodeJpegDct(input, file, g.rows * g.cols * g.samples), signed: false };
+  else {
+    try {
+      c = decodeCodestream(enc.codec, input, file, g.bitsAllocated);
+    } catch (err) {
+      if (!enc.fallback || !(err instanceof MedsslError) || err.code !== 'decode-error') throw err;
+      c = decodeCodestream(enc.fallback, input, file, g.bitsAllocated);
+    }
+  }
   if (c.components !== g.samples) throw new MedsslError('corrupt', file, `frame ${f} has ${c.components} components, SamplesPerPixel is ${g.samples}`);
   if (c.width > g.cols || c.height > g.rows) throw new MedsslError('corrupt', file, `frame ${f} decodes to ${c.width} x ${c.height}, larger than ${g.cols} x ${g.rows}`);
   let data: PixelArray;

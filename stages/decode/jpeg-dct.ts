@@ -2,8 +2,7 @@
 // (SOF1, DICOM 1.2.840.10008.1.2.4.51) and 12-bit progressive (SOF2, 4.53/4.55). Huffman coding only (arithmetic
 // coding is not used by DICOM writers in practice). Greyscale, or several components without subsampling; the
 // output is the decoded samples interleaved, with no colour transform (12-bit DICOM JPEG is monochrome in practice).
-// The IDCT is the exact separable float transform rounded to nearest, so it may differ from libjpeg's integer
-// "islow" IDCT by one unit on some samples; the corpus test bounds the difference (README: tolerance).
+// The IDCT is libjpeg's integer "islow", so the output matches libjpeg-turbo's (and pydicom's) sample for sample.
 
 import { MedsslError } from '../../pipeline/failures.js';
 
@@ -13,12 +12,6 @@ const ZIGZAG = new Uint8Array([
   47, 55, 62, 63,
 ]);
 
-/** cos((2x + 1) u pi / 16) * C(u) / 2, the 1-D IDCT basis (T.81 A.3.3). */
-const BASIS = (() => {
-  const b = new Float64Array(64);
-  for (let x = 0; x < 8; x++) for (let u = 0; u < 8; u++) b[x * 8 + u] = (u === 0 ? Math.SQRT1_2 : 1) * Math.cos(((2 * x + 1) * u * Math.PI) / 16) / 2;
-  return b;
-})();
 
 /** Canonical Huffman table (T.81 C and F.2.2.3), with a 9-bit lookahead for the common short codes. */
 interface Huffman {
@@ -392,40 +385,103 @@ function output(frame: { precision: number; width: number; height: number; comps
   const { width, height, comps, precision } = frame;
   const nc = comps.length;
   const out = new Uint16Array(width * height * nc);
-  const max = (1 << precision) - 1;
-  const shift = 1 << (precision - 1);
-  const tmp = new Float64Array(64);
-  const block = new Float64Array(64);
+  const limit = rangeLimit(precision);
+  const ws = new Float64Array(64);
+  const pixels = new Int32Array(64);
+  const pass1 = precision === 8 ? 2 : 1;
   for (let ci = 0; ci < nc; ci++) {
     const c = comps[ci];
     const q = quant[c.tq];
     if (!q) throw new Error(`quantisation table ${c.tq} is missing`);
     for (let by = 0; by < c.blocksPerColumn; by++) {
       for (let bx = 0; bx < c.blocksPerLine; bx++) {
-        const off = (by * c.stride + bx) * 64;
-        for (let i = 0; i < 64; i++) block[i] = c.coefs[off + i] * q[i];
-        // Rows then columns: f(y, x) = sum_v sum_u B[y][v] B[x][u] F(v, u).
-        for (let v = 0; v < 8; v++) {
-          for (let x = 0; x < 8; x++) {
-            let sum = 0;
-            for (let u = 0; u < 8; u++) sum += BASIS[x * 8 + u] * block[v * 8 + u];
-            tmp[v * 8 + x] = sum;
-          }
-        }
+        idctIslow(c.coefs, (by * c.stride + bx) * 64, q, ws, pixels, pass1, limit);
         for (let y = 0; y < 8; y++) {
           const py = by * 8 + y;
           if (py >= height) break;
           for (let x = 0; x < 8; x++) {
             const px = bx * 8 + x;
             if (px >= width) break;
-            let sum = 0;
-            for (let v = 0; v < 8; v++) sum += BASIS[y * 8 + v] * tmp[v * 8 + x];
-            const val = Math.round(sum) + shift;
-            out[(py * width + px) * nc + ci] = val < 0 ? 0 : val > max ? max : val;
+            out[(py * width + px) * nc + ci] = pixels[y * 8 + x];
           }
         }
       }
     }
   }
   return { width, height, components: nc, precision, data: out };
+}
+
+// libjpeg's accurate integer IDCT ("islow", jidctint.c: the Loeffler-Ligtenberg-Moschytz algorithm with 13-bit
+// constants), reproduced exactly so 12-bit streams decode to the same values as libjpeg-turbo (what pydicom uses).
+const CONST_BITS = 13;
+const F_0_298631336 = 2446, F_0_390180644 = 3196, F_0_541196100 = 4433, F_0_765366865 = 6270, F_0_899976223 = 7373;
+const F_1_175875602 = 9633, F_1_501321110 = 12299, F_1_847759065 = 15137, F_1_961570560 = 16069, F_2_053119869 = 16819;
+const F_2_562915447 = 20995, F_3_072711026 = 25172;
+/** DESCALE with an arithmetic right shift (floor division); doubles keep the 64-bit intermediate sums exact. */
+const descale = (x: number, n: number) => Math.floor((x + 2 ** (n - 1)) / 2 ** n);
+
+/** The post-IDCT range-limit table of jdmaster.c: level shift and clamp, with libjpeg's wrap-around for wild values. */
+function rangeLimit(precision: number): Int32Array {
+  const n = 1 << precision, max = n - 1, center = n >> 1;
+  const t = new Int32Array(4 * n);
+  for (let i = 0; i < 4 * n; i++) {
+    if (i < n - center) t[i] = i + center;
+    else if (i < 2 * n) t[i] = max;
+    else if (i < 4 * n - center) t[i] = 0;
+    else t[i] = i - 4 * n + center;
+  }
+  return t;
+}
+
+function idctIslow(coefs: Int32Array, off: number, q: Int32Array, ws: Float64Array, outp: Int32Array, pass1: number, limit: Int32Array): void {
+  const mask = limit.length - 1;
+  // Pass 1: columns.
+  for (let col = 0; col < 8; col++) {
+    const at = (r: number) => coefs[off + r * 8 + col] * q[r * 8 + col];
+    let z2 = at(2), z3 = at(6);
+    let z1 = (z2 + z3) * F_0_541196100;
+    let tmp2 = z1 + z3 * -F_1_847759065;
+    let tmp3 = z1 + z2 * F_0_765366865;
+    z2 = at(0); z3 = at(4);
+    let tmp0 = (z2 + z3) * 2 ** CONST_BITS;
+    let tmp1 = (z2 - z3) * 2 ** CONST_BITS;
+    const tmp10 = tmp0 + tmp3, tmp13 = tmp0 - tmp3, tmp11 = tmp1 + tmp2, tmp12 = tmp1 - tmp2;
+    tmp0 = at(7); tmp1 = at(5); tmp2 = at(3); tmp3 = at(1);
+    z1 = tmp0 + tmp3; z2 = tmp1 + tmp2; z3 = tmp0 + tmp2;
+    let z4 = tmp1 + tmp3;
+    const z5 = (z3 + z4) * F_1_175875602;
+    tmp0 *= F_0_298631336; tmp1 *= F_2_053119869; tmp2 *= F_3_072711026; tmp3 *= F_1_501321110;
+    z1 *= -F_0_899976223; z2 *= -F_2_562915447; z3 *= -F_1_961570560; z4 *= -F_0_390180644;
+    z3 += z5; z4 += z5;
+    tmp0 += z1 + z3; tmp1 += z2 + z4; tmp2 += z2 + z3; tmp3 += z1 + z4;
+    const n = CONST_BITS - pass1;
+    ws[col] = descale(tmp10 + tmp3, n); ws[56 + col] = descale(tmp10 - tmp3, n);
+    ws[8 + col] = descale(tmp11 + tmp2, n); ws[48 + col] = descale(tmp11 - tmp2, n);
+    ws[16 + col] = descale(tmp12 + tmp1, n); ws[40 + col] = descale(tmp12 - tmp1, n);
+    ws[24 + col] = descale(tmp13 + tmp0, n); ws[32 + col] = descale(tmp13 - tmp0, n);
+  }
+  // Pass 2: rows.
+  const n = CONST_BITS + pass1 + 3;
+  for (let row = 0; row < 8; row++) {
+    const w = row * 8;
+    let z2 = ws[w + 2], z3 = ws[w + 6];
+    let z1 = (z2 + z3) * F_0_541196100;
+    let tmp2 = z1 + z3 * -F_1_847759065;
+    let tmp3 = z1 + z2 * F_0_765366865;
+    let tmp0 = (ws[w] + ws[w + 4]) * 2 ** CONST_BITS;
+    let tmp1 = (ws[w] - ws[w + 4]) * 2 ** CONST_BITS;
+    const tmp10 = tmp0 + tmp3, tmp13 = tmp0 - tmp3, tmp11 = tmp1 + tmp2, tmp12 = tmp1 - tmp2;
+    tmp0 = ws[w + 7]; tmp1 = ws[w + 5]; tmp2 = ws[w + 3]; tmp3 = ws[w + 1];
+    z1 = tmp0 + tmp3; z2 = tmp1 + tmp2; z3 = tmp0 + tmp2;
+    let z4 = tmp1 + tmp3;
+    const z5 = (z3 + z4) * F_1_175875602;
+    tmp0 *= F_0_298631336; tmp1 *= F_2_053119869; tmp2 *= F_3_072711026; tmp3 *= F_1_501321110;
+    z1 *= -F_0_899976223; z2 *= -F_2_562915447; z3 *= -F_1_961570560; z4 *= -F_0_390180644;
+    z3 += z5; z4 += z5;
+    tmp0 += z1 + z3; tmp1 += z2 + z4; tmp2 += z2 + z3; tmp3 += z1 + z4;
+    outp[w] = limit[descale(tmp10 + tmp3, n) & mask]; outp[w + 7] = limit[descale(tmp10 - tmp3, n) & mask];
+    outp[w + 1] = limit[descale(tmp11 + tmp2, n) & mask]; outp[w + 6] = limit[descale(tmp11 - tmp2, n) & mask];
+    outp[w + 2] = limit[descale(tmp12 + tmp1, n) & mask]; outp[w + 5] = limit[descale(tmp12 - tmp1, n) & mask];
+    outp[w + 3] = limit[descale(tmp13 + tmp0, n) & mask]; outp[w + 4] = limit[descale(tmp13 - tmp0, n) & mask];
+  }
 }
