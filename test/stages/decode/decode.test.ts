@@ -74,6 +74,23 @@ describe('DICOM records', () => {
     expect(f.patientKey).toBe(privacyKey('P7', 'medssl'));
   });
 
+  it('rejects absurd header sizes before allocating', async () => {
+    const dcm = new Uint8Array(fs.readFileSync(sharedData('dicom/pydicom/CT_small.dcm')));
+    const dv = new DataView(dcm.buffer);
+    for (let i = 132; i + 10 < dcm.length; i++) {
+      // (0028,0010) Rows and (0028,0011) Columns, explicit VR "US": value at +8.
+      if (dv.getUint16(i, true) === 0x0028 && (dv.getUint16(i + 2, true) === 0x0010 || dv.getUint16(i + 2, true) === 0x0011) && dcm[i + 4] === 0x55) dv.setUint16(i + 8, 0xffff, true);
+    }
+    const item = { id: 'huge', path: 'huge.dcm' };
+    const rss = process.memoryUsage().rss;
+    await expect((async () => { for await (const _ of decodeItem(item, dcm, {})) void _; })()).rejects.toMatchObject({ code: 'too-large' });
+    const nii = new Uint8Array(fs.readFileSync(sharedData('nifti/nibabel/anatomical.nii'))); // big endian
+    const nv = new DataView(nii.buffer);
+    for (const at of [42, 44, 46]) nv.setInt16(at, 32767, false);
+    await expect((async () => { for await (const _ of decodeItem({ id: 'n', path: 'huge.nii', format: 'nifti' }, nii, {})) void _; })()).rejects.toMatchObject({ code: 'too-large' });
+    expect(process.memoryUsage().rss - rss).toBeLessThan(200 * 1024 ** 2);
+  });
+
   it('rejects a frame larger than maxPixels from the header', async () => {
     await expect(frames({ id: 'x', path: sharedData('dicom/pydicom/CT_small.dcm') }, { maxPixels: 1000 })).rejects.toMatchObject({ code: 'too-large' });
   });
