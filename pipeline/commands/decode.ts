@@ -9,7 +9,6 @@ export function register(program: Command): void {
     .argument('<file>', 'a DICOM (.dcm, .dcm.gz, no extension) or NIfTI (.nii, .nii.gz, .hdr) file')
     .option('--npy <out>', 'write the stored values (before rescale) as a C-order little-endian .npy')
     .option('--json', 'print the metadata as one JSON object (the default; kept for symmetry with other commands)')
-    .option('--slice-axis <n>', 'unused for the .npy (NIfTI is written as stored); accepted for scripts', '2')
     .addHelpText('after', '\nExample:\n  $ medssl decode CT.dcm --npy ct.npy\n  {"file":"CT.dcm","format":"dicom","modality":"CT","rows":512,...}')
     .action(async (file: string, opts: { npy?: string }) => {
       // Imported lazily: `medssl --help` must not load the decode stage, and the codecs load only when needed.
