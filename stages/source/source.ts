@@ -174,7 +174,15 @@ function* manifestItems(file: string, maxFileBytes: number): Generator<SourceIte
 
 function parseLabel(v: unknown, where: string): number[] | undefined {
   if (v === undefined || v === null || v === '') return undefined;
-  const list = Array.isArray(v) ? v : typeof v === 'number' ? [v] : String(v).split(/[;|\s]+/).filter(Boolean);
+  let value = v;
+  if (typeof value === 'string' && value.trim().startsWith('[')) {
+    try {
+      value = JSON.parse(value) as unknown;
+    } catch {
+      throw new MedsslError('invalid-value', where, `label '${value}' is not a JSON array of numbers`);
+    }
+  }
+  const list = Array.isArray(value) ? value : typeof value === 'number' ? [value] : String(value).split(/[;|\s]+/).filter(Boolean);
   const nums = list.map(Number);
   if (nums.some((x) => !Number.isFinite(x))) throw new MedsslError('invalid-value', where, `label '${String(v)}' is not a number or a list of numbers`);
   return nums;

@@ -59,7 +59,7 @@ describe('listSources', () => {
     fs.copyFileSync(sharedData('dicom/pydicom/CT_small.dcm'), path.join(dir, 'a.dcm'));
     fs.mkdirSync(path.join(dir, 'sub'));
     fs.copyFileSync(sharedData('nifti/nibabel/standard.nii.gz'), path.join(dir, 'sub', 'b.nii.gz'));
-    fs.writeFileSync(path.join(dir, 'm.csv'), 'path,label,patient_id,modality,split\na.dcm,1,P1,ct,train\n"sub/b.nii.gz","0;1",P2,MR,val\n');
+    fs.writeFileSync(path.join(dir, 'm.csv'), 'path,label,patient_id,modality,split\na.dcm,1,P1,ct,train\n"sub/b.nii.gz","[0,1]",P2,MR,val\n');
     fs.writeFileSync(path.join(dir, 'm.jsonl'), '{"path":"a.dcm","label":[1],"patientId":"P1"}\n\n{"path":"sub/b.nii.gz","split":"test"}\n');
     const csv = await collect([path.join(dir, 'm.csv')]);
     expect(csv).toEqual([
