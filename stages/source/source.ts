@@ -174,7 +174,7 @@ function* manifestItems(file: string, maxFileBytes: number): Generator<SourceIte
 
 function parseLabel(v: unknown, where: string): number[] | undefined {
   if (v === undefined || v === null || v === '') return undefined;
-  let value = v;
+  let value: unknown = v;
   if (typeof value === 'string' && value.trim().startsWith('[')) {
     try {
       value = JSON.parse(value) as unknown;
