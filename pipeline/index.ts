@@ -5,3 +5,5 @@ export { Gate, settle, pull, type GateOptions, type PullOptions } from './flow.j
 export { FailureLog, MedsslError, guard, toFailure, type GuardOptions } from './failures.js';
 export { walkFiles, fromHighland, toHighland, writeJsonl, readJsonl } from './bridge.js';
 export { loadConfig, stableHash } from './config.js';
+export { listSources, detectFormat, type SourceOptions } from '../stages/source/source.js';
+export { decode, decodeItem, decodeFile, privacyKey, type DecodeOptions, type DecodedFile } from '../stages/decode/decode.js';

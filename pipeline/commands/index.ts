@@ -1,7 +1,8 @@
 // Every command of the CLI, in the order `medssl --help` lists them.
 import type { Command } from 'commander';
 import { register as config } from './config.js';
+import { register as decode } from './decode.js';
 import { register as info } from './info.js';
 import { register as run } from './run.js';
 
-export const commands: Array<(program: Command) => void> = [run, config, info];
+export const commands: Array<(program: Command) => void> = [run, decode, config, info];

@@ -1,0 +1,287 @@
+// The decode stage: SourceItems (DICOM files, NIfTI volumes, MedMNIST .npz entries) to DecodedImages, one per
+// frame or slice, holding the stored values before any LUT plus the metadata downstream stages need. Raw PHI
+// (patient/study/series ids) never leaves this stage: only salted hashes do.
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import zlib from 'node:zlib';
+import type { OperatorFunction } from 'rxjs';
+import { type FailureLog, MedsslError, guard } from '../../pipeline/failures.js';
+import { DataConfig } from '../../schemas/config.js';
+import type { DecodedImage, Dtype, PixelArray, SourceItem } from '../../schemas/records.js';
+import { detectFormat } from '../source/source.js';
+import { readNpz, type NdArray } from '../source/npy.js';
+import { loadCodec } from './codecs.js';
+import { parseDicom, type DicomFile } from './dicom.js';
+import { dicomFrames, dicomMeta, encodingOf, geometryOf, type ImageGeometry } from './dicom-image.js';
+import { readNifti, sliceVolume, type NiftiVolume } from './nifti.js';
+
+export interface DecodeOptions {
+  /** Where bad files go (as FailureRecords); the stream goes on. */
+  failures: FailureLog;
+  /** Frames with more samples than this are rejected from the header (default DataConfig.maxPixels). */
+  maxPixels?: number;
+  /** Files (and gunzipped contents, and claimed volume sizes) larger than this are rejected (bytes). */
+  maxFileBytes?: number;
+  /** Volumes are cut perpendicular to this voxel axis (0 = i, 1 = j, 2 = k). */
+  sliceAxis?: 0 | 1 | 2;
+  /** Salt of the patient/study/series hashes. */
+  privacySalt?: string;
+  /** Files decoded at once (frames of one file always stay in order). Default 1: input order kept. */
+  concurrency?: number;
+}
+
+/**
+ * Decodes each SourceItem into its frames (emitted one by one, in frame order). A file that cannot be read or
+ * decoded becomes one FailureRecord on `opts.failures` (stage 'decode'); frames emitted before a mid-file error are
+ * kept. Completes when the input completes.
+ */
+export function decode(opts: DecodeOptions): OperatorFunction<SourceItem, DecodedImage> {
+  const { failures, concurrency, ...rest } = opts;
+  return guard((item: SourceItem) => decodeItem(item, undefined, rest), {
+    stage: 'decode', failures, fileOf: (i) => i.path, idOf: (i) => i.id, concurrency: concurrency ?? 1,
+  });
+}
+
+type Resolved = Required<Omit<DecodeOptions, 'failures' | 'concurrency'>>;
+
+let defaults: ReturnType<typeof DataConfig.parse> | undefined;
+
+function resolveOptions(opts: Omit<DecodeOptions, 'failures'>): Resolved {
+  // Parsed once: a zod parse per file costs as much as decoding a small image.
+  const d = (defaults ??= DataConfig.parse({}));
+  return {
+    maxPixels: opts.maxPixels ?? d.maxPixels,
+    maxFileBytes: Math.min(opts.maxFileBytes ?? d.maxFileBytes, 2 ** 31 - 1),
+    sliceAxis: opts.sliceAxis ?? (d.sliceAxis as 0 | 1 | 2),
+    privacySalt: opts.privacySalt ?? d.privacySalt,
+  };
+}
+
+/**
+ * The frames of one item. An AsyncGenerator because the WebAssembly codecs initialise asynchronously (once per
+ * process, on the first file that needs them); everything after that is synchronous. Reads the file when `bytes`
+ * is undefined. Throws MedsslError for bad input.
+ */
+export async function* decodeItem(item: SourceItem, bytes: Uint8Array | undefined, options: Omit<DecodeOptions, 'failures'>): AsyncGenerator<DecodedImage> {
+  const opts = resolveOptions(options);
+  const file = item.path;
+  if (item.format === 'npz' || (item.entry !== undefined && /\.npz$/i.test(file))) {
+    yield* npzFrames(item, bytes, opts);
+    return;
+  }
+  const raw = maybeGunzip(bytes ?? readBounded(file, opts.maxFileBytes), file, opts.maxFileBytes);
+  const format = item.format === 'dicom' || item.format === 'nifti' ? item.format : detectFormat(raw, file.toLowerCase().replace(/\.gz$/, ''));
+  if (format === 'nifti' || (format === undefined && raw.length >= 4 && isNiftiSize(raw))) {
+    yield* niftiFrames(item, raw, opts);
+    return;
+  }
+  if (format !== 'dicom') throw new MedsslError('wrong-format', file, 'not a DICOM or NIfTI file');
+  const d = parseDicom(raw, file, opts.maxFileBytes);
+  const g = geometryOf(d, file, opts.maxPixels);
+  const enc = encodingOf(d.transferSyntax, file);
+  if (enc.kind === 'codec') {
+    await loadCodec(enc.codec);
+    if (enc.fallback) await loadCodec(enc.fallback);
+  }
+  yield* dicomImages(item, d, g, enc, opts);
+}
+
+function* dicomImages(item: SourceItem, d: DicomFile, g: ImageGeometry, enc: ReturnType<typeof encodingOf>, opts: Resolved): Generator<DecodedImage> {
+  const meta = dicomMeta(d, item.path);
+  const keys = {
+    patientKey: privacyKey(item.patientId ?? meta.patientId, opts.privacySalt),
+    studyKey: privacyKey(meta.studyUid, opts.privacySalt),
+    seriesKey: privacyKey(meta.seriesUid, opts.privacySalt),
+  };
+  let f = 0;
+  for (const fr of dicomFrames(d, g, enc, item.path)) {
+    yield clean({
+      id: `${item.id}#${f}`, sourceId: item.id, path: item.path, format: 'dicom', frame: f, frames: g.frames,
+      modality: item.modality ?? meta.modality, rows: g.rows, cols: g.cols, samples: fr.samples, dtype: fr.dtype, data: fr.data,
+      photometric: fr.photometric, bitsStored: g.bitsStored, ...frameFields(g.frames > 1 ? meta.frame(f) : meta), ...keys,
+      label: item.label, split: item.split,
+    });
+    f++;
+  }
+}
+
+function frameFields(m: { rescale: DecodedImage['rescale']; window?: DecodedImage['window']; spacing?: [number, number]; position?: number[]; orientation?: number[] }) {
+  return { rescale: m.rescale, window: m.window, spacing: m.spacing ?? null, position: m.position, orientation: m.orientation };
+}
+
+function* niftiFrames(item: SourceItem, raw: Uint8Array, opts: Resolved): Generator<DecodedImage> {
+  const vol = readNiftiItem(item.path, raw, opts.maxFileBytes);
+  const axis = opts.sliceAxis;
+  const frames = vol.dims.slice(3).reduce((a, d) => a * d, 1) * (vol.dims[axis] ?? 1);
+  const plane = [0, 1, 2].filter((a) => a !== axis);
+  if ((vol.dims[plane[0]] ?? 1) * (vol.dims[plane[1]] ?? 1) * vol.components > opts.maxPixels) {
+    throw new MedsslError('too-large', item.path, `a slice exceeds the ${opts.maxPixels}-sample limit`);
+  }
+  const A = vol.affine;
+  const patientKey = privacyKey(item.patientId, opts.privacySalt);
+  let f = 0;
+  for (const s of sliceVolume(vol.data, vol.dims, vol.components, axis)) {
+    const sp = [Math.abs(vol.pixdim[s.rowAxis]), Math.abs(vol.pixdim[s.colAxis])];
+    // NIfTI world space is RAS+; DecodedImage positions follow DICOM's LPS (negate x and y).
+    const ras = [0, 1, 2].map((r) => A[r][0] * s.origin[0] + A[r][1] * s.origin[1] + A[r][2] * s.origin[2] + A[r][3]);
+    const dir = (axisIndex: number) => {
+      const v = [A[0][axisIndex], A[1][axisIndex], A[2][axisIndex]];
+      const n = Math.hypot(v[0], v[1], v[2]) || 1;
+      return [-v[0] / n, -v[1] / n, v[2] / n];
+    };
+    yield clean({
+      id: `${item.id}#${f}`, sourceId: item.id, path: item.path, format: 'nifti', frame: f, frames,
+      modality: item.modality ?? 'OT', rows: s.rows, cols: s.cols, samples: vol.components, dtype: vol.dtype, data: s.data,
+      photometric: vol.components === 1 ? 'MONOCHROME2' : vol.components === 3 ? 'RGB' : 'RGBA',
+      rescale: vol.rescale, spacing: sp.every((v) => Number.isFinite(v) && v > 0) ? (sp as [number, number]) : null,
+      position: [-ras[0], -ras[1], ras[2]], orientation: [...dir(s.colAxis), ...dir(s.rowAxis)],
+      patientKey, label: item.label, split: item.split,
+    });
+    f++;
+  }
+}
+
+/** A NIfTI item's volume; for .hdr files the sibling .img (or .img.gz) is read too. */
+export function readNiftiItem(file: string, raw: Uint8Array, maxBytes: number): NiftiVolume {
+  let image: Uint8Array | undefined;
+  const m = /^(.*)\.hdr(\.gz)?$/i.exec(file);
+  if (m) {
+    const candidates = [`${m[1]}.img`, `${m[1]}.img.gz`, `${m[1]}.IMG`];
+    const img = candidates.find((c) => fs.existsSync(c));
+    if (!img) throw new MedsslError('not-found', file, `image data file ${candidates[0]} is missing (header-only file)`);
+    image = maybeGunzip(readBounded(img, maxBytes), img, maxBytes);
+  }
+  return readNifti(raw, image, file, maxBytes);
+}
+
+// MedMNIST archives: one archive is kept parsed (items of one .npz arrive together), keyed by path and size.
+let npzCache: { key: string; arrays: Map<string, NdArray> } | undefined;
+
+function* npzFrames(item: SourceItem, bytes: Uint8Array | undefined, opts: Resolved): Generator<DecodedImage> {
+  const file = item.path;
+  const m = /^(train|val|test)\/(\d+)$/.exec(item.entry ?? '');
+  if (!m) throw new MedsslError('invalid-value', file, `npz entry '${item.entry ?? ''}' is not <split>/<index>`);
+  const key = `${file}:${bytes ? bytes.length : fs.statSync(file).size}`;
+  if (npzCache?.key !== key) npzCache = { key, arrays: readNpz(bytes ?? readBounded(file, opts.maxFileBytes), file, opts.maxFileBytes) };
+  const images = npzCache.arrays.get(`${m[1]}_images`);
+  if (!images) throw new MedsslError('invalid-value', file, `no ${m[1]}_images array`);
+  const index = Number(m[2]);
+  const [n, ...rest] = images.shape;
+  if (index >= n) throw new MedsslError('invalid-value', file, `entry ${item.entry} is past the ${n} images of ${m[1]}`);
+  if (images.dtype === 'bool' || images.fortranOrder) throw new MedsslError('unsupported', file, 'npz images must be a C-order numeric array');
+  const per = rest.reduce((a, d) => a * d, 1);
+  const one = images.data.subarray(index * per, (index + 1) * per) as PixelArray;
+  const dtype = images.dtype as Dtype;
+  const base = { sourceId: item.id, path: file, format: 'npz' as const, modality: item.modality ?? 'OT', dtype, rescale: { slope: 1, intercept: 0 }, spacing: null, label: item.label, split: item.split, patientKey: privacyKey(item.patientId, opts.privacySalt) };
+  if (rest.length === 2 || (rest.length === 3 && (rest[2] === 3 || rest[2] === 1) && rest[0] !== rest[2])) {
+    // (H, W) or (H, W, C): one 2-D image.
+    const samples = rest.length === 3 ? rest[2] : 1;
+    yield clean({ ...base, id: `${item.id}#0`, frame: 0, frames: 1, rows: rest[0], cols: rest[1], samples, data: one.slice() as PixelArray, photometric: samples === 3 ? 'RGB' : 'MONOCHROME2' });
+    return;
+  }
+  if (rest.length !== 3) throw new MedsslError('unsupported', file, `npz images of shape (${images.shape.join(', ')}) are not 2-D or 3-D`);
+  // (D, H, W) C-order: W varies fastest, so it is voxel axis i, H is j and D is k (the NIfTI convention).
+  const dims = [rest[2], rest[1], rest[0]];
+  const frames = dims[opts.sliceAxis];
+  let f = 0;
+  for (const s of sliceVolume(one, dims, 1, opts.sliceAxis)) {
+    yield clean({ ...base, id: `${item.id}#${f}`, frame: f, frames, rows: s.rows, cols: s.cols, samples: 1, data: s.data, photometric: 'MONOCHROME2' });
+    f++;
+  }
+}
+
+/** First 16 hex digits of SHA-256(salt, NUL, id): stable per site, not reversible without the salt. */
+export function privacyKey(id: string | undefined, salt: string): string | undefined {
+  if (id === undefined || id === '') return undefined;
+  return crypto.createHash('sha256').update(salt).update('\0').update(id).digest('hex').slice(0, 16);
+}
+
+/** Drops undefined fields so records compare and serialise cleanly. */
+function clean(r: DecodedImage): DecodedImage {
+  for (const k of Object.keys(r) as Array<keyof DecodedImage>) if (r[k] === undefined) delete r[k];
+  return r;
+}
+
+function isNiftiSize(b: Uint8Array): boolean {
+  const dv = new DataView(b.buffer, b.byteOffset, 4);
+  const le = dv.getInt32(0, true), be = dv.getInt32(0, false);
+  return le === 348 || le === 540 || be === 348 || be === 540;
+}
+
+/** Reads a whole file after checking its size (the limit is checked before any allocation). */
+export function readBounded(file: string, maxBytes: number): Uint8Array {
+  let size: number;
+  try {
+    const st = fs.statSync(file);
+    if (st.isDirectory()) throw new MedsslError('unreadable', file, 'is a folder');
+    size = st.size;
+  } catch (err) {
+    if (err instanceof MedsslError) throw err;
+    throw new MedsslError('not-found', file, 'no such file');
+  }
+  if (size > maxBytes) throw new MedsslError('too-large', file, `${size} bytes exceeds the ${maxBytes}-byte limit`);
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new MedsslError('unreadable', file, `cannot read: ${(err as Error).message}`);
+  }
+}
+
+/** gunzips gzip-wrapped files (.dcm.gz, .nii.gz, zipMR.gz); output bounded by `maxBytes`. */
+export function maybeGunzip(b: Uint8Array, file: string, maxBytes: number): Uint8Array {
+  if (b.length < 2 || b[0] !== 0x1f || b[1] !== 0x8b) return b;
+  try {
+    return zlib.gunzipSync(b, { maxOutputLength: maxBytes });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ERR_BUFFER_TOO_LARGE' || /buffer|size/i.test(e.message) && e.code === 'ERR_OUT_OF_RANGE') {
+      throw new MedsslError('too-large', file, `gunzipped content exceeds ${maxBytes} bytes`);
+    }
+    const code = /unexpected end/i.test(e.message) ? 'truncated' : 'corrupt';
+    throw new MedsslError(code, file, `gzip data does not inflate: ${e.message}`);
+  }
+}
+
+export interface DecodedFile {
+  /** Header fields as JSON (no raw PHI). */
+  meta: Record<string, unknown>;
+  /** All stored values: DICOM (frames, rows, cols[, samples]); NIfTI on-disk order (..., dim3, dim2, dim1[, rgb]). */
+  data: PixelArray;
+  shape: number[];
+}
+
+/** A whole file at once (the `medssl decode` command and tests): every frame stacked, or the NIfTI volume as stored. */
+export async function decodeFile(file: string, options: Omit<DecodeOptions, 'failures'> = {}): Promise<DecodedFile> {
+  const opts = resolveOptions(options);
+  const raw = maybeGunzip(readBounded(file, opts.maxFileBytes), file, opts.maxFileBytes);
+  const format = detectFormat(raw, file.toLowerCase().replace(/\.gz$/, ''));
+  if (format === 'nifti') {
+    const v = readNiftiItem(file, raw, opts.maxFileBytes);
+    const shape = [...v.dims].reverse().concat(v.components > 1 ? [v.components] : []);
+    return {
+      meta: { file, format: 'nifti', niftiVersion: v.version, dims: v.dims, datatypeCode: v.datatypeCode, dtype: v.dtype, littleEndian: v.littleEndian, pixdim: v.pixdim, rescale: v.rescale, affine: v.affine, shape },
+      data: v.data, shape,
+    };
+  }
+  if (format !== 'dicom') throw new MedsslError('wrong-format', file, 'not a DICOM or NIfTI file');
+  const d = parseDicom(raw, file, opts.maxFileBytes);
+  const g = geometryOf(d, file, opts.maxPixels);
+  const enc = encodingOf(d.transferSyntax, file);
+  if (enc.kind === 'codec') {
+    await loadCodec(enc.codec);
+    if (enc.fallback) await loadCodec(enc.fallback);
+  }
+  const item: SourceItem = { id: file, path: file, format: 'dicom' };
+  const frames = [...dicomImages(item, d, g, enc, opts)];
+  const first = frames[0];
+  const per = first.data.length;
+  const data = new (first.data.constructor as new (n: number) => PixelArray)(per * frames.length);
+  frames.forEach((f, i) => data.set(f.data as ArrayLike<number> & PixelArray, i * per));
+  const shape = [frames.length, g.rows, g.cols].concat(first.samples > 1 ? [first.samples] : []);
+  const { data: _omit, id: _id, sourceId: _s, path: _p, frame: _f, ...fields } = first;
+  return {
+    meta: { file, ...fields, transferSyntax: d.transferSyntax, transferSyntaxInferred: d.transferSyntaxInferred, bitsAllocated: g.bitsAllocated, pixelRepresentation: g.signed ? 1 : 0, storedPhotometric: g.photometric, shape },
+    data, shape,
+  };
+}
