@@ -51,11 +51,13 @@ export function augment(opts: AugmentOptions): OperatorFunction<NormalizedImage,
       const data = ownedBuffer(image.data);
       const task: AugmentTask = { image: { ...image, data }, epoch: opts.epoch, sample };
       pool.run(task, { transferList: [data.buffer as ArrayBuffer] }).then(
-        (r: { set: CropSet; input: Float32Array }) => {
+        (r: { set?: CropSet; input?: Float32Array } | undefined) => {
           // The buffer came back: give the caller a usable image again.
-          image.data = r.input;
+          if (r?.input) image.data = r.input;
+          if (!r?.set) throw new Error('augment worker returned no crop set');
           finished.set(sample, r.set);
         },
+      ).catch(
         (e: unknown) => {
           if (closed) return;
           opts.failures.record(toFailure(e, image.sourceId, 'augment', image.id));

@@ -16,5 +16,6 @@ export default function makeCropSet(task: AugmentTask): unknown {
   const set: CropSet = cropSet(task.image, config, source, task.epoch, task.sample);
   const value = { set, input: task.image.data };
   const buffers = [task.image.data.buffer, ...set.crops.map((c) => c.data.buffer)];
-  return { [Piscina.transferableSymbol]: buffers, [Piscina.valueSymbol]: value };
+  // move() marks the wrapper so Piscina transfers `buffers` and unwraps `value` on the other side.
+  return Piscina.move({ [Piscina.transferableSymbol]: buffers, [Piscina.valueSymbol]: value } as never);
 }
