@@ -85,14 +85,16 @@ export function percentileScale(values: Float32Array, pLo: number, pHi: number, 
   return out;
 }
 
-/** Full-range YCbCr (YBR_FULL, YBR_FULL_422 after expansion) to RGB, PS3.3 C.7.6.3.1.2, in place on interleaved data. */
-export function ybrFullToRgb(data: Float32Array, maxValue: number): void {
-  const half = (maxValue + 1) / 2;
+/**
+ * Full-range YCbCr (YBR_FULL, YBR_FULL_422 after expansion) to RGB, PS3.3 C.7.6.3.1.2, in place on interleaved
+ * values scaled to [0, 1]; `offset` is the chroma zero in those units (128 / 255 for 8-bit data).
+ */
+export function ybrFullToRgb(data: Float32Array, offset: number): void {
   for (let i = 0; i + 2 < data.length; i += 3) {
-    const y = data[i], cb = data[i + 1] - half, cr = data[i + 2] - half;
-    data[i] = clamp(y + 1.402 * cr, 0, maxValue);
-    data[i + 1] = clamp(y - 0.344136 * cb - 0.714136 * cr, 0, maxValue);
-    data[i + 2] = clamp(y + 1.772 * cb, 0, maxValue);
+    const y = data[i], cb = data[i + 1] - offset, cr = data[i + 2] - offset;
+    data[i] = clamp(y + 1.402 * cr, 0, 1);
+    data[i + 1] = clamp(y - 0.344136 * cb - 0.714136 * cr, 0, 1);
+    data[i + 2] = clamp(y + 1.772 * cb, 0, 1);
   }
 }
 

@@ -182,7 +182,7 @@ export function unitScale(image: DecodedImage, channels: number, invert: boolean
     }
   }
   if (colour === 3) {
-    if (image.photometric.toUpperCase().startsWith('YBR_FULL')) ybrFullToRgb(scaled, 1);
+    if (image.photometric.toUpperCase().startsWith('YBR_FULL')) ybrFullToRgb(scaled, (2 ** (bits - 1) - lo) / span);
     return channels === 3 ? scaled : luma(scaled);
   }
   if (invert) for (let i = 0; i < scaled.length; i++) scaled[i] = 1 - scaled[i];
