@@ -5,8 +5,8 @@ import type { AugmentConfig, CropConfig } from '../../schemas/config.js';
 import type { Crop, CropKind, CropSet, NormalizedImage } from '../../schemas/records.js';
 import type { RandomSource, RandomStream } from '../../pipeline/random.js';
 import { axisWeights, resampleBox, scratchSize } from './resample.js';
-import { applyBlur, applyGamma, applyRegionalEnergy, gammaTable, sumRange, type EnergyRegion } from './intensity.js';
-import { affineWithNoise } from './noise.js';
+import { GAMMA_TABLE_SIZE, applyBlur, applyGamma, applyRegionalEnergy, gammaTable, sumRange, type EnergyRegion } from './intensity.js';
+import { affineWithNoise, gammaAffineNoise } from './noise.js';
 
 /** A crop box in continuous source pixel coordinates (x along columns, y along rows). */
 export interface CropBox { x: number; y: number; w: number; h: number }
@@ -115,11 +115,16 @@ export function renderCrop(image: NormalizedImage, req: CropRequest): Float32Arr
   // The energy pivot is the crop mean after gamma: one pass computes both when gamma is on; a plain sum otherwise,
   // and nothing when energy is off (the mean is then unused).
   let mean = 0;
+  const [a, b] = p.linear ?? [1, 0];
+  const sigma = p.noise ?? 0;
+  if (p.gamma !== null && hi > lo && !energy && p.blur === null) {
+    // Nothing between gamma and the affine/noise step needs the crop: the whole chain in one pass.
+    gammaAffineNoise(out, gammaTable(p.gamma), GAMMA_TABLE_SIZE, lo, hi, a, b, sigma, p.noiseState);
+    return out;
+  }
   if (p.gamma !== null && hi > lo) mean = applyGamma(out, 0, out.length, gammaTable(p.gamma), lo, hi) / out.length;
   else if (energy) mean = sumRange(out, 0, out.length) / out.length;
   if (p.blur !== null) applyBlur(out, size, channels, p.blur);
-  const [a, b] = p.linear ?? [1, 0];
-  const sigma = p.noise ?? 0;
   if (energy && p.region) {
     applyRegionalEnergy(out, size, channels, mean, p.energy as number, p.region, a, b);
     if (sigma > 0) affineWithNoise(out, 1, 0, sigma, p.noiseState);

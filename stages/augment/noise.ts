@@ -5,11 +5,12 @@
 // a xoshiro128** sequence (Blackman and Vigna, 2018) seeded from the crop's Philox stream: still a pure function of
 // (seed, epoch, sample, crop), hence identical whatever the worker count.
 //
-// Normal deviates come from an inverse-CDF table: 2^16 equiprobable bins, z_k = Phi^-1((k + 0.5) / 2^16), rescaled
-// so the table has mean 0 and variance 1 exactly. Each 32-bit draw gives two deviates (its high and low halves).
-// Tails are truncated at |z| = 4.17 (probability 3e-5 beyond); irrelevant for augmentation noise.
+// Normal deviates come from an inverse-CDF table: 2^12 equiprobable bins, z_k = Phi^-1((k + 0.5) / 2^12), rescaled
+// so the table has mean 0 and variance 1 exactly. Each 32-bit draw gives two deviates (12 bits of each half). The
+// table is 16 KiB, so it stays in L1 cache; tails are cut at |z| = 3.7 (probability 2e-4 beyond), and the values are
+// quantised to 4096 levels: irrelevant for augmentation noise, and about twice as fast as a 2^16 table.
 
-export const NORMAL_TABLE_BITS = 16;
+export const NORMAL_TABLE_BITS = 12;
 let table: Float32Array | null = null;
 
 /** Acklam's rational approximation of the standard normal quantile (relative error < 1.2e-9). */
@@ -62,17 +63,49 @@ export function affineWithNoise(data: Float32Array, scale: number, shift: number
     const r = Math.imul((m << 7) | (m >>> 25), 9);
     const t = s1 << 9;
     s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = (s3 << 11) | (s3 >>> 21);
-    data[i] = scale * data[i] + shift + sigma * z[r >>> 16];
-    data[i + 1] = scale * data[i + 1] + shift + sigma * z[r & 0xffff];
+    data[i] = scale * data[i] + shift + sigma * z[r >>> 20];
+    data[i + 1] = scale * data[i + 1] + shift + sigma * z[r & 0xfff];
   }
   if (i < n) {
     const m = Math.imul(s1, 5);
     const r = Math.imul((m << 7) | (m >>> 25), 9);
-    data[i] = scale * data[i] + shift + sigma * z[r >>> 16];
+    data[i] = scale * data[i] + shift + sigma * z[r >>> 20];
   }
 }
 
 /** Adds sigma * N(0, 1) to every value of `data` (in place); see affineWithNoise. */
 export function addGaussianNoise(data: Float32Array, sigma: number, state: readonly [number, number, number, number]): void {
   affineWithNoise(data, 1, 0, sigma, state);
+}
+
+/**
+ * Gamma on [lo, hi] (see intensity.ts, same table and interpolation), then x' = scale * x + shift + sigma * z, in one
+ * pass: the whole intensity chain when no augmentation needs the crop mean in between.
+ */
+export function gammaAffineNoise(
+  data: Float32Array, table: Float32Array, tableSize: number, lo: number, hi: number,
+  scale: number, shift: number, sigma: number, state: readonly [number, number, number, number],
+): void {
+  const z = normalTable();
+  const span = hi - lo, toIndex = tableSize / span;
+  // Fold lo + span * g into the affine map: scale * (lo + span * g) + shift = (scale * span) g + (scale * lo + shift).
+  const a = scale * span, b = scale * lo + shift;
+  let s0 = state[0] | 0, s1 = state[1] | 0, s2 = state[2] | 0, s3 = state[3] | 0;
+  if ((s0 | s1 | s2 | s3) === 0) s0 = 0x9e3779b9 | 0;
+  const n = data.length;
+  let r = 0;
+  for (let i = 0; i < n; i++) {
+    if ((i & 1) === 0) {
+      const m = Math.imul(s1, 5);
+      r = Math.imul((m << 7) | (m >>> 25), 9);
+      const t = s1 << 9;
+      s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = (s3 << 11) | (s3 >>> 21);
+    }
+    let f = (data[i] - lo) * toIndex;
+    f = f < 0 ? 0 : f > tableSize ? tableSize : f;
+    const k = f | 0;
+    const g0 = table[k];
+    const g = g0 + (f - k) * (table[k + 1] - g0);
+    data[i] = a * g + b + sigma * z[(i & 1) === 0 ? r >>> 20 : r & 0xfff];
+  }
 }

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { axisWeights, resampleBox, scratchSize } from '../../../stages/augment/resample.js';
 import { applyBlur, applyGamma, applyRegionalEnergy, gammaTable } from '../../../stages/augment/intensity.js';
-import { affineWithNoise, normalQuantile, normalTable } from '../../../stages/augment/noise.js';
+import { affineWithNoise, gammaAffineNoise, normalQuantile, normalTable } from '../../../stages/augment/noise.js';
+import { GAMMA_TABLE_SIZE } from '../../../stages/augment/intensity.js';
 
 function resample(src: Float32Array, w: number, h: number, box: [number, number, number, number], size: number, flip = false) {
   const xw = axisWeights(w, size, box[0], box[2], flip), yw = axisWeights(h, size, box[1], box[3]);
@@ -132,6 +133,16 @@ describe('intensity formulas', () => {
     const c = new Float32Array(1000);
     affineWithNoise(c, 1, 0, 0.05, [11, 22, 33, 45]);
     expect(c).not.toEqual(a.subarray(0, 1000));
+  });
+
+  it('the fused gamma + linear + noise pass equals the three steps one after the other', () => {
+    const x = Float32Array.from({ length: 999 }, (_, i) => -0.5 + 2 * ((i * 7919) % 1000) / 1000);
+    const fused = x.slice(), steps = x.slice();
+    const table = gammaTable(1.3), state: [number, number, number, number] = [5, 6, 7, 8];
+    gammaAffineNoise(fused, table, GAMMA_TABLE_SIZE, -0.5, 1.5, 0.9, 0.05, 0.02, state);
+    applyGamma(steps, 0, steps.length, table, -0.5, 1.5);
+    affineWithNoise(steps, 0.9, 0.05, 0.02, state);
+    for (let i = 0; i < x.length; i++) expect(fused[i]).toBeCloseTo(steps[i], 5);
   });
 
   it('blur keeps a constant and spreads an impulse as a normalised Gaussian', () => {
