@@ -93,19 +93,31 @@ export function gammaAffineNoise(
   let s0 = state[0] | 0, s1 = state[1] | 0, s2 = state[2] | 0, s3 = state[3] | 0;
   if ((s0 | s1 | s2 | s3) === 0) s0 = 0x9e3779b9 | 0;
   const n = data.length;
-  let r = 0;
-  for (let i = 0; i < n; i++) {
-    if ((i & 1) === 0) {
-      const m = Math.imul(s1, 5);
-      r = Math.imul((m << 7) | (m >>> 25), 9);
-      const t = s1 << 9;
-      s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = (s3 << 11) | (s3 >>> 21);
-    }
+  const last = tableSize;
+  let i = 0;
+  for (; i + 1 < n; i += 2) {
+    const m = Math.imul(s1, 5);
+    const r = Math.imul((m << 7) | (m >>> 25), 9);
+    const t = s1 << 9;
+    s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = (s3 << 11) | (s3 >>> 21);
     let f = (data[i] - lo) * toIndex;
-    f = f < 0 ? 0 : f > tableSize ? tableSize : f;
+    f = f < 0 ? 0 : f > last ? last : f;
+    let k = f | 0;
+    let g0 = table[k];
+    data[i] = a * (g0 + (f - k) * (table[k + 1] - g0)) + b + sigma * z[r >>> 20];
+    f = (data[i + 1] - lo) * toIndex;
+    f = f < 0 ? 0 : f > last ? last : f;
+    k = f | 0;
+    g0 = table[k];
+    data[i + 1] = a * (g0 + (f - k) * (table[k + 1] - g0)) + b + sigma * z[r & 0xfff];
+  }
+  if (i < n) {
+    const m = Math.imul(s1, 5);
+    const r = Math.imul((m << 7) | (m >>> 25), 9);
+    let f = (data[i] - lo) * toIndex;
+    f = f < 0 ? 0 : f > last ? last : f;
     const k = f | 0;
     const g0 = table[k];
-    const g = g0 + (f - k) * (table[k + 1] - g0);
-    data[i] = a * g + b + sigma * z[(i & 1) === 0 ? r >>> 20 : r & 0xfff];
+    data[i] = a * (g0 + (f - k) * (table[k + 1] - g0)) + b + sigma * z[r >>> 20];
   }
 }
