@@ -57,19 +57,15 @@ export function affineWithNoise(data: Float32Array, scale: number, shift: number
   const z = normalTable();
   let s0 = state[0] | 0, s1 = state[1] | 0, s2 = state[2] | 0, s3 = state[3] | 0;
   if ((s0 | s1 | s2 | s3) === 0) s0 = 0x9e3779b9 | 0; // the all-zero state is a fixed point
-  let i = 0;
-  for (; i + 1 < n; i += 2) {
+  // Pairs of values per draw. The odd last value is handled inside the loop, not after it: a branch after the loop
+  // that the interpreter never saw (the loop is optimised mid-call) would deoptimise the function on every call.
+  for (let i = 0; i < n; i += 2) {
     const m = Math.imul(s1, 5);
     const r = Math.imul((m << 7) | (m >>> 25), 9);
     const t = s1 << 9;
     s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = (s3 << 11) | (s3 >>> 21);
     data[i] = scale * data[i] + shift + sigma * z[r >>> 20];
-    data[i + 1] = scale * data[i + 1] + shift + sigma * z[r & 0xfff];
-  }
-  if (i < n) {
-    const m = Math.imul(s1, 5);
-    const r = Math.imul((m << 7) | (m >>> 25), 9);
-    data[i] = scale * data[i] + shift + sigma * z[r >>> 20];
+    if (i + 1 < n) data[i + 1] = scale * data[i + 1] + shift + sigma * z[r & 0xfff];
   }
 }
 
@@ -94,8 +90,8 @@ export function gammaAffineNoise(
   if ((s0 | s1 | s2 | s3) === 0) s0 = 0x9e3779b9 | 0;
   const n = data.length;
   const last = tableSize;
-  let i = 0;
-  for (; i + 1 < n; i += 2) {
+  // Pairs of values per draw, the odd last value inside the loop (see affineWithNoise).
+  for (let i = 0; i < n; i += 2) {
     const m = Math.imul(s1, 5);
     const r = Math.imul((m << 7) | (m >>> 25), 9);
     const t = s1 << 9;
@@ -105,19 +101,12 @@ export function gammaAffineNoise(
     let k = f | 0;
     let g0 = table[k];
     data[i] = a * (g0 + (f - k) * (table[k + 1] - g0)) + b + sigma * z[r >>> 20];
-    f = (data[i + 1] - lo) * toIndex;
-    f = f < 0 ? 0 : f > last ? last : f;
-    k = f | 0;
-    g0 = table[k];
-    data[i + 1] = a * (g0 + (f - k) * (table[k + 1] - g0)) + b + sigma * z[r & 0xfff];
-  }
-  if (i < n) {
-    const m = Math.imul(s1, 5);
-    const r = Math.imul((m << 7) | (m >>> 25), 9);
-    let f = (data[i] - lo) * toIndex;
-    f = f < 0 ? 0 : f > last ? last : f;
-    const k = f | 0;
-    const g0 = table[k];
-    data[i] = a * (g0 + (f - k) * (table[k + 1] - g0)) + b + sigma * z[r >>> 20];
+    if (i + 1 < n) {
+      f = (data[i + 1] - lo) * toIndex;
+      f = f < 0 ? 0 : f > last ? last : f;
+      k = f | 0;
+      g0 = table[k];
+      data[i + 1] = a * (g0 + (f - k) * (table[k + 1] - g0)) + b + sigma * z[r & 0xfff];
+    }
   }
 }
