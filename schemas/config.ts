@@ -22,43 +22,70 @@ export const Window = z.strictObject({ center: z.number(), width: z.number().pos
 
 export const NormalizeConfig = z.strictObject({
   ct: z.strictObject({
-    /** Hounsfield windows; each becomes a channel ('channels') or one is drawn per sample ('random'). */
+    /** Hounsfield windows (centre/width in HU), e.g. brain 40/80, subdural 80/200, bone 600/2800. */
     windows: z.array(Window).min(1).default([{ center: 40, width: 80 }, { center: 80, width: 200 }, { center: 600, width: 2800 }]),
-    mode: z.enum(['channels', 'random']).default('channels'),
+    /**
+     * 'channels': window c becomes channel c (needs as many output channels as windows; with one window it is
+     * repeated). 'random': every window is rendered and cached, and augment draws one per sample and epoch.
+     */
+    mode: z.enum(['channels', 'random']).default('random'),
   }).prefault({}),
   mr: z.strictObject({
+    /** Clip to these percentiles before z-scoring inside the foreground. */
     percentiles: range(0, 100).default([0.5, 99.5]),
   }).prefault({}),
   radiography: z.strictObject({
     percentiles: range(0, 100).default([0.5, 99.5]),
   }).prefault({}),
-  /** Resample to this pixel spacing (mm) when the source gives one; null keeps the native grid. */
+  /** Modalities not covered by a rule (NM, PT, XA, ...): percentile normalization to [0, 1]. */
+  other: z.strictObject({
+    percentiles: range(0, 100).default([0.5, 99.5]),
+  }).prefault({}),
+  /** Resample to this pixel spacing (mm, [row, column]) when the source gives one; null keeps the native grid. */
   spacing: z.tuple([z.number().positive(), z.number().positive()]).nullable().default(null),
-  /** Output channels: 1 (grey; CT windows averaged... see stages/normalize) or 3. */
+  /** Output channels: 1 (colour converted to luma) or 3 (colour kept, grey repeated). */
   channels: z.union([z.literal(1), z.literal(3)]).default(1),
-}).prefault({});
+}).prefault({}).superRefine((n, ctx) => {
+  if (n.ct.mode === 'channels' && n.ct.windows.length > 1 && n.ct.windows.length !== n.channels) {
+    ctx.addIssue({
+      code: 'custom', path: ['ct', 'windows'],
+      message: `expected ${n.channels} window${n.channels > 1 ? 's' : ''} (one per output channel) in 'channels' mode, got ${n.ct.windows.length}`,
+    });
+  }
+});
+export type NormalizeConfig = z.infer<typeof NormalizeConfig>;
 
 export const CropConfig = z.strictObject({
   count: z.number().int().nonnegative(),
-  size: z.number().int().positive(),
+  size: z.number().int().positive().max(4096),
   /** Fraction of the source area covered by the crop, drawn uniformly in this range. */
-  scale: range(0, 1),
+  scale: range(0, 1).refine(([a]) => a > 0, 'expected a scale range above 0'),
 });
+export type CropConfig = z.infer<typeof CropConfig>;
 
 export const AugmentConfig = z.strictObject({
   global: CropConfig.default({ count: 2, size: 224, scale: [0.14, 1] }),
   local: CropConfig.default({ count: 6, size: 96, scale: [0.05, 0.14] }),
   /** Aspect ratio range (width / height), drawn log-uniformly. */
   ratio: range(0.01, 100).default([3 / 4, 4 / 3]),
+  /** Probability of a horizontal flip. */
   flip: z.number().min(0).max(1).default(0.5),
-  energy: z.strictObject({ p: z.number().min(0).max(1).default(0.5), range: range(0, 10).default([0.7, 1.3]), regional: z.boolean().default(false) }).prefault({}),
+  /** Energy factor e (signal energy about the mean is multiplied by e); regional: inside a Gaussian bump of
+   * standard deviation regionSigma x crop size. See stages/augment/README.md. */
+  energy: z.strictObject({
+    p: z.number().min(0).max(1).default(0.5),
+    range: range(0, 10).default([0.7, 1.3]),
+    regional: z.boolean().default(false),
+    regionSigma: range(0.01, 10).default([0.1, 0.3]),
+  }).prefault({}),
   gamma: z.strictObject({ p: z.number().min(0).max(1).default(0.5), range: range(0.01, 10).default([0.7, 1.5]) }).prefault({}),
   linear: z.strictObject({ p: z.number().min(0).max(1).default(0.5), scale: range(0, 10).default([0.8, 1.2]), shift: range(-10, 10).default([-0.1, 0.1]) }).prefault({}),
   noise: z.strictObject({ p: z.number().min(0).max(1).default(0.5), sigma: range(0, 10).default([0, 0.05]) }).prefault({}),
-  blur: z.strictObject({ p: z.number().min(0).max(1).default(0), sigma: range(0, 10).default([0.1, 1.5]) }).prefault({}),
+  blur: z.strictObject({ p: z.number().min(0).max(1).default(0), sigma: range(0.01, 10).default([0.1, 1.5]) }).prefault({}),
   /** Worker threads for the per-image work; 0 means one per core. */
   workers: z.number().int().nonnegative().default(0),
 }).prefault({});
+export type AugmentConfig = z.infer<typeof AugmentConfig>;
 
 export const CacheConfig = z.strictObject({
   path: z.string().nullable().default(null),

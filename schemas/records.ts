@@ -95,6 +95,16 @@ export const NormalizedImage = z.object({
   split: z.enum(['train', 'val', 'test']).optional(),
   /** Hash of the normalization config that produced it (part of the cache key). */
   normalization: z.string(),
+  /**
+   * The value range the modality rule guarantees ([0, 1] for windows and percentile rules, the clipped range in
+   * z units for MR); augmentations such as gamma work on it. Absent: augment uses the data's min and max.
+   */
+  range: z.tuple([z.number(), z.number()]).optional(),
+  /**
+   * Alternative renderings stacked along the channel axis (CT 'random' window mode: one per window), each of
+   * channels / renderings channels; augment draws one per sample and epoch. Absent means 1.
+   */
+  renderings: z.number().int().positive().optional(),
 });
 export type NormalizedImage = z.infer<typeof NormalizedImage>;
 

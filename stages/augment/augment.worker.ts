@@ -1,0 +1,21 @@
+// Worker thread of the augment stage: makes the crop set of one image. The image's pixel buffer arrives
+// transferred and goes back transferred with the crops, so nothing is copied either way.
+import { Piscina } from 'piscina';
+import { random } from '../../pipeline/random.js';
+import type { AugmentConfig } from '../../schemas/config.js';
+import type { CropSet, NormalizedImage } from '../../schemas/records.js';
+import { cropSet } from './crops.js';
+
+export interface AugmentTask { image: NormalizedImage; epoch: number; sample: number }
+export interface AugmentWorkerData { config: AugmentConfig; seed: number }
+
+const { config, seed } = Piscina.workerData as AugmentWorkerData;
+const source = random(seed);
+
+export default function makeCropSet(task: AugmentTask): unknown {
+  const set: CropSet = cropSet(task.image, config, source, task.epoch, task.sample);
+  const value = { set, input: task.image.data };
+  const buffers = [task.image.data.buffer, ...set.crops.map((c) => c.data.buffer)];
+  // move() marks the wrapper so Piscina transfers `buffers` and unwraps `value` on the other side.
+  return Piscina.move({ [Piscina.transferableSymbol]: buffers, [Piscina.valueSymbol]: value } as never);
+}

@@ -1,0 +1,197 @@
+// Multi-crop (SwAV, Caron et al. 2020): G global and L local random-resized crops of one normalized image, each with
+// its own flip and intensity augmentations. Pure: every random decision comes from the counter-based source keyed
+// on (seed, epoch, image id, crop index, purpose), so a crop does not depend on the order or thread it is made in.
+import type { AugmentConfig, CropConfig } from '../../schemas/config.js';
+import type { Crop, CropKind, CropSet, NormalizedImage } from '../../schemas/records.js';
+import type { RandomSource, RandomStream } from '../../pipeline/random.js';
+import { axisWeights, resampleBox, scratchSize } from './resample.js';
+import { GAMMA_TABLE_SIZE, applyBlur, applyGamma, applyRegionalEnergy, gammaTable, sumRange, type EnergyRegion } from './intensity.js';
+import { affineWithNoise, gammaAffineNoise } from './noise.js';
+
+/** A crop box in continuous source pixel coordinates (x along columns, y along rows). */
+export interface CropBox { x: number; y: number; w: number; h: number }
+
+/**
+ * RandomResizedCrop geometry (Szegedy et al. 2015; torchvision's sampler): area fraction s ~ U[scale], aspect
+ * ratio r = w / h log-uniform in `ratio`, w = sqrt(s A r), h = sqrt(s A / r), position uniform. Up to 10 draws;
+ * when none fits, the largest centred box whose ratio is inside `ratio`. Boxes are not rounded to whole pixels:
+ * the resampler takes fractional boxes, so the area fraction is exactly the drawn s.
+ */
+export function randomResizedBox(rng: RandomStream, width: number, height: number, scale: readonly [number, number], ratio: readonly [number, number]): CropBox & { attempts: number } {
+  const area = width * height;
+  const logLo = Math.log(ratio[0]), logHi = Math.log(ratio[1]);
+  for (let attempt = 1; attempt <= 10; attempt++) {
+    const target = area * rng.range(scale[0], scale[1]);
+    const r = Math.exp(rng.range(logLo, logHi));
+    const w = Math.sqrt(target * r), h = Math.sqrt(target / r);
+    const ux = rng.uniform(), uy = rng.uniform();
+    if (w <= width && h <= height && w > 0 && h > 0) return { x: ux * (width - w), y: uy * (height - h), w, h, attempts: attempt };
+  }
+  const inRatio = width / height;
+  let w = width, h = height;
+  if (inRatio < ratio[0]) h = w / ratio[0];
+  else if (inRatio > ratio[1]) w = h * ratio[1];
+  return { x: (width - w) / 2, y: (height - h) / 2, w, h, attempts: 0 };
+}
+
+/** The intensity parameters of one crop. Every value is drawn whether or not its augmentation fires, so changing a
+ * probability does not shift the other draws. */
+export interface IntensityParams {
+  gamma: number | null;
+  energy: number | null;
+  region: EnergyRegion | null;
+  linear: [number, number] | null;
+  noise: number | null;
+  noiseState: [number, number, number, number];
+  blur: number | null;
+}
+
+export function drawIntensity(rng: RandomStream, config: AugmentConfig, size: number): IntensityParams {
+  const on = (p: number) => rng.uniform() < p;
+  const gammaOn = on(config.gamma.p), g = rng.range(config.gamma.range[0], config.gamma.range[1]);
+  const energyOn = on(config.energy.p), e = rng.range(config.energy.range[0], config.energy.range[1]);
+  const region = { cx: rng.uniform() * size, cy: rng.uniform() * size, sigma: rng.range(config.energy.regionSigma[0], config.energy.regionSigma[1]) * size };
+  const linearOn = on(config.linear.p), a = rng.range(config.linear.scale[0], config.linear.scale[1]), b = rng.range(config.linear.shift[0], config.linear.shift[1]);
+  const noiseOn = on(config.noise.p), sigma = rng.range(config.noise.sigma[0], config.noise.sigma[1]);
+  const noiseState: [number, number, number, number] = [rng.nextUint32(), rng.nextUint32(), rng.nextUint32(), rng.nextUint32()];
+  const blurOn = on(config.blur.p), blurSigma = rng.range(config.blur.sigma[0], config.blur.sigma[1]);
+  return {
+    gamma: gammaOn ? g : null,
+    energy: energyOn ? e : null,
+    region: energyOn && config.energy.regional ? region : null,
+    linear: linearOn ? [a, b] : null,
+    noise: noiseOn ? sigma : null,
+    noiseState,
+    blur: blurOn ? blurSigma : null,
+  };
+}
+
+/** The [lo, hi] range intensity augmentations work on: the modality rule's, or the data's extremes. */
+export function intensityRange(image: NormalizedImage): [number, number] {
+  if (image.range) return image.range;
+  let lo = Infinity, hi = -Infinity;
+  const d = image.data;
+  for (let i = 0; i < d.length; i++) { const v = d[i]; if (v < lo) lo = v; if (v > hi) hi = v; }
+  return Number.isFinite(lo) ? [lo, hi] : [0, 1];
+}
+
+// Scratch for the horizontal pass, reused across crops of one thread (each worker has its own module instance).
+let scratch = new Float32Array(0);
+let plane = new Float32Array(0);
+
+export interface CropRequest {
+  kind: CropKind;
+  size: number;
+  box: CropBox;
+  flip: boolean;
+  intensity: IntensityParams;
+  /** First channel of the rendering to crop. */
+  channelOffset: number;
+  channels: number;
+  range: [number, number];
+}
+
+/** Resamples and augments one crop: the pixel work, with all random choices already made. */
+export function renderCrop(image: NormalizedImage, req: CropRequest): Float32Array {
+  const { size, box, channels } = req;
+  const n = size * size;
+  const xw = axisWeights(image.width, size, box.x, box.w, req.flip);
+  const yw = axisWeights(image.height, size, box.y, box.h);
+  const need = scratchSize(xw, yw);
+  if (scratch.length < need) scratch = new Float32Array(need);
+  const out = new Float32Array(n * channels);
+  if (channels === 1) {
+    resampleBox(image.data, image.width, image.channels, req.channelOffset, xw, yw, out, scratch);
+  } else {
+    if (plane.length < n) plane = new Float32Array(n);
+    for (let c = 0; c < channels; c++) {
+      resampleBox(image.data, image.width, image.channels, req.channelOffset + c, xw, yw, plane, scratch);
+      for (let i = 0, o = c; i < n; i++, o += channels) out[o] = plane[i];
+    }
+  }
+  const p = req.intensity;
+  const [lo, hi] = req.range;
+  const energy = p.energy !== null;
+  // The energy pivot is the crop mean after gamma: one pass computes both when gamma is on; a plain sum otherwise,
+  // and nothing when energy is off (the mean is then unused).
+  let mean = 0;
+  const [a, b] = p.linear ?? [1, 0];
+  const sigma = p.noise ?? 0;
+  if (p.gamma !== null && hi > lo && !energy && p.blur === null) {
+    // Nothing between gamma and the affine/noise step needs the crop: the whole chain in one pass.
+    gammaAffineNoise(out, gammaTable(p.gamma), GAMMA_TABLE_SIZE, lo, hi, a, b, sigma, p.noiseState);
+    return out;
+  }
+  if (p.gamma !== null && hi > lo) mean = applyGamma(out, 0, out.length, gammaTable(p.gamma), lo, hi) / out.length;
+  else if (energy) mean = sumRange(out, 0, out.length) / out.length;
+  if (p.blur !== null) applyBlur(out, size, channels, p.blur);
+  if (energy && p.region) {
+    applyRegionalEnergy(out, size, channels, mean, p.energy as number, p.region, a, b);
+    if (sigma > 0) affineWithNoise(out, 1, 0, sigma, p.noiseState);
+  } else {
+    // a * (m + k (x - m)) + b = (a k) x + (a m (1 - k) + b), with k = 1 when energy is off; noise in the same pass.
+    const k = energy ? Math.sqrt(p.energy as number) : 1;
+    affineWithNoise(out, a * k, a * mean * (1 - k) + b, sigma, p.noiseState);
+  }
+  return out;
+}
+
+/** The crop list a config asks for: globals first, then locals (SwAV's order; the trainer assigns codes on globals). */
+export function cropPlan(config: AugmentConfig): Array<{ kind: CropKind; crop: CropConfig }> {
+  return [
+    ...Array.from({ length: config.global.count }, () => ({ kind: 'global' as const, crop: config.global })),
+    ...Array.from({ length: config.local.count }, () => ({ kind: 'local' as const, crop: config.local })),
+  ];
+}
+
+/** Which rendering (CT window) a sample uses this epoch; 0 when the image has one. */
+export function drawRendering(image: NormalizedImage, source: RandomSource, epoch: number): number {
+  const renderings = image.renderings ?? 1;
+  return renderings > 1 ? source.stream({ epoch, sample: image.id, purpose: 'rendering' }).int(renderings) : 0;
+}
+
+/**
+ * All crops of one image for one epoch. Random keys: (epoch, image id, crop index, 'crop' | 'intensity') and
+ * (epoch, image id, 'rendering'); the result depends on nothing else.
+ */
+export function multiCrop(image: NormalizedImage, config: AugmentConfig, source: RandomSource, epoch: number): Crop[] {
+  const renderings = image.renderings ?? 1;
+  if (image.channels % renderings !== 0) throw new RangeError(`${image.id}: ${image.channels} channels do not split into ${renderings} renderings`);
+  const channels = image.channels / renderings;
+  const rendering = drawRendering(image, source, epoch);
+  const range = intensityRange(image);
+  return cropPlan(config).map(({ kind, crop }, index) => {
+    const geometry = source.stream({ epoch, sample: image.id, crop: index, purpose: 'crop' });
+    const box = randomResizedBox(geometry, image.width, image.height, crop.scale, config.ratio);
+    const flip = geometry.uniform() < config.flip;
+    const intensity = drawIntensity(source.stream({ epoch, sample: image.id, crop: index, purpose: 'intensity' }), config, crop.size);
+    const data = renderCrop(image, { kind, size: crop.size, box, flip, intensity, channelOffset: rendering * channels, channels, range });
+    return { kind, size: crop.size, channels, data, params: cropParams(image, box, flip, intensity, rendering, renderings) };
+  });
+}
+
+/** A CropSet for `image` at position `sample` of the epoch. */
+export function cropSet(image: NormalizedImage, config: AugmentConfig, source: RandomSource, epoch: number, sample: number): CropSet {
+  return {
+    id: image.id, epoch, sample, modality: image.modality, crops: multiCrop(image, config, source, epoch),
+    ...(image.label ? { label: image.label } : {}), ...(image.patientKey ? { patientKey: image.patientKey } : {}),
+  };
+}
+
+/** What a crop log records: the box, its area fraction and ratio, and each augmentation that fired. */
+export function cropParams(image: NormalizedImage, box: CropBox, flip: boolean, p: IntensityParams, rendering: number, renderings: number): Crop['params'] {
+  const params: Crop['params'] = {
+    box: [box.x, box.y, box.w, box.h],
+    scale: (box.w * box.h) / (image.width * image.height),
+    ratio: box.w / box.h,
+    flip,
+  };
+  if (renderings > 1) params.rendering = rendering;
+  if (p.gamma !== null) params.gamma = p.gamma;
+  if (p.energy !== null) params.energy = p.energy;
+  if (p.region) params.energyRegion = [p.region.cx, p.region.cy, p.region.sigma];
+  if (p.linear) { params.linearScale = p.linear[0]; params.linearShift = p.linear[1]; }
+  if (p.noise !== null) params.noiseSigma = p.noise;
+  if (p.blur !== null) params.blurSigma = p.blur;
+  return params;
+}

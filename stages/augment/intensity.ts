@@ -1,0 +1,126 @@
+// Intensity augmentation kernels. Each works in place on a crop, (size, size, channels) float32, with the same
+// parameters for every channel. Formulas (x is a value, [lo, hi] the image's normalized range, m the crop mean):
+//
+//   gamma     x' = lo + (hi - lo) * ((x - lo) / (hi - lo))^g           ("x^g on the normalized range")
+//   energy    x' = m + k(p) * (x - m),  k(p) = 1 + (sqrt(e) - 1) * w(p)
+//             e is the factor applied to the signal energy sum (x - m)^2; w = 1 (global) or a Gaussian bump
+//             (regional). This definition is ours: the paper names the augmentation without a formula.
+//   linear    x' = a * x + b
+//   noise     x' = x + sigma * z,  z ~ N(0, 1)                          (see noise.ts)
+//   blur      separable Gaussian of standard deviation sigma pixels, edges repeated
+//
+// Global energy and linear are both affine, so they are folded into one multiply-add per value.
+
+/**
+ * Lookup table of u^g on [0, 1], read with linear interpolation: 1024 intervals. The largest error is next to 0,
+ * where u^g is steepest: about 1e-3 of the range for g = 0.7 (below an 8-bit grey level), 0 for g = 1. The table
+ * is built from a shared log table (one exp per entry), cheap enough to build per crop.
+ */
+export const GAMMA_TABLE_SIZE = 1024;
+let logTable: Float64Array | null = null;
+
+export function gammaTable(g: number): Float32Array {
+  if (!logTable) {
+    logTable = new Float64Array(GAMMA_TABLE_SIZE + 1);
+    for (let i = 0; i <= GAMMA_TABLE_SIZE; i++) logTable[i] = Math.log(i / GAMMA_TABLE_SIZE);
+  }
+  const t = new Float32Array(GAMMA_TABLE_SIZE + 2);
+  t[0] = 0;
+  for (let i = 1; i <= GAMMA_TABLE_SIZE; i++) t[i] = Math.exp(g * logTable[i]);
+  t[GAMMA_TABLE_SIZE + 1] = 1; // guard for u == 1 exactly
+  return t;
+}
+
+/**
+ * Gamma on [lo, hi] for the values data[from, to), returning their sum (the crop mean falls out of the same pass).
+ * Values are clamped into [lo, hi] first; resampling with non-negative weights keeps them there already.
+ */
+export function applyGamma(data: Float32Array, from: number, to: number, table: Float32Array, lo: number, hi: number): number {
+  const span = hi - lo;
+  const toIndex = GAMMA_TABLE_SIZE / span;
+  let sum = 0;
+  for (let i = from; i < to; i++) {
+    let f = (data[i] - lo) * toIndex;
+    f = f < 0 ? 0 : f > GAMMA_TABLE_SIZE ? GAMMA_TABLE_SIZE : f;
+    const k = f | 0;
+    const a = table[k];
+    const v = lo + span * (a + (f - k) * (table[k + 1] - a));
+    data[i] = v;
+    sum += v;
+  }
+  return sum;
+}
+
+/** Sum of data[from, to) (the crop mean when gamma is off). */
+export function sumRange(data: Float32Array, from: number, to: number): number {
+  let sum = 0;
+  for (let i = from; i < to; i++) sum += data[i];
+  return sum;
+}
+
+/** x' = scale * x + shift over all values: global energy and linear folded together. */
+export function applyAffine(data: Float32Array, scale: number, shift: number): void {
+  if (scale === 1 && shift === 0) return;
+  for (let i = 0; i < data.length; i++) data[i] = scale * data[i] + shift;
+}
+
+/** Regional energy: a Gaussian bump centred at (cx, cy) (pixels) with standard deviation sigma (pixels). */
+export interface EnergyRegion { cx: number; cy: number; sigma: number }
+
+/**
+ * Energy change weighted by a separable Gaussian bump, then the linear map a * x + b:
+ * x' = a * (m + (1 + (k - 1) w(p)) (x - m)) + b, with k = sqrt(e).
+ */
+export function applyRegionalEnergy(
+  data: Float32Array, size: number, channels: number, mean: number, e: number, region: EnergyRegion, a: number, b: number,
+): void {
+  const k1 = Math.sqrt(e) - 1;
+  const gx = new Float32Array(size), gy = new Float32Array(size);
+  const inv = 1 / (2 * region.sigma * region.sigma);
+  for (let i = 0; i < size; i++) {
+    gx[i] = Math.exp(-((i + 0.5 - region.cx) ** 2) * inv);
+    gy[i] = Math.exp(-((i + 0.5 - region.cy) ** 2) * inv);
+  }
+  let p = 0;
+  for (let r = 0; r < size; r++) {
+    const kr = k1 * gy[r];
+    for (let c = 0; c < size; c++) {
+      const k = 1 + kr * gx[c];
+      for (let ch = 0; ch < channels; ch++, p++) data[p] = a * (mean + k * (data[p] - mean)) + b;
+    }
+  }
+}
+
+/** Normalised Gaussian taps of standard deviation sigma, radius ceil(3 sigma). */
+export function gaussianTaps(sigma: number): Float32Array {
+  const radius = Math.max(1, Math.ceil(3 * sigma));
+  const taps = new Float32Array(2 * radius + 1);
+  let sum = 0;
+  for (let i = -radius; i <= radius; i++) sum += (taps[i + radius] = Math.exp(-(i * i) / (2 * sigma * sigma)));
+  for (let i = 0; i < taps.length; i++) taps[i] /= sum;
+  return taps;
+}
+
+/** Separable Gaussian blur of a (size, size, channels) crop in place, edges repeated. */
+export function applyBlur(data: Float32Array, size: number, channels: number, sigma: number): void {
+  const taps = gaussianTaps(sigma);
+  const radius = (taps.length - 1) >> 1;
+  const line = new Float32Array(size + 2 * radius);
+  for (let pass = 0; pass < 2; pass++) {
+    // pass 0: along rows (stride channels), pass 1: along columns (stride size * channels).
+    const step = pass === 0 ? channels : size * channels;
+    const lineStride = pass === 0 ? size * channels : channels;
+    for (let l = 0; l < size; l++) {
+      for (let ch = 0; ch < channels; ch++) {
+        const base = l * lineStride + ch;
+        for (let i = 0; i < size; i++) line[i + radius] = data[base + i * step];
+        for (let i = 0; i < radius; i++) { line[i] = line[radius]; line[size + radius + i] = line[size + radius - 1]; }
+        for (let i = 0; i < size; i++) {
+          let acc = 0;
+          for (let t = 0; t < taps.length; t++) acc += taps[t] * line[i + t];
+          data[base + i * step] = acc;
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,78 @@
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { firstValueFrom, from, toArray, take } from 'rxjs';
+import { describe, expect, it } from 'vitest';
+import { AugmentConfig } from '../../../schemas/config.js';
+import type { CropSet } from '../../../schemas/records.js';
+import { FailureLog } from '../../../pipeline/failures.js';
+import { random } from '../../../pipeline/random.js';
+import { augment, cropSet } from '../../../stages/augment/augment.js';
+import { projectRoot } from '../../shared.js';
+import { testImage } from './helpers.js';
+
+const config = AugmentConfig.parse({ global: { count: 2, size: 28, scale: [0.4, 1] }, local: { count: 3, size: 14, scale: [0.05, 0.4] }, gamma: { p: 0.8 }, noise: { p: 0.8 } });
+const images = () => Array.from({ length: 12 }, (_, i) => testImage(`img-${i}`, 40 + (i % 3) * 7, 36, 1));
+const bytes = (sets: CropSet[]) => sets.map((s) => [s.id, s.sample, ...s.crops.map((c) => Buffer.from(c.data.buffer).toString('base64'))]);
+
+async function run(workers: number, input = images(), failures = new FailureLog()) {
+  return firstValueFrom(from(input).pipe(augment({ failures, config, seed: 11, epoch: 3, workers }), toArray()));
+}
+
+describe('augment operator', () => {
+  it('gives bit-identical crop sets, in arrival order, for 1 and 2 workers and the pure function', async () => {
+    const one = await run(1);
+    const two = await run(2);
+    const inline = images().map((img, i) => cropSet(img, config, random(11), 3, i));
+    expect(one.map((s) => s.id)).toEqual(images().map((i) => i.id));
+    expect(one.map((s) => s.sample)).toEqual([...Array(12).keys()]);
+    expect(bytes(two)).toEqual(bytes(one));
+    expect(bytes(inline)).toEqual(bytes(one));
+    expect(two.map((s) => s.crops.map((c) => c.params))).toEqual(inline.map((s) => s.crops.map((c) => c.params)));
+  });
+
+  it('gives the caller its image back after the transfer, and copies views on shared buffers', async () => {
+    const input = images();
+    const before = input.map((i) => i.data.slice());
+    await run(2, input);
+    input.forEach((img, i) => expect(img.data).toEqual(before[i]));
+    // A view on a larger buffer (as a cache read returns) is copied, not detached.
+    const big = new Float32Array(40 * 36 * 2);
+    const view = testImage('view', 40, 36);
+    big.set(view.data, 40 * 36);
+    const img = { ...view, data: big.subarray(40 * 36) };
+    await run(1, [img]);
+    expect(big.byteLength).toBe(40 * 36 * 2 * 4);
+  });
+
+  it('turns a bad image into a failure record and goes on with the others', async () => {
+    const failures = new FailureLog();
+    const input = images().slice(0, 4);
+    input[1] = testImage('bad', 20, 20, 2, { renderings: 3 });
+    const sets = await run(2, input, failures);
+    expect(sets.map((s) => s.id)).toEqual(['img-0', 'img-2', 'img-3']);
+    expect(failures.records).toHaveLength(1);
+    expect(failures.records[0]).toMatchObject({ stage: 'augment', id: 'bad', file: 'bad' });
+  });
+
+  it('stops cleanly when the consumer unsubscribes early', async () => {
+    const sets = await firstValueFrom(from(images()).pipe(augment({ failures: new FailureLog(), config, seed: 1, epoch: 0, workers: 2 }), take(2), toArray()));
+    expect(sets).toHaveLength(2);
+  });
+
+  it('closes its pool: a process that runs the stage exits on its own', async () => {
+    const script = `
+      import { from, lastValueFrom } from 'rxjs';
+      import { augment } from './dist/stages/augment/augment.js';
+      import { FailureLog } from './dist/pipeline/failures.js';
+      import { AugmentConfig } from './dist/schemas/config.js';
+      const config = AugmentConfig.parse({ global: { count: 1, size: 16, scale: [0.5, 1] }, local: { count: 1, size: 8, scale: [0.1, 0.3] } });
+      const img = { id: 'a', sourceId: 'a', frame: 0, modality: 'OT', height: 32, width: 32, channels: 1, data: new Float32Array(1024).fill(0.5), spacing: null, normalization: 'x' };
+      const set = await lastValueFrom(from([img]).pipe(augment({ failures: new FailureLog(), config, seed: 0, epoch: 0, workers: 2 })));
+      console.log(set.crops.length);
+    `;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: projectRoot, timeout: 30_000 });
+    expect(stdout.trim()).toBe('2');
+    expect(path.isAbsolute(projectRoot)).toBe(true);
+  });
+});
