@@ -21,6 +21,19 @@ export interface ProtocolResult {
   dispose(): void;
 }
 
+/** Features of a split, [n, dim] row-major. */
+export interface Features { data: Float32Array; dim: number }
+
+/** Precomputed features of the train/val/test splits a probe is given (saves re-encoding across fractions). */
+export interface FeatureSet { train: Features; val: Features; test: Features }
+
+/** The rows `idx` of a feature matrix (the label-fraction subset of the training features). */
+export function selectRows(f: Features, idx: ArrayLike<number>): Features {
+  const data = new Float32Array(idx.length * f.dim);
+  for (let k = 0; k < idx.length; k++) data.set(f.data.subarray(idx[k] * f.dim, (idx[k] + 1) * f.dim), k * f.dim);
+  return { data, dim: f.dim };
+}
+
 export interface LinearProbeOptions {
   /** L2 weights tried; the one with the best validation AUC is kept. */
   weightDecays?: number[];
@@ -60,7 +73,7 @@ const toTensor = (s: LabelledSplit, from = 0, to = s.n) =>
   tf.tensor4d(s.images.subarray(from * s.height * s.width * s.channels, to * s.height * s.width * s.channels), [to - from, s.height, s.width, s.channels]);
 
 /** Encoder features of every image, in batches (inference mode). */
-export function extractFeatures(encoder: Encoder, split: LabelledSplit, batchSize = 256): { data: Float32Array; dim: number } {
+export function extractFeatures(encoder: Encoder, split: LabelledSplit, batchSize = 256): Features {
   const parts: Float32Array[] = [];
   let dim = 0;
   for (let i = 0; i < split.n; i += batchSize) {
@@ -84,9 +97,9 @@ export function extractFeatures(encoder: Encoder, split: LabelledSplit, batchSiz
  * deterministic and loses nothing. Solved in float64 JavaScript: the problem is small (n x D), and per-op dispatch
  * would dominate on TensorFlow. The weight decay is chosen on the validation AUC.
  */
-export function linearProbe(encoder: Encoder, train: LabelledSplit, val: LabelledSplit, test: LabelledSplit, opts: LinearProbeOptions = {}): ProtocolResult {
+export function linearProbe(encoder: Encoder, train: LabelledSplit, val: LabelledSplit, test: LabelledSplit, opts: LinearProbeOptions = {}, features?: FeatureSet): ProtocolResult {
   const tasks = tasksOf(train);
-  const ftr = extractFeatures(encoder, train), fva = extractFeatures(encoder, val), fte = extractFeatures(encoder, test);
+  const ftr = features?.train ?? extractFeatures(encoder, train), fva = features?.val ?? extractFeatures(encoder, val), fte = features?.test ?? extractFeatures(encoder, test);
   const dim = ftr.dim;
   const { mean, std } = standardiser(ftr.data, train.n, dim);
   const xtr = standardise(ftr.data, mean, std), xva = standardise(fva.data, mean, std);
@@ -160,14 +173,13 @@ function linearScores(x: Float64Array, n: number, d: number, w: Float64Array, ta
  * Weighted kNN on cosine similarity (Wu et al., CVPR 2018): the k most similar training features vote with weight
  * exp(cos / T); a task's score is the weighted fraction of positive neighbours.
  */
-export function knnProbe(encoder: Encoder, train: LabelledSplit, val: LabelledSplit, test: LabelledSplit, opts: KnnOptions = {}): ProtocolResult {
+export function knnProbe(encoder: Encoder, train: LabelledSplit, val: LabelledSplit, test: LabelledSplit, opts: KnnOptions = {}, features?: FeatureSet): ProtocolResult {
   const tasks = tasksOf(train);
-  const ftr = extractFeatures(encoder, train);
+  const ftr = features?.train ?? extractFeatures(encoder, train);
   const bank = tf.tidy(() => normalise(tf.tensor2d(ftr.data, [train.n, ftr.dim])));
   const ytr = tf.tensor2d(train.labels, [train.n, tasks]);
   const k = Math.min(opts.k ?? 20, train.n), t = opts.temperature ?? 0.07;
-  const scorer: Scorer = (s) => {
-    const f = extractFeatures(encoder, s);
+  const scoreFeatures = (s: LabelledSplit, f: Features) => {
     const out = new Float32Array(s.n * tasks);
     for (let i = 0; i < s.n; i += 512) {
       const part = tf.tidy(() => {
@@ -182,8 +194,10 @@ export function knnProbe(encoder: Encoder, train: LabelledSplit, val: LabelledSp
     }
     return out;
   };
-  const valAuc = aucWithCi(scorer(val), val.labels, tasks, { resamples: 0 }).auc;
-  return { test: aucWithCi(scorer(test), test.labels, tasks), val: valAuc, scorer, dispose: () => { bank.dispose(); ytr.dispose(); } };
+  const scorer: Scorer = (s) => scoreFeatures(s, extractFeatures(encoder, s));
+  const valAuc = aucWithCi(scoreFeatures(val, features?.val ?? extractFeatures(encoder, val)), val.labels, tasks, { resamples: 0 }).auc;
+  const testScores = scoreFeatures(test, features?.test ?? extractFeatures(encoder, test));
+  return { test: aucWithCi(testScores, test.labels, tasks), val: valAuc, scorer, dispose: () => { bank.dispose(); ytr.dispose(); } };
 }
 
 const normalise = (x: TF.Tensor2D) => x.div(x.norm('euclidean', 1, true).add(1e-12));
