@@ -84,7 +84,7 @@ export const PRESETS: Record<'quick' | 'full', Preset> = {
     convergenceFraction: 0.1,
     robustness: { protocol: 'linear', fraction: 1, grid: QUICK_GRID },
     budgetSeconds: 600,
-    pretrainShare: 0.5,
+    pretrainShare: 0.45,
   },
   full: {
     name: 'full',
@@ -112,8 +112,15 @@ export interface ArmContext {
   /** The unlabelled pool (config data.inputs). */
   pool: string[];
   inputShape: [number, number, number];
-  /** Wall-clock budget for this arm's pre-training (seconds); the provider should size its steps to it. */
+  /**
+   * Wall-clock budget for this arm's pre-training (seconds, the whole arm); the provider should size its steps to it.
+   * The runner calls pretrainArm once per evaluation dataset: a provider that pre-trains once and memoises spends it
+   * once; one whose pre-training depends on the target (supervised on "another" dataset) spends budgetSeconds / targets
+   * per call.
+   */
   budgetSeconds: number;
+  /** How many evaluation datasets the runner will ask this arm for. */
+  targets: number;
   seed: number;
   /** Where the arm may write its run (checkpoints, metrics.jsonl). */
   runDir: string;
@@ -213,6 +220,7 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
         pool: plan.config.data.inputs,
         inputShape: [ds.train.height, ds.train.width, ds.train.channels],
         budgetSeconds,
+        targets: datasets.length,
         seed: plan.config.seed,
         runDir: `${plan.outDir}/arms/${slug(arm.name)}`,
         log,
