@@ -34,6 +34,9 @@ export function register(program: Command): void {
     .action(async (opts: Options) => {
       const started = new Date().toISOString();
       const config = resolveConfig(opts);
+      // Read the labelled data before TensorFlow loads, so bad input fails fast with its one-line error.
+      const { loadMedmnist } = await import('../../stages/evaluate/datasets.js');
+      const datasets = config.evaluate.datasets.map((d) => loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice }));
       const { PRESETS, PAPER_ARMS, runExperiment } = await import('../../stages/evaluate/experiment.js');
       const { resultsDocument, writeReports } = await import('../../stages/evaluate/report.js');
       const { defaultArms } = await import('../arms.js');
@@ -48,7 +51,7 @@ export function register(program: Command): void {
       let result;
       try {
         result = await runExperiment({
-          config, preset, datasets: config.evaluate.datasets, arms, outDir: opts.out, log,
+          config, preset, datasets, arms, outDir: opts.out, log,
           onEval: (ev) => fs.writeSync(metrics, `${JSON.stringify({ ...ev, time: Date.now() })}\n`),
         }, defaultArms);
       } finally {

@@ -28,6 +28,8 @@ export interface LabelledDataset {
   /** 'radiography', 'ct', 'mr', ... (the pool's modality names). */
   modality: string;
   tasks: string[];
+  /** The file it was read from, when it came from one. */
+  file?: string;
   train: LabelledSplit;
   val: LabelledSplit;
   test: LabelledSplit;
@@ -66,6 +68,7 @@ export function loadMedmnist(file: string, opts: MedmnistOptions = {}): Labelled
     name: opts.name ?? base,
     modality: opts.modality ?? 'OT',
     tasks: opts.tasks ?? (tasks === 1 ? [base] : Array.from({ length: tasks }, (_, t) => `${base}:${t}`)),
+    file,
     train, val, test,
   };
 }

@@ -245,7 +245,7 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
     }
     addConvergence(arms, plan.preset.convergenceFraction);
     out.push({
-      name: ds.name, modality: ds.modality, file: 'file' in plan.datasets[di] ? plan.datasets[di].file : '(in memory)', tasks: ds.tasks,
+      name: ds.name, modality: ds.modality, file: ds.file ?? '(in memory)', tasks: ds.tasks,
       sizes: { train: ds.train.n, val: ds.val.n, test: ds.test.n }, arms,
     });
   }
