@@ -42,3 +42,17 @@ describe('protocols on a tiny encoder', () => {
     expect(tf.memory().numTensors).toBeLessThan(200);
   });
 });
+
+describe('logisticRegression', () => {
+  it('reaches the regularised optimum (zero gradient) on a small problem', async () => {
+    const { logisticRegression } = await import('../../../stages/evaluate/protocols.js');
+    // x in {-1, 1} with 75% agreement with y: the optimum is finite; check the gradient of the objective vanishes.
+    const x = Float64Array.from([-1, -1, -1, 1, 1, 1, 1, -1]), y = Float64Array.from([0, 0, 0, 1, 1, 1, 1, 0]).map((v, i) => (i === 2 || i === 6 ? 1 - v : v));
+    const wd = 0.01, p = logisticRegression(x, y, 8, 1, wd, 3000, 0.05);
+    let gw = 0, gb = 0;
+    for (let i = 0; i < 8; i++) { const r = 1 / (1 + Math.exp(-(p[0] * x[i] + p[1]))) - y[i]; gw += r * x[i]; gb += r; }
+    expect(Math.abs(gw / 8 + 2 * wd * p[0])).toBeLessThan(1e-4);
+    expect(Math.abs(gb / 8)).toBeLessThan(1e-4);
+    expect(p[0]).toBeGreaterThan(0.5);
+  });
+});
