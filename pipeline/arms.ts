@@ -8,6 +8,7 @@
 import type * as TF from '@tensorflow/tfjs';
 import { tf } from './tensorflow.js';
 import { MedsslError } from './failures.js';
+import { parseConfig, type Config } from '../schemas/config.js';
 import { initialiseWeights, type Encoder } from '../stages/evaluate/protocols.js';
 import type { ArmContext, ArmProvider, ArmSpec } from '../stages/evaluate/experiment.js';
 
@@ -50,3 +51,64 @@ export const defaultArms: ArmProvider = {
     }
   },
 };
+
+/** What the trainer (stages/train) and the data pipeline provide; the lead passes these in at merge time. */
+export interface TrainerDeps {
+  /** stages/train: pre-trains and writes the run (checkpoints, encoder) under runDir. */
+  pretrain(args: { config: Config; batches: unknown; runDir: string; resume: boolean }): Promise<unknown>;
+  /** stages/train: the encoder of a finished run, [N, H, W, C] -> [N, D]. */
+  loadEncoder(runDir: string): Promise<Encoder>;
+  /**
+   * The batches an arm pre-trains on: the unlabelled pool (ctx.pool) through decode -> normalize -> cache ->
+   * augment -> toBatches for the self-supervised arms; the train split of ctx.otherLabelled (with labels) for
+   * 'supervised', and both for 'hybrid'. `config` is the arm's config (its train overrides applied, epochs sized).
+   */
+  batchesFor(arm: ArmSpec, config: Config, ctx: ArmContext): unknown;
+  /** The trainer's encoder architecture, freshly initialised from `seed` (for 'none'). Default: the stand-in. */
+  buildEncoder?(shape: [number, number, number], seed: number): Encoder;
+  /**
+   * Deterministic budget -> epochs: epochs = max(1, floor(budget * imagesPerSecond / poolImages)). Give the measured
+   * pre-training throughput of this machine (source images per second) and the pool size; omitted = config epochs.
+   */
+  imagesPerSecond?: number;
+  poolImages?(ctx: ArmContext): number;
+}
+
+/** Arms whose pre-training depends on the evaluation target (they learn from "another" labelled dataset). */
+const PER_TARGET: ReadonlySet<string> = new Set(['supervised', 'hybrid']);
+
+/**
+ * The provider bound to the trainer: every kind of the paper's table. Arms that do not depend on the target are
+ * pre-trained once and memoised (runDir per arm); 'supervised' and 'hybrid' are pre-trained per target on the other
+ * labelled datasets, each call with budgetSeconds / targets.
+ */
+export function trainerArms(deps: TrainerDeps): ArmProvider {
+  const runs = new Map<string, Promise<string>>();
+  const build = deps.buildEncoder ?? ((shape: [number, number, number], seed: number) => standInEncoder(shape, seed));
+  return {
+    initEncoder: (ctx, seed) => build(ctx.inputShape, seed),
+    async pretrainArm(arm, ctx) {
+      if (arm.kind === 'none') return null;
+      if (arm.kind === 'random') return build(ctx.inputShape, ctx.seed + 1_000_003);
+      const perTarget = PER_TARGET.has(arm.kind);
+      const runDir = perTarget ? `${ctx.runDir}/${ctx.target.name.replace(/[^A-Za-z0-9_.-]+/g, '-')}` : ctx.runDir;
+      let run = runs.get(runDir);
+      if (!run) {
+        const budget = perTarget ? ctx.budgetSeconds / ctx.targets : ctx.budgetSeconds;
+        const config = armConfig(ctx.config, arm, budget, deps.imagesPerSecond, deps.poolImages?.(ctx));
+        ctx.log(`arm "${arm.name}": pre-training ${config.train.epochs} epoch(s), objective ${config.train.objective}, budget ${budget.toFixed(0)} s`);
+        run = deps.pretrain({ config, batches: deps.batchesFor(arm, config, ctx), runDir, resume: false }).then(() => runDir);
+        runs.set(runDir, run);
+      }
+      return deps.loadEncoder(await run);
+    },
+  };
+}
+
+/** The arm's config: its `train` overrides over the experiment's, and epochs sized to the budget when measurable. */
+export function armConfig(config: Config, arm: ArmSpec, budgetSeconds: number, imagesPerSecond?: number, poolImages?: number): Config {
+  const train = { ...config.train, ...(arm.train ?? {}) } as Config['train'];
+  const merged = parseConfig({ ...config, train }, `arm "${arm.name}"`);
+  if (imagesPerSecond && poolImages) merged.train.epochs = Math.max(1, Math.floor((budgetSeconds * imagesPerSecond) / poolImages));
+  return merged;
+}
