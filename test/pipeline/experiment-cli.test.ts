@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { writeNpy } from '../../stages/source/npy.js';
 import { random } from '../../pipeline/random.js';
 import { cli } from '../shared.js';
+import { MetricsEvent } from '../../schemas/metrics.js';
 
 /** A stored (uncompressed) zip of .npy entries: what numpy.savez writes. */
 function writeNpz(file: string, arrays: Record<string, { data: Uint8Array; shape: number[] }>): void {
@@ -72,6 +73,9 @@ describe('medssl experiment', () => {
     expect(json.arms.map((a: { name: string }) => a.name)).toEqual(['none', 'random']);
     expect(Object.keys(json.arms[0].fractions)).toEqual(['1', '0.5']);
     expect(json.provenance.datasets[0].sha256).toMatch(/^[0-9a-f]{64}$/);
+    // metrics.jsonl holds schema-valid eval events: 2 arms x 2 protocols x 2 fractions + the robustness grid per arm.
+    const events = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => MetricsEvent.parse(JSON.parse(l)));
+    expect(events.filter((e) => e.type === 'eval' && !e.perturbation)).toHaveLength(8);
     expect(fs.readFileSync(path.join(out, 'report.html'), 'utf8')).toContain('tiny &lt;b&gt;');
     // Replaying the written config gives the same numbers.
     const again = path.join(dir, 'again');

@@ -35,6 +35,18 @@ const provider: ArmProvider = {
 
 const EVIL = '<script>alert(1)</script>';
 
+/** Tags left open or closed out of order (void and self-closing elements excepted): [] for well-formed markup. */
+function unbalancedTags(html: string): string[] {
+  const stack: string[] = [], problems: string[] = [];
+  for (const m of html.matchAll(/<(\/?)([a-zA-Z][a-zA-Z0-9]*)\b[^>]*?(\/?)>/g)) {
+    const [, closing, name, selfClosing] = m;
+    if (selfClosing || ['meta', 'br', 'hr', 'img', 'input', 'link'].includes(name.toLowerCase())) continue;
+    if (!closing) stack.push(name);
+    else if (stack.pop() !== name) problems.push(`</${name}> at ${m.index}`);
+  }
+  return [...problems, ...stack.map((t) => `<${t}> not closed`)];
+}
+
 async function run(outDir: string) {
   const result = await runExperiment({
     config: parseConfig({}),
@@ -94,6 +106,8 @@ describe('runExperiment + reports', () => {
     // per dataset: 3 protocols x AUC-vs-fraction (fine-tuning has one fraction: no plot) = 2, val AUC + loss = 2, 2 robustness families
     expect(svgs).toHaveLength(2 * (2 + 2 + 2));
     for (const svg of svgs) expect(svg).toMatch(/^<svg[^>]*><title>[^<]+<\/title>/);
+
+    expect(unbalancedTags(html)).toEqual([]);
 
     const md = fs.readFileSync(files.md, 'utf8');
     expect(md).toContain('| none | no |');
