@@ -5,6 +5,8 @@
 // Until the trainer lands in this tree, only the arms that need no pre-training are provided: 'none' (fresh
 // initialisation per evaluation seed) and 'random' (one fixed random encoder, frozen: the floor of the linear probe).
 // Every other arm reports itself as not wired, and the runner records it as skipped instead of inventing numbers.
+// `trainerArms(deps)` is the full provider once the trainer's pretrain()/loadEncoder() exist; `experimentArms` is the
+// one function `medssl experiment` calls, and the one line to change when wiring.
 import type * as TF from '@tensorflow/tfjs';
 import { tf } from './tensorflow.js';
 import { MedsslError } from './failures.js';
@@ -72,6 +74,8 @@ export interface TrainerDeps {
    */
   imagesPerSecond?: number;
   poolImages?(ctx: ArmContext): number;
+  /** The cache stage's keys for the pre-training data (recorded in results.json provenance). */
+  cacheKeys?(): Record<string, string>;
 }
 
 /** Arms whose pre-training depends on the evaluation target (they learn from "another" labelled dataset). */
@@ -87,6 +91,7 @@ export function trainerArms(deps: TrainerDeps): ArmProvider {
   const build = deps.buildEncoder ?? ((shape: [number, number, number], seed: number) => standInEncoder(shape, seed));
   return {
     initEncoder: (ctx, seed) => build(ctx.inputShape, seed),
+    cacheKeys: deps.cacheKeys,
     async pretrainArm(arm, ctx) {
       if (arm.kind === 'none') return null;
       if (arm.kind === 'random') return build(ctx.inputShape, ctx.seed + 1_000_003);
@@ -111,4 +116,12 @@ export function armConfig(config: Config, arm: ArmSpec, budgetSeconds: number, i
   const merged = parseConfig({ ...config, train }, `arm "${arm.name}"`);
   if (imagesPerSecond && poolImages) merged.train.epochs = Math.max(1, Math.floor((budgetSeconds * imagesPerSecond) / poolImages));
   return merged;
+}
+
+/**
+ * The provider `medssl experiment` uses. MERGE POINT: once stages/train lands, return
+ * `trainerArms({ pretrain, loadEncoder, batchesFor, buildEncoder, imagesPerSecond, poolImages, cacheKeys })` here.
+ */
+export function experimentArms(_config: Config): ArmProvider {
+  return defaultArms;
 }

@@ -23,4 +23,4 @@ export {
   type DatasetSpec, type ArmResult, type DatasetResult, type FractionResult, type ConvergenceResult, type RobustnessResult,
 } from '../stages/evaluate/experiment.js';
 export { resultsDocument, writeReports, renderMarkdown, renderHtml, type ResultsDocument, type Provenance } from '../stages/evaluate/report.js';
-export { defaultArms, trainerArms, armConfig, standInEncoder, ArmNotWired, type TrainerDeps } from './arms.js';
+export { defaultArms, experimentArms, trainerArms, armConfig, standInEncoder, ArmNotWired, type TrainerDeps } from './arms.js';

@@ -39,7 +39,8 @@ export function register(program: Command): void {
       const datasets = config.evaluate.datasets.map((d) => loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice }));
       const { PRESETS, PAPER_ARMS, runExperiment } = await import('../../stages/evaluate/experiment.js');
       const { resultsDocument, writeReports } = await import('../../stages/evaluate/report.js');
-      const { defaultArms } = await import('../arms.js');
+      const { experimentArms } = await import('../arms.js');
+      const provider = experimentArms(config);
       const { backendInfo } = await import('../tensorflow.js');
       const preset = presetFor(PRESETS[config.evaluate.preset], config);
       const arms = config.evaluate.arms ?? PAPER_ARMS;
@@ -53,7 +54,7 @@ export function register(program: Command): void {
         result = await runExperiment({
           config, preset, datasets, arms, outDir: opts.out, log,
           onEval: (ev) => fs.writeSync(metrics, `${JSON.stringify({ ...ev, time: Date.now() })}\n`),
-        }, defaultArms);
+        }, provider);
       } finally {
         fs.closeSync(metrics);
       }
@@ -65,7 +66,10 @@ export function register(program: Command): void {
         versions: { medssl: packageVersion, node: process.versions.node, tfjs: backendInfo.tfjsVersion, tensorflow: backendInfo.tensorflowVersion },
         backend: backendInfo.backend,
         datasets: config.evaluate.datasets.map((d) => fileDigest(d.file)),
-        cacheKeys: Object.fromEntries(config.evaluate.datasets.map((d) => [d.file, fileDigest(d.file).sha256.slice(0, 16)])),
+        cacheKeys: {
+          ...Object.fromEntries(config.evaluate.datasets.map((d) => [d.file, fileDigest(d.file).sha256.slice(0, 16)])),
+          ...(provider.cacheKeys?.() ?? {}),
+        },
         started,
         finished: new Date().toISOString(),
         cpus: os.availableParallelism(),

@@ -132,6 +132,8 @@ export interface ArmProvider {
   pretrainArm(arm: ArmSpec, ctx: ArmContext): Promise<Encoder | null>;
   /** The same architecture, freshly initialised from `seed`. */
   initEncoder(ctx: ArmContext, seed: number): Encoder;
+  /** Cache keys of the data the arms pre-trained on (LMDB cache), recorded in the provenance for replays. */
+  cacheKeys?(): Record<string, string>;
 }
 
 export interface ExperimentPlan {
