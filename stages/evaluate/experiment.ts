@@ -128,7 +128,10 @@ export interface ArmContext {
 }
 
 export interface ArmProvider {
-  /** A pre-trained encoder, or null for "no pre-training" (the runner then calls initEncoder per seed). */
+  /**
+   * A pre-trained encoder, or null for "no pre-training" (the runner then calls initEncoder per seed). The runner owns
+   * and disposes what it gets: return a fresh model per call (e.g. loadEncoder(runDir) again), never a shared one.
+   */
   pretrainArm(arm: ArmSpec, ctx: ArmContext): Promise<Encoder | null>;
   /** The same architecture, freshly initialised from `seed`. */
   initEncoder(ctx: ArmContext, seed: number): Encoder;
