@@ -203,6 +203,9 @@ export interface DatasetResult {
 export interface ExperimentResult {
   datasets: DatasetResult[];
   seconds: number;
+  /** The preset's budget and whether the wall time exceeded it (reported, never acted on: results stay deterministic). */
+  budgetSeconds: number;
+  overBudget: boolean;
 }
 
 const key = (f: number) => String(f);
@@ -254,7 +257,10 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
       sizes: { train: ds.train.n, val: ds.val.n, test: ds.test.n }, arms,
     });
   }
-  return { datasets: out, seconds: (Date.now() - start) / 1000 };
+  const seconds = (Date.now() - start) / 1000;
+  const overBudget = seconds > plan.preset.budgetSeconds;
+  if (overBudget) log(`warning: the experiment took ${seconds.toFixed(0)} s, over the preset's budget of ${plan.preset.budgetSeconds} s (a loaded machine, or arms slower than the preset assumes)`);
+  return { datasets: out, seconds, budgetSeconds: plan.preset.budgetSeconds, overBudget };
 }
 
 async function evaluateArm(arm: ArmSpec, pretrained: Encoder | null, ds: LabelledDataset, ctx: ArmContext, plan: ExperimentPlan, provider: ArmProvider): Promise<ArmResult> {

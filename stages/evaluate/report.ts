@@ -42,6 +42,7 @@ export interface ResultsDocument {
   datasets: DatasetResult[];
   preset: Preset;
   seconds: number;
+  overBudget: boolean;
   provenance: Provenance;
 }
 
@@ -59,7 +60,7 @@ export function resultsDocument(result: ExperimentResult, preset: Preset, proven
     convergenceSavedPercent: a.convergence?.savedPercent ?? null,
   }));
   const skipped = result.datasets.flatMap((d) => d.arms.filter((a) => a.status === 'skipped').map((a) => ({ name: a.name, kind: a.kind, dataset: d.name, reason: a.reason ?? '' })));
-  return { schema: 'medssl.experiment/1', primary: { dataset: first?.name ?? '', protocol }, arms, skipped, datasets: result.datasets, preset, seconds: result.seconds, provenance };
+  return { schema: 'medssl.experiment/1', primary: { dataset: first?.name ?? '', protocol }, arms, skipped, datasets: result.datasets, preset, seconds: result.seconds, overBudget: result.overBudget, provenance };
 }
 
 /** Writes results.json, report.md and report.html into `outDir`; returns their paths. */
@@ -85,7 +86,8 @@ export function renderMarkdown(doc: ResultsDocument): string {
   const out: string[] = [];
   out.push('# Experiment report', '');
   out.push(`Preset \`${doc.preset.name}\`, seeds ${doc.provenance.seeds.join(', ')}, backend ${doc.provenance.backend}, ${doc.seconds.toFixed(0)} s. ` +
-    'AUC: mean over seeds [95% interval: DeLong test-set variance plus seed variance] ± seed standard deviation.', '');
+    'AUC: mean over seeds [95% interval: DeLong test-set variance plus seed variance] ± seed standard deviation.' +
+    (doc.overBudget ? ` **Over the preset's budget of ${doc.preset.budgetSeconds} s.**` : ''), '');
   for (const d of doc.datasets) {
     out.push(`## ${mdText(d.name)} (${mdText(d.modality)}; train/val/test ${d.sizes.train}/${d.sizes.val}/${d.sizes.test})`, '');
     for (const p of protocolsOf(d)) {
