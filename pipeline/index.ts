@@ -12,3 +12,22 @@ export { hounsfieldWindow, modalityLut, percentiles, otsuThreshold } from '../st
 export { augment, resolveWorkers, type AugmentOptions } from '../stages/augment/augment.js';
 export { multiCrop, cropSet, randomResizedBox, drawIntensity, drawRendering, renderCrop, cropPlan, intensityRange, type CropBox, type IntensityParams } from '../stages/augment/crops.js';
 export { toBatches, stackBatch, composeStratified, type BatchOptions } from '../stages/augment/batch.js';
+// Evaluation (stages/evaluate): metrics, splits, protocols, perturbations, the experiment runner and its reports.
+export { rocAuc, delongAuc, aucWithCi, combineSeeds, midranks, type AucResult } from '../stages/evaluate/auc.js';
+export { labelFractions, type FractionOptions } from '../stages/evaluate/splits.js';
+export { loadMedmnist, subset, imageAt, mapImages, maxAreaSlice, type LabelledDataset, type LabelledSplit } from '../stages/evaluate/datasets.js';
+export {
+  perturb, intensityScaleShift, gamma, rotate, zoom, describePerturbation, DEFAULT_GRID, type Image, type Perturbation, type Fill,
+} from '../stages/evaluate/perturb.js';
+export {
+  linearProbe, knnProbe, finetune, extractFeatures, cloneEncoder, initialiseWeights, logisticRegression, selectRows,
+  type Encoder, type Scorer, type ProtocolResult, type FinetuneResult, type FinetuneOptions, type LinearProbeOptions, type KnnOptions,
+  type Features, type FeatureSet, type CurvePoint,
+} from '../stages/evaluate/protocols.js';
+export {
+  runExperiment, robustness, addConvergence, PRESETS, PAPER_ARMS, QUICK_GRID,
+  type ArmSpec, type ArmKind, type ArmContext, type ArmProvider, type ExperimentPlan, type ExperimentResult, type Preset, type Protocol,
+  type DatasetSpec, type ArmResult, type DatasetResult, type FractionResult, type ConvergenceResult, type RobustnessResult,
+} from '../stages/evaluate/experiment.js';
+export { resultsDocument, writeReports, renderMarkdown, renderHtml, type ResultsDocument, type Provenance } from '../stages/evaluate/report.js';
+export { defaultArms, experimentArms, trainerArms, armConfig, standInEncoder, ArmNotWired, type TrainerDeps } from './arms.js';

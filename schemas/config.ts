@@ -130,10 +130,31 @@ export const TrainConfig = z.strictObject({
   checkpointEverySteps: z.number().int().nonnegative().default(0),
 }).prefault({});
 
+export const ARM_KINDS = ['none', 'random', 'simclr', 'swav-uni-modal', 'supervised', 'swav-multi-modal', 'hybrid'] as const;
+
 export const EvaluateConfig = z.strictObject({
   fractions: z.array(z.number().gt(0).max(1)).min(1).default([1, 0.5, 0.25, 0.1]),
-  seeds: z.array(z.number().int()).min(1).default([0, 1, 2]),
-  protocols: z.array(z.enum(['linear', 'finetune', 'knn'])).min(1).default(['linear', 'finetune']),
+  seeds: z.array(z.number().int().nonnegative()).min(1).default([0, 1, 2]),
+  protocols: z.array(z.enum(['linear', 'finetune', 'knn'])).min(1).default(['linear', 'finetune', 'knn']),
+  /** Sizes of every protocol (steps, fine-tuned fractions and seeds, perturbation grid, time budget): see stages/evaluate. */
+  preset: z.enum(['quick', 'full']).default('quick'),
+  /** Labelled MedMNIST-layout .npz files to evaluate on; relative paths are relative to the config file. */
+  datasets: z.array(z.strictObject({
+    file: z.string().min(1),
+    name: z.string().min(1).optional(),
+    modality: z.string().min(1),
+    /** 3-D volumes only: the slice each volume is evaluated on. */
+    slice: z.enum(['max-area', 'central']).optional(),
+  })).default([]),
+  /** The arms (rows of the table); absent = the paper's rows (stages/evaluate/experiment.ts PAPER_ARMS). */
+  arms: z.array(z.strictObject({
+    name: z.string().min(1),
+    kind: z.enum(ARM_KINDS),
+    /** Overrides of the train section for this arm's pre-training. */
+    train: z.record(z.string(), z.unknown()).optional(),
+  })).min(1).optional(),
+  /** Overrides the preset's wall-clock budget (seconds) from which per-arm pre-training budgets are derived. */
+  budgetSeconds: z.number().positive().optional(),
 }).prefault({});
 
 export const Config = z.strictObject({

@@ -1,0 +1,161 @@
+// ROC AUC, exact, with ties, and its 95% confidence interval.
+//
+// AUC = P(score of a random positive > score of a random negative) + 0.5 * P(tie): the Mann-Whitney U statistic
+// divided by m*n, computed from average ("mid") ranks so that tied scores count one half (Hanley & McNeil 1982).
+// Variance: DeLong, DeLong & Clarke-Pearson (Biometrics 1988), from the placement values, computed with the
+// midrank algorithm of Sun & Xu (IEEE SPL 2014) in O((m+n) log(m+n)).
+import { MedsslError } from '../../pipeline/failures.js';
+import { random } from '../../pipeline/random.js';
+
+export interface AucResult {
+  auc: number;
+  /** 95% interval: DeLong (binary) or percentile bootstrap (multi-label macro average); clipped to [0, 1]. */
+  ci: [number, number];
+  /** DeLong variance of the AUC (binary), or the bootstrap variance (macro average). */
+  variance: number;
+  positives: number;
+  negatives: number;
+}
+
+/** z_{0.975}: two-sided 95% normal quantile. */
+export const Z95 = 1.959963984540054;
+
+/** Average ranks (1-based) of `values`; tied values share the mean of the ranks they span. */
+export function midranks(values: ArrayLike<number>): Float64Array {
+  const n = values.length;
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => values[a] - values[b] || a - b);
+  const ranks = new Float64Array(n);
+  let i = 0;
+  while (i < n) {
+    let j = i;
+    while (j + 1 < n && values[order[j + 1]] === values[order[i]]) j++;
+    const r = (i + j) / 2 + 1;
+    for (let k = i; k <= j; k++) ranks[order[k]] = r;
+    i = j + 1;
+  }
+  return ranks;
+}
+
+function checkInputs(scores: ArrayLike<number>, labels: ArrayLike<number>, task: string): { pos: number[]; neg: number[] } {
+  if (scores.length !== labels.length) throw new RangeError(`${task}: ${scores.length} scores but ${labels.length} labels`);
+  const pos: number[] = [], neg: number[] = [];
+  for (let i = 0; i < scores.length; i++) {
+    const s = scores[i];
+    if (!Number.isFinite(s)) throw new MedsslError('corrupt', task, `score ${i} is ${s}: AUC needs finite scores`);
+    const y = labels[i];
+    if (y === 1) pos.push(s);
+    else if (y === 0) neg.push(s);
+    else throw new MedsslError('corrupt', task, `label ${i} is ${y}: expected 0 or 1`);
+  }
+  if (pos.length === 0 || neg.length === 0) {
+    throw new MedsslError('corrupt', task, `AUC of task "${task}" is undefined: only one class present (${pos.length} positive, ${neg.length} negative)`);
+  }
+  return { pos, neg };
+}
+
+/** Exact ROC AUC of binary `labels` (0/1) given `scores` (higher = more positive). `task` names the task in errors. */
+export function rocAuc(scores: ArrayLike<number>, labels: ArrayLike<number>, task = 'auc'): number {
+  const { pos, neg } = checkInputs(scores, labels, task);
+  const all = midranks([...pos, ...neg]);
+  let sum = 0;
+  for (let i = 0; i < pos.length; i++) sum += all[i];
+  const m = pos.length, n = neg.length;
+  return (sum - (m * (m + 1)) / 2) / (m * n);
+}
+
+/** AUC with DeLong's variance and the normal 95% interval AUC +- 1.96 sqrt(var), clipped to [0, 1]. */
+export function delongAuc(scores: ArrayLike<number>, labels: ArrayLike<number>, task = 'auc'): AucResult {
+  const { pos, neg } = checkInputs(scores, labels, task);
+  const m = pos.length, n = neg.length;
+  const tz = midranks([...pos, ...neg]);
+  const tx = midranks(pos), ty = midranks(neg);
+  // Placements: V10_i = fraction of negatives below positive i (ties 1/2); V01_j = fraction of positives above negative j.
+  const v10 = new Float64Array(m), v01 = new Float64Array(n);
+  let sum = 0;
+  for (let i = 0; i < m; i++) { v10[i] = (tz[i] - tx[i]) / n; sum += tz[i]; }
+  for (let j = 0; j < n; j++) v01[j] = 1 - (tz[m + j] - ty[j]) / m;
+  const auc = (sum - (m * (m + 1)) / 2) / (m * n);
+  const s10 = sampleVariance(v10), s01 = sampleVariance(v01);
+  const variance = (m > 1 ? s10 / m : 0) + (n > 1 ? s01 / n : 0);
+  const half = Z95 * Math.sqrt(variance);
+  return { auc, ci: [Math.max(0, auc - half), Math.min(1, auc + half)], variance, positives: m, negatives: n };
+}
+
+function sampleVariance(v: Float64Array): number {
+  if (v.length < 2) return 0;
+  let mean = 0;
+  for (const x of v) mean += x;
+  mean /= v.length;
+  let s = 0;
+  for (const x of v) s += (x - mean) ** 2;
+  return s / (v.length - 1);
+}
+
+export interface MultiLabelOptions {
+  /** Task names for error messages. */
+  tasks?: string[];
+  /** Bootstrap resamples for the macro interval (multi-label only). */
+  resamples?: number;
+  seed?: number;
+}
+
+/**
+ * AUC of `tasks` labels per sample (row-major [n, tasks] scores and labels). One task: DeLong. Several: the macro
+ * average over tasks, with a percentile bootstrap interval over samples (tasks share samples, so their AUCs are
+ * correlated and DeLong's per-task variances cannot simply be added). A task with one class only is an error.
+ */
+export function aucWithCi(scores: ArrayLike<number>, labels: ArrayLike<number>, tasks = 1, opts: MultiLabelOptions = {}): AucResult & { perTask: number[] } {
+  if (tasks < 1 || scores.length % tasks !== 0) throw new RangeError(`scores length ${scores.length} is not a multiple of ${tasks} tasks`);
+  const names = opts.tasks ?? Array.from({ length: tasks }, (_, t) => (tasks === 1 ? 'auc' : `task ${t}`));
+  if (tasks === 1) {
+    const r = delongAuc(scores, labels, names[0]);
+    return { ...r, perTask: [r.auc] };
+  }
+  const n = scores.length / tasks;
+  const column = (a: ArrayLike<number>, t: number, idx?: ArrayLike<number>) => {
+    const len = idx ? idx.length : n;
+    const out = new Float64Array(len);
+    for (let i = 0; i < len; i++) out[i] = a[(idx ? idx[i] : i) * tasks + t];
+    return out;
+  };
+  const perTask = names.map((name, t) => rocAuc(column(scores, t), column(labels, t), name));
+  const auc = perTask.reduce((a, b) => a + b, 0) / tasks;
+  const resamples = opts.resamples ?? 1000;
+  const boot: number[] = [];
+  for (let b = 0; b < resamples; b++) {
+    const rs = random(opts.seed ?? 0).stream({ sample: b, purpose: 'auc-bootstrap' });
+    const idx = new Uint32Array(n);
+    for (let i = 0; i < n; i++) idx[i] = rs.int(n);
+    let total = 0, ok = true;
+    for (let t = 0; t < tasks && ok; t++) {
+      const y = column(labels, t, idx);
+      let p = 0;
+      for (const v of y) p += v;
+      if (p === 0 || p === n) { ok = false; break; } // a resample without both classes has no AUC: skip it
+      total += rocAuc(column(scores, t, idx), y, names[t]);
+    }
+    if (ok) boot.push(total / tasks);
+  }
+  boot.sort((a, b) => a - b);
+  const q = (p: number) => boot[Math.min(boot.length - 1, Math.max(0, Math.floor(p * (boot.length - 1) + 0.5)))];
+  const variance = boot.length > 1 ? sampleVariance(Float64Array.from(boot)) : 0;
+  const ci: [number, number] = boot.length ? [q(0.025), q(0.975)] : [auc, auc];
+  let positives = 0;
+  for (let i = 0; i < labels.length; i++) positives += labels[i];
+  return { auc, ci, variance, positives, negatives: labels.length - positives, perTask };
+}
+
+/**
+ * Summary over seeds: the mean AUC and a 95% interval that adds the test-set sampling variance (mean of the per-seed
+ * DeLong variances: every seed is scored on the same test set, so averaging seeds does not shrink it) to the
+ * variance of the seed mean (between-seed sample variance / seeds).
+ */
+export function combineSeeds(results: Array<{ auc: number; variance: number }>): { auc: number; ci: [number, number]; sd: number } {
+  if (results.length === 0) throw new RangeError('combineSeeds needs at least one result');
+  const k = results.length;
+  const mean = results.reduce((a, r) => a + r.auc, 0) / k;
+  const within = results.reduce((a, r) => a + r.variance, 0) / k;
+  const between = k > 1 ? results.reduce((a, r) => a + (r.auc - mean) ** 2, 0) / (k - 1) : 0;
+  const half = Z95 * Math.sqrt(within + between / k);
+  return { auc: mean, ci: [Math.max(0, mean - half), Math.min(1, mean + half)], sd: Math.sqrt(between) };
+}

@@ -1,0 +1,137 @@
+// Labelled datasets for downstream evaluation, loaded from MedMNIST .npz archives.
+//
+// 2-D sets (PneumoniaMNIST: [n, 28, 28] uint8) become float images in [0, 1]. 3-D sets (AdrenalMNIST3D:
+// [n, 28, 28, 28]) are evaluated on 2-D slices: each volume gives the slice with the largest foreground area along
+// voxel axis 0 (`slice: 'max-area'`) or its central slice (`slice: 'central'`); the patient key is the volume, so label
+// fractions never split a volume. AdrenalMNIST3D volumes are binary shape masks (0/255), not CT intensities.
+import fs from 'node:fs';
+import path from 'node:path';
+import { MedsslError } from '../../pipeline/failures.js';
+import { readNpz, type NdArray } from '../source/npy.js';
+import type { Image } from './perturb.js';
+
+export interface LabelledSplit {
+  /** [n, height, width, channels] row-major float32. */
+  images: Float32Array;
+  n: number;
+  height: number;
+  width: number;
+  channels: number;
+  /** [n, tasks] row-major 0/1. */
+  labels: Float32Array;
+  /** Patient (or volume) key per sample, for patient-level label fractions. */
+  patients?: string[];
+}
+
+export interface LabelledDataset {
+  name: string;
+  /** 'radiography', 'ct', 'mr', ... (the pool's modality names). */
+  modality: string;
+  tasks: string[];
+  /** The file it was read from, when it came from one. */
+  file?: string;
+  train: LabelledSplit;
+  val: LabelledSplit;
+  test: LabelledSplit;
+}
+
+export interface MedmnistOptions {
+  name?: string;
+  modality?: string;
+  /** 3-D only: which slice of each volume to evaluate on. */
+  slice?: 'max-area' | 'central';
+  /** Task names (default: the file's name for a single binary task). */
+  tasks?: string[];
+}
+
+/** Loads a MedMNIST-layout .npz (train/val/test _images and _labels, uint8). */
+export function loadMedmnist(file: string, opts: MedmnistOptions = {}): LabelledDataset {
+  let buf: Buffer;
+  try {
+    buf = fs.readFileSync(file);
+  } catch (e) {
+    throw new MedsslError((e as { code?: string }).code === 'ENOENT' ? 'not-found' : 'unreadable', file, (e as Error).message);
+  }
+  const arrays = readNpz(buf, file);
+  const base = path.basename(file).replace(/\.npz$/i, '');
+  const split = (name: 'train' | 'val' | 'test'): LabelledSplit => {
+    const images = arrays.get(`${name}_images`), labels = arrays.get(`${name}_labels`);
+    if (!images || !labels) throw new MedsslError('wrong-format', file, `no ${name}_images/${name}_labels arrays (MedMNIST layout expected)`);
+    return toSplit(images, labels, file, name, opts.slice ?? 'max-area');
+  };
+  const train = split('train'), val = split('val'), test = split('test');
+  const tasks = train.labels.length / train.n;
+  for (const s of [train, val, test]) {
+    for (const y of s.labels) if (y !== 0 && y !== 1) throw new MedsslError('unsupported', file, `labels must be binary 0/1 per task (multi-class is not supported), found ${y}`);
+  }
+  return {
+    name: opts.name ?? base,
+    modality: opts.modality ?? 'OT',
+    tasks: opts.tasks ?? (tasks === 1 ? [base] : Array.from({ length: tasks }, (_, t) => `${base}:${t}`)),
+    file,
+    train, val, test,
+  };
+}
+
+function toSplit(images: NdArray, labels: NdArray, file: string, name: string, slice: 'max-area' | 'central'): LabelledSplit {
+  const [n] = images.shape;
+  if (labels.shape[0] !== n) throw new MedsslError('corrupt', file, `${name}: ${n} images but ${labels.shape[0]} labels`);
+  const tasks = labels.shape.slice(1).reduce((a, d) => a * d, 1);
+  const y = Float32Array.from(labels.data as ArrayLike<number>);
+  if (images.shape.length === 3 || (images.shape.length === 4 && images.shape[3] <= 4)) {
+    const [, h, w] = images.shape;
+    const c = images.shape[3] ?? 1;
+    const x = new Float32Array(images.data.length);
+    for (let i = 0; i < x.length; i++) x[i] = (images.data[i] as number) / 255;
+    return { images: x, n, height: h, width: w, channels: c, labels: y };
+  }
+  if (images.shape.length === 4) {
+    const [, d, h, w] = images.shape;
+    const x = new Float32Array(n * h * w);
+    const patients: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const vol = images.data.subarray(i * d * h * w, (i + 1) * d * h * w);
+      const z = slice === 'central' ? Math.floor(d / 2) : maxAreaSlice(vol, d, h * w);
+      for (let p = 0; p < h * w; p++) x[i * h * w + p] = (vol[z * h * w + p] as number) / 255;
+      patients.push(`${name}/${i}`);
+    }
+    return { images: x, n, height: h, width: w, channels: 1, labels: y, patients };
+  }
+  throw new MedsslError('unsupported', file, `${name}_images has shape (${images.shape.join(', ')}): expected [n, h, w] or [n, d, h, w]`);
+}
+
+/** Index of the slice (along axis 0) with the most non-zero voxels; the first one on ties, the centre if all empty. */
+export function maxAreaSlice(volume: ArrayLike<number>, depth: number, sliceSize: number): number {
+  let best = Math.floor(depth / 2), bestArea = 0;
+  for (let z = 0; z < depth; z++) {
+    let area = 0;
+    for (let p = 0; p < sliceSize; p++) if (volume[z * sliceSize + p] !== 0) area++;
+    if (area > bestArea) { bestArea = area; best = z; }
+  }
+  return best;
+}
+
+/** The samples at `idx` as a new split. */
+export function subset(s: LabelledSplit, idx: ArrayLike<number>): LabelledSplit {
+  const size = s.height * s.width * s.channels, tasks = s.labels.length / s.n;
+  const images = new Float32Array(idx.length * size), labels = new Float32Array(idx.length * tasks);
+  for (let k = 0; k < idx.length; k++) {
+    images.set(s.images.subarray(idx[k] * size, (idx[k] + 1) * size), k * size);
+    labels.set(s.labels.subarray(idx[k] * tasks, (idx[k] + 1) * tasks), k * tasks);
+  }
+  return { ...s, images, labels, n: idx.length, ...(s.patients ? { patients: Array.from(idx, (i) => s.patients![i]) } : {}) };
+}
+
+/** Sample i as an Image (a view, not a copy). */
+export function imageAt(s: LabelledSplit, i: number): Image {
+  const size = s.height * s.width * s.channels;
+  return { data: s.images.subarray(i * size, (i + 1) * size), height: s.height, width: s.width, channels: s.channels };
+}
+
+/** Applies `fn` to every image of a split (the robustness probes). */
+export function mapImages(s: LabelledSplit, fn: (img: Image) => Image): LabelledSplit {
+  const size = s.height * s.width * s.channels;
+  const images = new Float32Array(s.images.length);
+  for (let i = 0; i < s.n; i++) images.set(fn(imageAt(s, i)).data, i * size);
+  return { ...s, images };
+}

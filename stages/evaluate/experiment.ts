@@ -1,0 +1,383 @@
+// The experiment runner: arms x datasets x protocols x label fractions x seeds, plus convergence and robustness.
+//
+// Each arm gets its encoder from an injected ArmProvider (pipeline/arms.ts binds it to the trainer), once per
+// (arm, evaluation dataset): the provider memoises arms whose pre-training does not depend on the target. Everything
+// random is seeded: label fractions, fresh initialisations, fine-tuning order and flips. Wall-clock time is measured
+// and reported, never used to decide anything, so the same plan gives the same numbers.
+import type { Config } from '../../schemas/config.js';
+import { combineSeeds, type AucResult } from './auc.js';
+import { loadMedmnist, mapImages, subset, type LabelledDataset } from './datasets.js';
+import { DEFAULT_GRID, describePerturbation, perturb, type Perturbation } from './perturb.js';
+import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe, selectRows, type CurvePoint, type Encoder, type FeatureSet, type ProtocolResult } from './protocols.js';
+import { labelFractions } from './splits.js';
+import { aucWithCi } from './auc.js';
+
+import { ARM_KINDS } from '../../schemas/config.js';
+export { ARM_KINDS };
+export type ArmKind = (typeof ARM_KINDS)[number];
+export type Protocol = 'linear' | 'finetune' | 'knn';
+
+export interface ArmSpec {
+  name: string;
+  kind: ArmKind;
+  /** Overrides of the `train` config section for this arm's pre-training (objective, clustering, epochs, ...). */
+  train?: Record<string, unknown>;
+}
+
+/** The paper's table, row by row (Ghesu et al. 2022, Table 2 layout), with SimCLR and a random encoder added. */
+export const PAPER_ARMS: ArmSpec[] = [
+  { name: 'no pre-training', kind: 'none' },
+  { name: 'SimCLR', kind: 'simclr', train: { objective: 'simclr' } },
+  { name: 'SwAV uni-modal', kind: 'swav-uni-modal', train: { objective: 'swav', clustering: 'uni-modal' } },
+  { name: 'supervised (other dataset)', kind: 'supervised', train: { objective: 'supervised' } },
+  { name: 'SwAV multi-modal', kind: 'swav-multi-modal', train: { objective: 'swav', clustering: 'multi-modal' } },
+  { name: 'hybrid', kind: 'hybrid', train: { objective: 'hybrid', clustering: 'multi-modal' } },
+];
+
+export interface DatasetSpec {
+  file: string;
+  name?: string;
+  modality: string;
+  slice?: 'max-area' | 'central';
+}
+
+export interface Preset {
+  name: string;
+  fractions: number[];
+  seeds: number[];
+  protocols: Protocol[];
+  /** The protocol of the headline table (`arms` in results.json). */
+  primary: Protocol;
+  linear: { steps: number; lr: number; weightDecays: number[] };
+  knn: { k: number; temperature: number };
+  finetune: { steps: number; batchSize: number; lr: number; evalEvery: number; patience: number; flip: boolean; fractions: number[]; seeds: number[] };
+  /** Label fraction whose fine-tuning curves give the convergence comparison. */
+  convergenceFraction: number;
+  robustness: { protocol: Protocol; fraction: number; grid: Perturbation[] };
+  /** Wall-clock budget of the whole experiment and the share of it given to pre-training (split over arms). */
+  budgetSeconds: number;
+  pretrainShare: number;
+}
+
+/** The quick grid: the strongest setting on each side of identity per family. */
+export const QUICK_GRID: Perturbation[] = [
+  { kind: 'scale', value: 0.6 }, { kind: 'scale', value: 1.5 }, { kind: 'shift', value: -0.2 }, { kind: 'shift', value: 0.2 },
+  { kind: 'gamma', value: 0.5 }, { kind: 'gamma', value: 2 }, { kind: 'rotate', value: 10 }, { kind: 'rotate', value: 30 },
+  { kind: 'zoom', value: 0.8 }, { kind: 'zoom', value: 1.25 },
+];
+
+/**
+ * Presets. quick: sized so that six arms on two 28x28 datasets fit in 10 minutes on 2 cores with the native backend,
+ * 45% of it for pre-training (measured: the stand-in encoder fine-tunes at 300-500 images/s, a linear probe on
+ * 3882 x 64 features takes about 0.3 s). full: every protocol at every fraction and seed, about 4 hours.
+ */
+export const PRESETS: Record<'quick' | 'full', Preset> = {
+  quick: {
+    name: 'quick',
+    fractions: [1, 0.5, 0.25, 0.1],
+    seeds: [0, 1, 2],
+    protocols: ['linear', 'finetune', 'knn'],
+    primary: 'linear',
+    linear: { steps: 150, lr: 0.05, weightDecays: [1e-3, 1e-2] },
+    knn: { k: 20, temperature: 0.07 },
+    finetune: { steps: 60, batchSize: 32, lr: 1e-3, evalEvery: 10, patience: 0, flip: false, fractions: [0.1], seeds: [0, 1, 2] },
+    convergenceFraction: 0.1,
+    robustness: { protocol: 'linear', fraction: 1, grid: QUICK_GRID },
+    budgetSeconds: 600,
+    pretrainShare: 0.45,
+  },
+  full: {
+    name: 'full',
+    fractions: [1, 0.5, 0.25, 0.1],
+    seeds: [0, 1, 2],
+    protocols: ['linear', 'finetune', 'knn'],
+    primary: 'finetune',
+    linear: { steps: 300, lr: 0.05, weightDecays: [1e-4, 1e-3, 1e-2, 1e-1] },
+    knn: { k: 20, temperature: 0.07 },
+    finetune: { steps: 600, batchSize: 64, lr: 1e-3, evalEvery: 25, patience: 6, flip: false, fractions: [1, 0.5, 0.25, 0.1], seeds: [0, 1, 2] },
+    convergenceFraction: 0.1,
+    robustness: { protocol: 'finetune', fraction: 1, grid: DEFAULT_GRID },
+    budgetSeconds: 4 * 3600,
+    pretrainShare: 0.4,
+  },
+};
+
+/** What an arm provider is told. */
+export interface ArmContext {
+  config: Config;
+  /** The evaluation dataset this encoder will be scored on (the supervised arm must pre-train on another one). */
+  target: LabelledDataset;
+  /** The other labelled datasets (train splits only may be used): "another labelled dataset" for supervised/hybrid. */
+  otherLabelled: LabelledDataset[];
+  /** The unlabelled pool (config data.inputs). */
+  pool: string[];
+  inputShape: [number, number, number];
+  /**
+   * Wall-clock budget for this arm's pre-training (seconds, the whole arm); the provider should size its steps to it.
+   * The runner calls pretrainArm once per evaluation dataset: a provider that pre-trains once and memoises spends it
+   * once; one whose pre-training depends on the target (supervised on "another" dataset) spends budgetSeconds / targets
+   * per call.
+   */
+  budgetSeconds: number;
+  /** How many evaluation datasets the runner will ask this arm for. */
+  targets: number;
+  seed: number;
+  /** Where the arm may write its run (checkpoints, metrics.jsonl). */
+  runDir: string;
+  log: (line: string) => void;
+}
+
+export interface ArmProvider {
+  /**
+   * A pre-trained encoder, or null for "no pre-training" (the runner then calls initEncoder per seed). The runner owns
+   * and disposes what it gets: return a fresh model per call (e.g. loadEncoder(runDir) again), never a shared one.
+   */
+  pretrainArm(arm: ArmSpec, ctx: ArmContext): Promise<Encoder | null>;
+  /** The same architecture, freshly initialised from `seed`. */
+  initEncoder(ctx: ArmContext, seed: number): Encoder;
+  /** Cache keys of the data the arms pre-trained on (LMDB cache), recorded in the provenance for replays. */
+  cacheKeys?(): Record<string, string>;
+}
+
+export interface ExperimentPlan {
+  config: Config;
+  preset: Preset;
+  /** Files to load, or datasets already in memory. */
+  datasets: Array<DatasetSpec | LabelledDataset>;
+  arms: ArmSpec[];
+  outDir: string;
+  /** Called with progress lines and eval events (metrics.jsonl). */
+  log?: (line: string) => void;
+  onEval?: (event: EvalRecord) => void;
+}
+
+export interface EvalRecord {
+  type: 'eval';
+  task: string;
+  arm: string;
+  protocol: string;
+  fraction: number;
+  seed: number;
+  metric: 'auc';
+  value: number;
+  ci: [number, number];
+  step?: number;
+  perturbation?: Record<string, number>;
+}
+
+export interface SeedResult { seed: number; auc: number; ci: [number, number]; variance: number; val: number; bestStep?: number; trainSize: number }
+export interface FractionResult { auc: number; ci: [number, number]; sd: number; seeds: number[]; perSeed: SeedResult[] }
+export interface CurveResult { fraction: number; seed: number; points: CurvePoint[]; bestStep: number }
+export interface ConvergenceResult {
+  fraction: number;
+  /** Per seed: the no-pre-training run's best validation AUC and the step it was reached. */
+  perSeed: Array<{ seed: number; target: number; baselineSteps: number; steps: number | null; savedPercent: number | null }>;
+  /** Mean over seeds where the target was reached; null when never reached. */
+  savedPercent: number | null;
+}
+export interface RobustnessResult { protocol: Protocol; fraction: number; seed: number; clean: number; points: Array<{ kind: string; value: number; label: string; auc: number; drop: number }> }
+
+export interface ArmResult {
+  name: string;
+  kind: ArmKind;
+  pretrained: boolean;
+  status: 'ok' | 'skipped';
+  reason?: string;
+  /** Wall-clock seconds: pre-training, evaluation, and evaluation split by protocol (plus the robustness probes). */
+  seconds: { pretrain: number; evaluate: number; byProtocol?: Record<string, number> };
+  protocols: Partial<Record<Protocol, Record<string, FractionResult>>>;
+  curves: CurveResult[];
+  convergence?: ConvergenceResult;
+  robustness?: RobustnessResult;
+}
+
+export interface DatasetResult {
+  name: string;
+  modality: string;
+  file: string;
+  tasks: string[];
+  sizes: { train: number; val: number; test: number };
+  arms: ArmResult[];
+}
+
+export interface ExperimentResult {
+  datasets: DatasetResult[];
+  seconds: number;
+  /** The preset's budget and whether the wall time exceeded it (reported, never acted on: results stay deterministic). */
+  budgetSeconds: number;
+  overBudget: boolean;
+}
+
+const key = (f: number) => String(f);
+
+/** Runs the plan. Arms whose provider throws are recorded as skipped with the reason; the others go on. */
+export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider): Promise<ExperimentResult> {
+  const log = plan.log ?? (() => {});
+  const start = Date.now();
+  const datasets = plan.datasets.map((d) => ('train' in d ? d : loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice })));
+  const pretrainedArms = plan.arms.filter((a) => a.kind !== 'none' && a.kind !== 'random').length;
+  const budgetSeconds = pretrainedArms ? (plan.preset.budgetSeconds * plan.preset.pretrainShare) / pretrainedArms : 0;
+  const out: DatasetResult[] = [];
+  for (const [di, ds] of datasets.entries()) {
+    const arms: ArmResult[] = [];
+    for (const arm of plan.arms) {
+      const ctx: ArmContext = {
+        config: plan.config,
+        target: ds,
+        otherLabelled: datasets.filter((_, j) => j !== di),
+        pool: plan.config.data.inputs,
+        inputShape: [ds.train.height, ds.train.width, ds.train.channels],
+        budgetSeconds,
+        targets: datasets.length,
+        seed: plan.config.seed,
+        runDir: `${plan.outDir}/arms/${slug(arm.name)}`,
+        log,
+      };
+      if (arm.kind !== 'none') log(`[${ds.name}] arm "${arm.name}": pre-training (budget ${budgetSeconds.toFixed(0)} s)`);
+      const t0 = Date.now();
+      let encoder: Encoder | null;
+      try {
+        encoder = await provider.pretrainArm(arm, ctx);
+      } catch (e) {
+        const reason = (e as Error).message;
+        log(`[${ds.name}] arm "${arm.name}": skipped (${reason})`);
+        arms.push({ name: arm.name, kind: arm.kind, pretrained: arm.kind !== 'none', status: 'skipped', reason, seconds: { pretrain: (Date.now() - t0) / 1000, evaluate: 0 }, protocols: {}, curves: [] });
+        continue;
+      }
+      const t1 = Date.now();
+      const result = await evaluateArm(arm, encoder, ds, ctx, plan, provider);
+      result.seconds = { ...result.seconds, pretrain: (t1 - t0) / 1000, evaluate: (Date.now() - t1) / 1000 };
+      encoder?.dispose();
+      arms.push(result);
+      log(`[${ds.name}] arm "${arm.name}": evaluated in ${result.seconds.evaluate.toFixed(1)} s (${Object.entries(result.seconds.byProtocol ?? {}).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')})`);
+    }
+    addConvergence(arms, plan.preset.convergenceFraction);
+    out.push({
+      name: ds.name, modality: ds.modality, file: ds.file ?? '(in memory)', tasks: ds.tasks,
+      sizes: { train: ds.train.n, val: ds.val.n, test: ds.test.n }, arms,
+    });
+  }
+  const seconds = (Date.now() - start) / 1000;
+  const overBudget = seconds > plan.preset.budgetSeconds;
+  if (overBudget) log(`warning: the experiment took ${seconds.toFixed(0)} s, over the preset's budget of ${plan.preset.budgetSeconds} s (a loaded machine, or arms slower than the preset assumes)`);
+  return { datasets: out, seconds, budgetSeconds: plan.preset.budgetSeconds, overBudget };
+}
+
+async function evaluateArm(arm: ArmSpec, pretrained: Encoder | null, ds: LabelledDataset, ctx: ArmContext, plan: ExperimentPlan, provider: ArmProvider): Promise<ArmResult> {
+  const p = plan.preset;
+  const log = plan.log ?? (() => {});
+  const result: ArmResult = { name: arm.name, kind: arm.kind, pretrained: pretrained !== null && arm.kind !== 'random', status: 'ok', seconds: { pretrain: 0, evaluate: 0 }, protocols: {}, curves: [] };
+  const perSeed: Partial<Record<Protocol, Map<number, SeedResult[]>>> = {};
+  const splits = new Map(p.seeds.map((s) => [s, labelFractions(ds.train.labels, { fractions: p.fractions, seed: s, tasks: ds.tasks.length, patients: ds.train.patients })]));
+  const record = (protocol: Protocol, fraction: number, seed: number, r: ProtocolResult, trainSize: number, bestStep?: number) => {
+    const bucket = ((perSeed[protocol] ??= new Map()).get(fraction) ?? []);
+    bucket.push({ seed, auc: r.test.auc, ci: r.test.ci, variance: r.test.variance, val: r.val, trainSize, ...(bestStep !== undefined ? { bestStep } : {}) });
+    perSeed[protocol]!.set(fraction, bucket);
+    plan.onEval?.({ type: 'eval', task: ds.name, arm: arm.name, protocol, fraction, seed, metric: 'auc', value: r.test.auc, ci: r.test.ci, ...(bestStep !== undefined ? { step: bestStep } : {}) });
+    log(`[${ds.name}] ${arm.name} ${protocol} ${fraction * 100}% seed ${seed}: AUC ${r.test.auc.toFixed(3)}`);
+  };
+  const byProtocol: Record<string, number> = {};
+  const timed = async <T>(name: string, f: () => T | Promise<T>): Promise<T> => {
+    const t = Date.now();
+    try { return await f(); } finally { byProtocol[name] = (byProtocol[name] ?? 0) + (Date.now() - t) / 1000; }
+  };
+  const robust = async (protocol: Protocol, fraction: number, seed: number, r: ProtocolResult) => {
+    if (protocol !== p.robustness.protocol || fraction !== p.robustness.fraction || seed !== p.seeds[0] || result.robustness) return;
+    result.robustness = await timed('robustness', () => robustness(r, ds, protocol, fraction, seed, p.robustness.grid));
+    for (const pt of result.robustness.points) {
+      plan.onEval?.({ type: 'eval', task: ds.name, arm: arm.name, protocol, fraction, seed, metric: 'auc', value: pt.auc, ci: [pt.auc, pt.auc], perturbation: { [pt.kind]: pt.value } });
+    }
+  };
+
+  let features: FeatureSet | null = null;
+  for (const seed of p.seeds) {
+    const fresh = pretrained ?? provider.initEncoder(ctx, seed);
+    // Frozen protocols share one encoding of every split per encoder (a pre-trained encoder is the same for all seeds).
+    const needFeatures = p.protocols.some((q) => q !== 'finetune');
+    const all: FeatureSet | null = needFeatures && (!pretrained || seed === p.seeds[0] || !features)
+      ? await timed('features', () => ({ train: extractFeatures(fresh, ds.train), val: extractFeatures(fresh, ds.val), test: extractFeatures(fresh, ds.test) }))
+      : features;
+    features = all;
+    for (const fraction of p.fractions) {
+      const idx = splits.get(seed)!.get(fraction)!;
+      const train = subset(ds.train, idx);
+      const fset = all ? { ...all, train: selectRows(all.train, idx) } : undefined;
+      for (const protocol of p.protocols) {
+        if (protocol === 'finetune') continue;
+        const r = await timed(protocol, () => protocol === 'linear'
+          ? linearProbe(fresh, train, ds.val, ds.test, p.linear, fset)
+          : knnProbe(fresh, train, ds.val, ds.test, p.knn, fset));
+        record(protocol, fraction, seed, r, train.n);
+        await robust(protocol, fraction, seed, r);
+        r.dispose();
+      }
+      if (p.protocols.includes('finetune') && p.finetune.fractions.includes(fraction) && p.finetune.seeds.includes(seed)) {
+        const model = await cloneEncoder(fresh);
+        const r = await timed('finetune', () => finetune(model, train, ds.val, ds.test, { ...p.finetune, seed }));
+        record('finetune', fraction, seed, r, train.n, r.bestStep);
+        result.curves.push({ fraction, seed, points: r.curve, bestStep: r.bestStep });
+        await robust('finetune', fraction, seed, r);
+        r.dispose();
+      }
+    }
+    if (!pretrained) fresh.dispose();
+  }
+  for (const [protocol, byFraction] of Object.entries(perSeed) as Array<[Protocol, Map<number, SeedResult[]>]>) {
+    const table: Record<string, FractionResult> = {};
+    for (const f of p.fractions) {
+      const runs = byFraction.get(f);
+      if (!runs) continue;
+      const c = combineSeeds(runs);
+      table[key(f)] = { auc: c.auc, ci: c.ci, sd: c.sd, seeds: runs.map((r) => r.seed), perSeed: runs };
+    }
+    result.protocols[protocol] = table;
+  }
+  result.seconds.byProtocol = byProtocol;
+  return result;
+}
+
+/** AUC of one trained protocol under each perturbation of the test images, and its drop from the clean AUC. */
+export function robustness(r: ProtocolResult, ds: LabelledDataset, protocol: Protocol, fraction: number, seed: number, grid: Perturbation[]): RobustnessResult {
+  const tasks = ds.tasks.length;
+  const points = grid.map((pert) => {
+    const scores = r.scorer(mapImages(ds.test, (img) => perturb(img, pert)));
+    const auc = aucWithCi(scores, ds.test.labels, tasks, { resamples: 0, tasks: ds.tasks }).auc;
+    return { kind: pert.kind, value: pert.value, label: describePerturbation(pert), auc, drop: r.test.auc - auc };
+  });
+  return { protocol, fraction, seed, clean: r.test.auc, points };
+}
+
+/**
+ * Convergence (the paper's "up to 85% fewer steps"): for each seed, the target is the no-pre-training arm's best
+ * validation AUC at the convergence fraction, reached at step S0; an arm's saving is 1 - S/S0 where S is the first
+ * evaluated step at which its validation AUC reaches the target (null when it never does).
+ */
+export function addConvergence(arms: ArmResult[], fraction: number): void {
+  const baseline = arms.find((a) => a.kind === 'none' && a.status === 'ok');
+  if (!baseline) return;
+  for (const arm of arms) {
+    if (arm.status !== 'ok' || arm.curves.length === 0) continue;
+    const perSeed: ConvergenceResult['perSeed'] = [];
+    for (const c of arm.curves.filter((c) => c.fraction === fraction)) {
+      const base = baseline.curves.find((b) => b.fraction === fraction && b.seed === c.seed);
+      if (!base) continue;
+      const target = Math.max(...base.points.map((pt) => pt.valAuc));
+      const baselineSteps = base.bestStep;
+      const hit = c.points.find((pt) => pt.valAuc >= target);
+      const steps = hit ? hit.step : null;
+      perSeed.push({ seed: c.seed, target, baselineSteps, steps, savedPercent: steps === null ? null : 100 * (1 - steps / baselineSteps) });
+    }
+    const reached = perSeed.filter((s) => s.savedPercent !== null);
+    arm.convergence = {
+      fraction,
+      perSeed,
+      savedPercent: reached.length ? reached.reduce((a, s) => a + s.savedPercent!, 0) / reached.length : null,
+    };
+  }
+}
+
+export function slug(name: string): string {
+  return name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'arm';
+}
+
+export type { AucResult };

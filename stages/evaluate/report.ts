@@ -1,0 +1,220 @@
+// results.json, report.md and report.html of an experiment.
+//
+// results.json is the machine-readable record: `arms` is the headline table (primary dataset and protocol, one row
+// per evaluated arm, `fractions` keyed "1", "0.5", "0.25", "0.1" with `auc` and `ci`), `datasets` holds every
+// protocol, per-seed value, curve, convergence and robustness result, and `provenance` what is needed to replay.
+// report.html is self-contained (inline CSS and SVG, no scripts); every string from data or configs is escaped.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ArmResult, DatasetResult, ExperimentResult, FractionResult, Preset, Protocol } from './experiment.js';
+import { escapeHtml, lineChart, type Series } from './svg.js';
+
+export interface Provenance {
+  command: string;
+  config: unknown;
+  configHash: string;
+  seeds: number[];
+  versions: Record<string, string>;
+  backend: string;
+  datasets: Array<{ file: string; bytes: number; sha256: string }>;
+  /** Cache keys of the data the arms pre-trained on (from the cache stage, when wired). */
+  cacheKeys: Record<string, string>;
+  started: string;
+  finished: string;
+  cpus: number;
+}
+
+export interface HeadlineArm {
+  name: string;
+  kind: string;
+  pretrained: boolean;
+  dataset: string;
+  protocol: Protocol;
+  fractions: Record<string, { auc: number; ci: [number, number]; sd: number; seeds: number[] }>;
+  convergenceSavedPercent: number | null;
+}
+
+export interface ResultsDocument {
+  schema: 'medssl.experiment/1';
+  primary: { dataset: string; protocol: Protocol };
+  arms: HeadlineArm[];
+  skipped: Array<{ name: string; kind: string; dataset: string; reason: string }>;
+  datasets: DatasetResult[];
+  preset: Preset;
+  seconds: number;
+  overBudget: boolean;
+  provenance: Provenance;
+}
+
+/** The results document; the headline table is the first dataset with the preset's primary protocol. */
+export function resultsDocument(result: ExperimentResult, preset: Preset, provenance: Provenance): ResultsDocument {
+  const first = result.datasets[0];
+  const protocol = preset.primary;
+  const arms: HeadlineArm[] = (first?.arms ?? []).filter((a) => a.status === 'ok').map((a) => ({
+    name: a.name,
+    kind: a.kind,
+    pretrained: a.pretrained,
+    dataset: first.name,
+    protocol,
+    fractions: Object.fromEntries(Object.entries(a.protocols[protocol] ?? {}).map(([f, r]) => [f, { auc: r.auc, ci: r.ci, sd: r.sd, seeds: r.seeds }])),
+    convergenceSavedPercent: a.convergence?.savedPercent ?? null,
+  }));
+  const skipped = result.datasets.flatMap((d) => d.arms.filter((a) => a.status === 'skipped').map((a) => ({ name: a.name, kind: a.kind, dataset: d.name, reason: a.reason ?? '' })));
+  return { schema: 'medssl.experiment/1', primary: { dataset: first?.name ?? '', protocol }, arms, skipped, datasets: result.datasets, preset, seconds: result.seconds, overBudget: result.overBudget, provenance };
+}
+
+/** Writes results.json, report.md and report.html into `outDir`; returns their paths. */
+export function writeReports(doc: ResultsDocument, outDir: string): { json: string; md: string; html: string } {
+  fs.mkdirSync(outDir, { recursive: true });
+  const json = path.join(outDir, 'results.json'), md = path.join(outDir, 'report.md'), html = path.join(outDir, 'report.html');
+  fs.writeFileSync(json, `${JSON.stringify(doc, null, 2)}\n`);
+  fs.writeFileSync(md, renderMarkdown(doc));
+  fs.writeFileSync(html, renderHtml(doc));
+  return { json, md, html };
+}
+
+const PROTOCOL_NAMES: Record<Protocol, string> = { linear: 'linear probe', finetune: 'fine-tuning', knn: 'kNN' };
+const pct = (f: string) => `${Math.round(Number(f) * 100)}%`;
+const cell = (r: FractionResult | undefined) => (r ? `${r.auc.toFixed(3)} [${r.ci[0].toFixed(3)}, ${r.ci[1].toFixed(3)}]${r.seeds.length > 1 ? ` ±${r.sd.toFixed(3)}` : ''}` : '-');
+const protocolsOf = (d: DatasetResult): Protocol[] => (['finetune', 'linear', 'knn'] as Protocol[]).filter((p) => d.arms.some((a) => a.protocols[p]));
+const fractionsOf = (d: DatasetResult, p: Protocol): string[] =>
+  [...new Set(d.arms.flatMap((a) => Object.keys(a.protocols[p] ?? {})))].sort((a, b) => Number(b) - Number(a));
+/** Markdown table cells must not break the table: escape pipes and newlines. */
+const mdText = (s: string) => s.replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ');
+
+export function renderMarkdown(doc: ResultsDocument): string {
+  const out: string[] = [];
+  out.push('# Experiment report', '');
+  out.push(`Preset \`${doc.preset.name}\`, seeds ${doc.provenance.seeds.join(', ')}, backend ${doc.provenance.backend}, ${doc.seconds.toFixed(0)} s. ` +
+    'AUC: mean over seeds [95% interval: DeLong test-set variance plus seed variance] ± seed standard deviation.' +
+    (doc.overBudget ? ` **Over the preset's budget of ${doc.preset.budgetSeconds} s.**` : ''), '');
+  for (const d of doc.datasets) {
+    out.push(`## ${mdText(d.name)} (${mdText(d.modality)}; train/val/test ${d.sizes.train}/${d.sizes.val}/${d.sizes.test})`, '');
+    for (const p of protocolsOf(d)) {
+      const fr = fractionsOf(d, p);
+      out.push(`### ${PROTOCOL_NAMES[p]}`, '');
+      out.push(`| arm | pre-trained | ${fr.map(pct).join(' | ')} |`, `|---|---|${fr.map(() => '---|').join('')}`);
+      for (const a of d.arms.filter((x) => x.status === 'ok')) out.push(`| ${mdText(a.name)} | ${a.pretrained ? 'yes' : 'no'} | ${fr.map((f) => cell(a.protocols[p]?.[f])).join(' | ')} |`);
+      out.push('');
+    }
+    const conv = d.arms.filter((a) => a.convergence);
+    if (conv.length) {
+      out.push(`### Convergence (fine-tuning at ${pct(String(conv[0].convergence!.fraction))} labels)`, '');
+      out.push('| arm | steps to reach no-pre-training best val AUC (per seed) | saved |', '|---|---|---|');
+      for (const a of conv) {
+        const c = a.convergence!;
+        out.push(`| ${mdText(a.name)} | ${c.perSeed.map((s) => `${s.steps ?? 'never'} / ${s.baselineSteps}`).join(', ')} | ${c.savedPercent === null ? 'not reached' : `${c.savedPercent.toFixed(0)}%`} |`);
+      }
+      out.push('');
+    }
+    const rob = d.arms.filter((a) => a.robustness);
+    if (rob.length) {
+      const labels = rob[0].robustness!.points.map((p) => p.label);
+      out.push(`### Robustness (${PROTOCOL_NAMES[rob[0].robustness!.protocol]}, ${pct(String(rob[0].robustness!.fraction))} labels, seed ${rob[0].robustness!.seed}): AUC drop from clean`, '');
+      out.push(`| arm | clean | ${labels.map(mdText).join(' | ')} |`, `|---|---|${labels.map(() => '---|').join('')}`);
+      for (const a of rob) out.push(`| ${mdText(a.name)} | ${a.robustness!.clean.toFixed(3)} | ${a.robustness!.points.map((p) => p.drop.toFixed(3)).join(' | ')} |`);
+      out.push('');
+    }
+    const skipped = d.arms.filter((a) => a.status === 'skipped');
+    if (skipped.length) {
+      out.push('### Skipped arms', '');
+      for (const a of skipped) out.push(`- ${mdText(a.name)}: ${mdText(a.reason ?? '')}`);
+      out.push('');
+    }
+    out.push('### Time', '', '| arm | pre-training (s) | evaluation (s) |', '|---|---|---|');
+    for (const a of d.arms) out.push(`| ${mdText(a.name)} | ${a.seconds.pretrain.toFixed(1)} | ${a.seconds.evaluate.toFixed(1)} |`);
+    out.push('');
+  }
+  out.push('## Replay', '', '```', mdText(doc.provenance.command), '```', '',
+    `config hash ${doc.provenance.configHash}; ${Object.entries(doc.provenance.versions).map(([k, v]) => `${k} ${v}`).join(', ')}.`, '');
+  for (const f of doc.provenance.datasets) out.push(`- ${mdText(f.file)}: ${f.bytes} bytes, sha256 ${f.sha256}`);
+  out.push('');
+  return out.join('\n');
+}
+
+const CSS = `body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
+table{border-collapse:collapse;margin:8px 0 20px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}caption{text-align:left;font-weight:600;margin-bottom:4px}
+.chart-title{font-weight:600;font-size:14px}.tick{font-size:11px;fill:#444}.axis{font-size:12px}.legend{font-size:12px}
+figure{margin:12px 0}code{background:#f4f4f4;padding:1px 4px}`;
+
+export function renderHtml(doc: ResultsDocument): string {
+  const e = escapeHtml;
+  const out: string[] = [];
+  out.push('<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">', '<title>medssl experiment report</title>', `<style>${CSS}</style></head><body>`);
+  out.push('<h1>Experiment report</h1>');
+  out.push(`<p>Preset <code>${e(doc.preset.name)}</code>, seeds ${e(doc.provenance.seeds.join(', '))}, backend ${e(doc.provenance.backend)}, ${e(doc.seconds.toFixed(0))} s. AUC: mean over seeds [95% interval] ± seed s.d.</p>`);
+  // The headline table comes first and carries id="results".
+  const first = doc.datasets.find((d) => d.name === doc.primary.dataset);
+  const headFractions = [...new Set(doc.arms.flatMap((a) => Object.keys(a.fractions)))].sort((a, b) => Number(b) - Number(a));
+  out.push(`<table id="results"><caption>${e(doc.primary.dataset)}: ${e(PROTOCOL_NAMES[doc.primary.protocol])} test AUC</caption>`);
+  out.push(`<thead><tr><th>arm</th><th>pre-trained</th>${headFractions.map((f) => `<th>${e(pct(f))}</th>`).join('')}</tr></thead><tbody>`);
+  for (const a of doc.arms) {
+    out.push(`<tr><td>${e(a.name)}</td><td>${a.pretrained ? 'yes' : 'no'}</td>${headFractions.map((f) => `<td>${e(cell(a.fractions[f] as FractionResult | undefined))}</td>`).join('')}</tr>`);
+  }
+  out.push('</tbody></table>');
+  if (doc.skipped.length) {
+    out.push('<h2>Skipped arms</h2><ul>');
+    for (const s of doc.skipped) out.push(`<li>${e(s.name)} (${e(s.dataset)}): ${e(s.reason)}</li>`);
+    out.push('</ul>');
+  }
+  for (const d of doc.datasets) {
+    out.push(`<h2>${e(d.name)} <small>(${e(d.modality)}; train/val/test ${d.sizes.train}/${d.sizes.val}/${d.sizes.test})</small></h2>`);
+    const ok = d.arms.filter((a) => a.status === 'ok');
+    for (const p of protocolsOf(d)) {
+      const fr = fractionsOf(d, p);
+      if (d !== first || p !== doc.primary.protocol) {
+        out.push(`<table><caption>${e(PROTOCOL_NAMES[p])} test AUC</caption><thead><tr><th>arm</th><th>pre-trained</th>${fr.map((f) => `<th>${e(pct(f))}</th>`).join('')}</tr></thead><tbody>`);
+        for (const a of ok) out.push(`<tr><td>${e(a.name)}</td><td>${a.pretrained ? 'yes' : 'no'}</td>${fr.map((f) => `<td>${e(cell(a.protocols[p]?.[f]))}</td>`).join('')}</tr>`);
+        out.push('</tbody></table>');
+      }
+      if (fr.length > 1) {
+        const ticks = [...fr].reverse().map((f, i) => ({ value: i, label: pct(f) }));
+        const series: Series[] = ok.filter((a) => a.protocols[p]).map((a) => ({
+          name: a.name,
+          points: ticks.flatMap((t, i) => { const r = a.protocols[p]![[...fr].reverse()[i]]; return r ? [{ x: t.value, y: r.auc, lo: r.ci[0], hi: r.ci[1] }] : []; }),
+        }));
+        out.push(`<figure>${lineChart({ title: `${d.name}: ${PROTOCOL_NAMES[p]} AUC against label fraction`, xLabel: 'labelled training data', yLabel: 'test AUC', series, xTicks: ticks })}</figure>`);
+      }
+    }
+    const curved = ok.filter((a) => a.curves.length);
+    if (curved.length) {
+      const seed = curved[0].curves[0].seed, fraction = curved[0].curves[0].fraction;
+      const pick = (a: ArmResult) => a.curves.find((c) => c.seed === seed && c.fraction === fraction);
+      const valSeries = curved.map((a) => ({ name: a.name, points: (pick(a)?.points ?? []).map((pt) => ({ x: pt.step, y: pt.valAuc })) }));
+      const lossSeries = curved.map((a) => ({ name: a.name, points: (pick(a)?.points ?? []).map((pt) => ({ x: pt.step, y: pt.loss })) }));
+      out.push(`<figure>${lineChart({ title: `${d.name}: fine-tuning validation AUC (${pct(String(fraction))} labels, seed ${seed})`, xLabel: 'step', yLabel: 'validation AUC', series: valSeries })}</figure>`);
+      out.push(`<figure>${lineChart({ title: `${d.name}: fine-tuning training loss (${pct(String(fraction))} labels, seed ${seed})`, xLabel: 'step', yLabel: 'sigmoid cross-entropy', series: lossSeries })}</figure>`);
+    }
+    const conv = ok.filter((a) => a.convergence);
+    if (conv.length) {
+      out.push(`<table><caption>Convergence: steps to reach the no-pre-training best validation AUC</caption><thead><tr><th>arm</th><th>steps / baseline steps (per seed)</th><th>saved</th></tr></thead><tbody>`);
+      for (const a of conv) {
+        const c = a.convergence!;
+        out.push(`<tr><td>${e(a.name)}</td><td>${e(c.perSeed.map((s) => `${s.steps ?? 'never'} / ${s.baselineSteps}`).join(', '))}</td><td>${c.savedPercent === null ? 'not reached' : `${c.savedPercent.toFixed(0)}%`}</td></tr>`);
+      }
+      out.push('</tbody></table>');
+    }
+    const rob = ok.filter((a) => a.robustness);
+    if (rob.length) {
+      const r0 = rob[0].robustness!;
+      out.push(`<table><caption>Robustness: AUC drop from clean (${e(PROTOCOL_NAMES[r0.protocol])}, ${e(pct(String(r0.fraction)))} labels)</caption><thead><tr><th>arm</th><th>clean</th>${r0.points.map((p) => `<th>${e(p.label)}</th>`).join('')}</tr></thead><tbody>`);
+      for (const a of rob) out.push(`<tr><td>${e(a.name)}</td><td>${a.robustness!.clean.toFixed(3)}</td>${a.robustness!.points.map((p) => `<td>${p.drop.toFixed(3)}</td>`).join('')}</tr>`);
+      out.push('</tbody></table>');
+      for (const kind of [...new Set(r0.points.map((p) => p.kind))]) {
+        // The identity setting of each family carries the clean AUC, so the curves pass through it.
+        const identity = kind === 'shift' || kind === 'rotate' ? 0 : 1;
+        const series = rob.map((a) => ({
+          name: a.name,
+          points: [{ x: identity, y: a.robustness!.clean }, ...a.robustness!.points.filter((p) => p.kind === kind).map((p) => ({ x: p.value, y: p.auc }))].sort((u, v) => u.x - v.x),
+        }));
+        out.push(`<figure>${lineChart({ title: `${d.name}: AUC under ${kind}`, xLabel: kind, yLabel: 'test AUC', series })}</figure>`);
+      }
+    }
+  }
+  out.push('<h2>Replay</h2>', `<pre>${e(doc.provenance.command)}</pre>`);
+  out.push(`<p>config hash <code>${e(doc.provenance.configHash)}</code>; ${e(Object.entries(doc.provenance.versions).map(([k, v]) => `${k} ${v}`).join(', '))}</p><ul>`);
+  for (const f of doc.provenance.datasets) out.push(`<li>${e(f.file)}: ${f.bytes} bytes, sha256 <code>${e(f.sha256)}</code></li>`);
+  out.push('</ul></body></html>', '');
+  return out.join('\n');
+}

@@ -1,0 +1,101 @@
+import { describe, expect, it } from 'vitest';
+import { aucWithCi, combineSeeds, delongAuc, midranks, rocAuc } from '../../../stages/evaluate/auc.js';
+import { MedsslError } from '../../../pipeline/failures.js';
+
+/** Brute force: pairs where the positive scores higher, ties count one half. */
+function pairwise(scores: number[], labels: number[]): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < scores.length; i++) for (let j = 0; j < scores.length; j++) {
+    if (labels[i] === 1 && labels[j] === 0) { den++; num += scores[i] > scores[j] ? 1 : scores[i] === scores[j] ? 0.5 : 0; }
+  }
+  return num / den;
+}
+
+describe('rocAuc', () => {
+  it('matches hand-computed cases', () => {
+    expect(rocAuc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])).toBe(0.75); // sklearn's doc example
+    expect(rocAuc([1, 2, 3, 4], [0, 0, 1, 1])).toBe(1);
+    expect(rocAuc([4, 3, 2, 1], [0, 0, 1, 1])).toBe(0);
+  });
+
+  it('counts ties as one half', () => {
+    // positives {0.5, 0.7}, negatives {0.5, 0.2}: pairs 0.5/0.5 tie (1/2), 0.5>0.2, 0.7>0.5, 0.7>0.2 -> 3.5/4
+    expect(rocAuc([0.5, 0.7, 0.5, 0.2], [1, 1, 0, 0])).toBe(0.875);
+    expect(rocAuc([3, 3, 3, 3], [1, 0, 1, 0])).toBe(0.5);
+    expect(midranks([10, 20, 10, 30])).toEqual(Float64Array.from([1.5, 3, 1.5, 4]));
+  });
+
+  it('equals the pairwise definition on random data with many ties', () => {
+    let s = 7;
+    const next = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const scores = Array.from({ length: 200 }, () => Math.floor(next() * 8));
+    const labels = scores.map((x) => (next() < 0.2 + x / 10 ? 1 : 0));
+    expect(rocAuc(scores, labels)).toBeCloseTo(pairwise(scores, labels), 12);
+  });
+
+  it('rejects one class, bad labels and non-finite scores with a clear error', () => {
+    expect(() => rocAuc([0.1, 0.2], [1, 1], 'pneumonia')).toThrow(MedsslError);
+    expect(() => rocAuc([0.1, 0.2], [1, 1], 'pneumonia')).toThrow(/AUC of task "pneumonia" is undefined: only one class present/);
+    expect(() => rocAuc([0.1, 0.2], [0, 0])).toThrow(/only one class present \(0 positive, 2 negative\)/);
+    expect(() => rocAuc([0.1, 0.2], [0, 2])).toThrow(/expected 0 or 1/);
+    expect(() => rocAuc([NaN, 0.2], [0, 1])).toThrow(/finite/);
+    expect(() => rocAuc([0.1], [0, 1])).toThrow(RangeError);
+  });
+});
+
+describe('delongAuc', () => {
+  it('computes the DeLong variance from placements (hand-computed)', () => {
+    // positives x = {0.9, 0.6}, negatives y = {0.7, 0.1, 0.6}
+    // V10: 0.9 beats all 3 -> 1; 0.6 beats 0.1, ties 0.6 -> 1.5/3 = 0.5.          S10 = var([1, 0.5]) = 0.125
+    // V01: 0.7 below 0.9 only -> 1/2; 0.1 below both -> 1; 0.6 below 0.9 + tie -> 0.75. S01 = var([.5, 1, .75]) = 0.0625
+    // AUC = mean V10 = 0.75; var = 0.125/2 + 0.0625/3
+    const r = delongAuc([0.9, 0.6, 0.7, 0.1, 0.6], [1, 1, 0, 0, 0]);
+    expect(r.auc).toBeCloseTo(0.75, 12);
+    expect(r.variance).toBeCloseTo(0.125 / 2 + 0.0625 / 3, 12);
+    const half = 1.959963984540054 * Math.sqrt(r.variance);
+    expect(r.ci[0]).toBeCloseTo(0.75 - half, 12);
+    expect(r.ci[1]).toBe(1); // clipped
+    expect([r.positives, r.negatives]).toEqual([2, 3]);
+  });
+
+  it('gives a zero-width interval for perfect separation', () => {
+    const r = delongAuc([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0]);
+    expect(r).toMatchObject({ auc: 1, variance: 0, ci: [1, 1] });
+  });
+});
+
+describe('aucWithCi (multi-label)', () => {
+  it('macro-averages the task AUCs and brackets them with a bootstrap interval', () => {
+    const n = 60;
+    const scores: number[] = [], labels: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const y0 = i % 2, y1 = i % 3 === 0 ? 1 : 0;
+      labels.push(y0, y1);
+      scores.push(y0 + ((i * 7) % 10) / 8, y1 * 0.5 + ((i * 3) % 10) / 10);
+    }
+    const r = aucWithCi(scores, labels, 2, { resamples: 200, tasks: ['a', 'b'] });
+    const a = rocAuc(scores.filter((_, k) => k % 2 === 0), labels.filter((_, k) => k % 2 === 0));
+    const b = rocAuc(scores.filter((_, k) => k % 2 === 1), labels.filter((_, k) => k % 2 === 1));
+    expect(r.perTask).toEqual([a, b]);
+    expect(r.auc).toBeCloseTo((a + b) / 2, 12);
+    expect(r.ci[0]).toBeLessThan(r.auc);
+    expect(r.ci[1]).toBeGreaterThan(r.auc);
+    expect(aucWithCi(scores, labels, 2, { resamples: 200 })).toEqual(aucWithCi(scores, labels, 2, { resamples: 200 }));
+  });
+
+  it('names the task that has one class only', () => {
+    expect(() => aucWithCi([0.1, 0.2, 0.3, 0.4], [0, 1, 1, 1], 2, { tasks: ['effusion', 'nodule'] })).toThrow(/task "nodule" is undefined/);
+  });
+});
+
+describe('combineSeeds', () => {
+  it('averages seeds and widens the interval by the seed spread', () => {
+    const one = combineSeeds([{ auc: 0.8, variance: 0.0004 }]);
+    expect(one.auc).toBe(0.8);
+    expect(one.ci[1] - one.ci[0]).toBeCloseTo(2 * 1.959963984540054 * 0.02, 12);
+    const three = combineSeeds([{ auc: 0.7, variance: 0.0004 }, { auc: 0.8, variance: 0.0004 }, { auc: 0.9, variance: 0.0004 }]);
+    expect(three.auc).toBeCloseTo(0.8, 12);
+    expect(three.sd).toBeCloseTo(0.1, 12);
+    expect(three.ci[1] - three.ci[0]).toBeGreaterThan(one.ci[1] - one.ci[0]);
+  });
+});

@@ -1,0 +1,142 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../../../schemas/config.js';
+import { MedsslError } from '../../../pipeline/failures.js';
+import { addConvergence, runExperiment, type ArmProvider, type ArmResult, type Preset } from '../../../stages/evaluate/experiment.js';
+import { resultsDocument, writeReports } from '../../../stages/evaluate/report.js';
+import { syntheticDataset, tinyEncoder } from './tiny.js';
+
+const preset: Preset = {
+  name: 'test',
+  fractions: [1, 0.5, 0.25, 0.1],
+  seeds: [0, 1],
+  protocols: ['linear', 'finetune', 'knn'],
+  primary: 'linear',
+  linear: { steps: 40, lr: 0.05, weightDecays: [1e-3] },
+  knn: { k: 5, temperature: 0.07 },
+  finetune: { steps: 6, batchSize: 16, lr: 1e-2, evalEvery: 2, patience: 0, flip: false, fractions: [0.1], seeds: [0] },
+  convergenceFraction: 0.1,
+  robustness: { protocol: 'linear', fraction: 1, grid: [{ kind: 'rotate', value: 90 }, { kind: 'scale', value: 0.5 }] },
+  budgetSeconds: 60,
+  pretrainShare: 0.5,
+};
+
+// A provider with one "pre-trained" arm (a fixed tiny encoder), 'none', and an arm whose pre-training fails.
+const provider: ArmProvider = {
+  initEncoder: (_ctx, seed) => tinyEncoder(8, seed),
+  async pretrainArm(arm) {
+    if (arm.kind === 'none') return null;
+    if (arm.kind === 'simclr') throw new MedsslError('unsupported', arm.name, 'not available here');
+    return tinyEncoder(8, 99);
+  },
+};
+
+const EVIL = '<script>alert(1)</script>';
+
+/** Tags left open or closed out of order (void and self-closing elements excepted): [] for well-formed markup. */
+function unbalancedTags(html: string): string[] {
+  const stack: string[] = [], problems: string[] = [];
+  for (const m of html.matchAll(/<(\/?)([a-zA-Z][a-zA-Z0-9]*)\b[^>]*?(\/?)>/g)) {
+    const [, closing, name, selfClosing] = m;
+    if (selfClosing || ['meta', 'br', 'hr', 'img', 'input', 'link'].includes(name.toLowerCase())) continue;
+    if (!closing) stack.push(name);
+    else if (stack.pop() !== name) problems.push(`</${name}> at ${m.index}`);
+  }
+  return [...problems, ...stack.map((t) => `<${t}> not closed`)];
+}
+
+async function run(outDir: string) {
+  const result = await runExperiment({
+    config: parseConfig({}),
+    preset,
+    datasets: [syntheticDataset('synthetic'), syntheticDataset('other & more', [80, 40, 40])],
+    arms: [{ name: 'none', kind: 'none' }, { name: EVIL, kind: 'swav-multi-modal' }, { name: 'SimCLR', kind: 'simclr' }],
+    outDir,
+  }, provider);
+  const doc = resultsDocument(result, preset, {
+    command: `medssl experiment --out ${outDir}`, config: {}, configHash: 'abc', seeds: preset.seeds, versions: { medssl: '0' }, backend: 'x',
+    datasets: [], cacheKeys: {}, started: '', finished: '', cpus: 2,
+  });
+  return { result, doc };
+}
+
+describe('runExperiment + reports', () => {
+  it('fills every arm x protocol x fraction, records skipped arms, and writes the three reports', async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-exp-'));
+    const { result, doc } = await run(out);
+    const [synthetic] = result.datasets;
+    expect(synthetic.arms.map((a) => a.status)).toEqual(['ok', 'ok', 'skipped']);
+    expect(synthetic.arms[2].reason).toBe('not available here');
+    const evil = synthetic.arms[1];
+    expect(Object.keys(evil.protocols.linear!)).toEqual(['1', '0.5', '0.25', '0.1']);
+    expect(Object.keys(evil.protocols.finetune!)).toEqual(['0.1']);
+    expect(evil.protocols.linear!['0.1'].seeds).toEqual([0, 1]);
+    expect(evil.robustness!.points.map((p) => p.label)).toEqual(['rotate 90', 'scale 0.5']);
+    expect(evil.robustness!.points[0].drop).toBeCloseTo(evil.robustness!.clean - evil.robustness!.points[0].auc, 12);
+    expect(evil.convergence!.perSeed).toHaveLength(1);
+
+    const files = writeReports(doc, out);
+    // results.json: the shape other tools read.
+    const json = JSON.parse(fs.readFileSync(files.json, 'utf8'));
+    expect(json.arms).toHaveLength(2);
+    for (const arm of json.arms) {
+      expect(typeof arm.name).toBe('string');
+      expect(typeof arm.pretrained).toBe('boolean');
+      for (const f of ['1', '0.5', '0.25', '0.1']) {
+        expect(typeof arm.fractions[f].auc).toBe('number');
+        expect(arm.fractions[f].ci).toHaveLength(2);
+        expect(arm.fractions[f].ci[0]).toBeLessThanOrEqual(arm.fractions[f].auc);
+        expect(arm.fractions[f].ci[1]).toBeGreaterThanOrEqual(arm.fractions[f].auc);
+      }
+    }
+    expect(json.arms.map((a: { pretrained: boolean }) => a.pretrained)).toEqual([false, true]);
+    expect(json.skipped.map((s: { name: string }) => s.name)).toEqual(['SimCLR', 'SimCLR']);
+    expect(json.provenance.seeds).toEqual([0, 1]);
+
+    // report.html: escaped, self-contained, a results table and one titled SVG per plot.
+    const html = fs.readFileSync(files.html, 'utf8');
+    expect(html).not.toContain(EVIL);
+    expect(html).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
+    expect(html).toContain('other &amp; more');
+    expect(html).not.toMatch(/<script|https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
+    expect(html.match(/<table id="results">/g)).toHaveLength(1);
+    const svgs = html.match(/<svg[\s\S]*?<\/svg>/g)!;
+    // per dataset: 3 protocols x AUC-vs-fraction (fine-tuning has one fraction: no plot) = 2, val AUC + loss = 2, 2 robustness families
+    expect(svgs).toHaveLength(2 * (2 + 2 + 2));
+    for (const svg of svgs) expect(svg).toMatch(/^<svg[^>]*><title>[^<]+<\/title>/);
+
+    expect(unbalancedTags(html)).toEqual([]);
+
+    const md = fs.readFileSync(files.md, 'utf8');
+    expect(md).toContain('| none | no |');
+    expect(md).toContain('### Robustness');
+    expect(md).toContain('SimCLR: not available here');
+  });
+
+  it('is deterministic: the same plan gives the same numbers', async () => {
+    const a = await run(fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-exp-')));
+    const b = await run(fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-exp-')));
+    const strip = (x: unknown) => JSON.stringify(x, (k, v) => (k === 'seconds' ? undefined : v));
+    expect(strip(a.result.datasets)).toBe(strip(b.result.datasets));
+  });
+});
+
+describe('addConvergence', () => {
+  const arm = (name: string, kind: ArmResult['kind'], points: Array<[number, number]>, bestStep: number): ArmResult => ({
+    name, kind, pretrained: kind !== 'none', status: 'ok', seconds: { pretrain: 0, evaluate: 0 }, protocols: {},
+    curves: [{ fraction: 0.1, seed: 0, bestStep, points: points.map(([step, valAuc]) => ({ step, valAuc, loss: 0 })) }],
+  });
+  it('counts the steps to reach the no-pre-training best validation AUC', () => {
+    const arms = [
+      arm('none', 'none', [[10, 0.7], [20, 0.8], [30, 0.85], [40, 0.84]], 30),
+      arm('fast', 'swav-multi-modal', [[10, 0.86], [20, 0.9]], 20),
+      arm('slow', 'simclr', [[10, 0.5], [20, 0.6], [30, 0.7]], 30),
+    ];
+    addConvergence(arms, 0.1);
+    expect(arms[0].convergence!.savedPercent).toBe(0);
+    expect(arms[1].convergence!.perSeed[0]).toEqual({ seed: 0, target: 0.85, baselineSteps: 30, steps: 10, savedPercent: 100 * (1 - 10 / 30) });
+    expect(arms[2].convergence!.savedPercent).toBeNull();
+  });
+});
