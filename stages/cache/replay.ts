@@ -7,7 +7,6 @@ import { Observable } from 'rxjs';
 import type { NormalizedImage } from '../../schemas/records.js';
 import { FailureLog } from '../../pipeline/failures.js';
 import { random } from '../../pipeline/random.js';
-import { workerScript } from '../../pipeline/workers.js';
 import { CacheStore, type RecordHeader, CorruptRecordError, recordKey, readHeader } from './store.js';
 
 export interface ReplayOptions {
@@ -168,8 +167,7 @@ export type ReadReply = { id: number; images: Array<NormalizedImage | { corrupt:
 async function* readInThreads(
   dataset: CacheDataset, order: Uint32Array, readers: number, verify: boolean, chunk: number, failures?: FailureLog,
 ): AsyncGenerator<NormalizedImage> {
-  const script = workerScript('./replay-reader.js', import.meta.url);
-  const workers = Array.from({ length: readers }, () => new Worker(script.filename, { execArgv: script.execArgv, workerData: { caches: dataset.caches } }));
+  const workers = Array.from({ length: readers }, () => startWorker('./replay-reader.js', { caches: dataset.caches }));
   const waiting = new Map<number, { resolve: (r: ReadReply) => void; reject: (e: unknown) => void }>();
   for (const w of workers) {
     w.on('message', (r: ReadReply) => { waiting.get(r.id)?.resolve(r); waiting.delete(r.id); });
@@ -203,6 +201,19 @@ async function* readInThreads(
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
   }
+}
+
+/**
+ * Starts a worker module next to this file. From the compiled .js it is a plain worker; from the .ts sources (tests)
+ * a small bootstrap registers tsx first, because `--import tsx` in a Worker's execArgv does not reach the worker's
+ * module loader on Node 20.
+ */
+function startWorker(relative: string, workerData: unknown): Worker {
+  const fromTs = import.meta.url.endsWith('.ts');
+  const url = new URL(relative.replace(/\.js$/, fromTs ? '.ts' : '.js'), import.meta.url);
+  if (!fromTs) return new Worker(url, { workerData });
+  const boot = `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`;
+  return new Worker(boot, { eval: true, workerData });
 }
 
 function onlyPreparation(stores: CacheStore[], caches: string[]): string {
