@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { MedsslError } from '../failures.js';
 
 interface IngestFlags {
-  cache: string;
+  cache?: string;
   config?: string;
   workers: string;
   shard?: string;
@@ -15,7 +14,7 @@ export function register(program: Command): void {
     .command('ingest')
     .description('decode and normalize INPUTs once into an LMDB cache (resumable, crash-safe, shardable)')
     .argument('<input...>', 'folders, files and archives to ingest')
-    .requiredOption('--cache <path>', 'cache folder (created if missing)')
+    .option('--cache <path>', 'cache folder, created if missing (default: cache.path of the config)')
     .option('--config <file>', 'YAML/JSON config (its normalize and data sections define the cached images)')
     .option('--workers <n>', 'sources prepared at once, on worker threads when > 1', '1')
     .option('--shard <i/n>', 'ingest only shard i of n (0-based; sources split by a stable hash of their id)')
@@ -28,7 +27,7 @@ export function register(program: Command): void {
       '  $ medssl ingest data/ --cache cache/ --workers 2',
       '  $ medssl ingest data/ --cache cache-1 --shard 1/3   # one of 3 machines',
     ].join('\n'))
-    .action(async (inputs: string[], flags: IngestFlags) => {
+    .action(async function (this: Command, inputs: string[], flags: IngestFlags) {
       const { loadConfig } = await import('../config.js');
       const { FailureLog } = await import('../failures.js');
       const { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig } = await import('../prepare.js');
@@ -37,15 +36,18 @@ export function register(program: Command): void {
       const { ingestProgressBar } = await import('../../stages/cache/progress.js');
 
       const workers = Number(flags.workers);
-      if (!Number.isInteger(workers) || workers < 1) throw new MedsslError('invalid-value', '--workers', `expected a positive integer, got "${flags.workers}"`);
+      // Bad flags are usage errors (exit 2), reported by commander.
+      if (!Number.isInteger(workers) || workers < 1) this.error(`error: --workers: expected a positive integer, got "${flags.workers}"`, { exitCode: 2 });
       let shard;
       try {
         shard = flags.shard ? parseShard(flags.shard) : undefined;
       } catch (e) {
-        throw new MedsslError('invalid-value', '--shard', (e as Error).message.replace(/^--shard: /, ''));
+        this.error(`error: ${(e as Error).message}`, { exitCode: 2 });
       }
       const config = loadConfig(flags.config);
-      const store = CacheStore.open(flags.cache, { compression: flags.compress ?? config.cache.compression });
+      const cachePath = flags.cache ?? config.cache.path;
+      if (!cachePath) this.error('error: no cache folder: pass --cache PATH or set cache.path in the config', { exitCode: 2 });
+      const store = CacheStore.open(cachePath, { compression: flags.compress ?? config.cache.compression });
       const pool = workers > 1 ? await prepareInWorkers(config, workers) : undefined;
       const failures = new FailureLog();
       // A terminal gets a bar with an ETA, which needs the number of sources: list them once up front (a walk is
@@ -71,7 +73,7 @@ export function register(program: Command): void {
           onProgress: bar.update,
         });
         bar.stop(summary);
-        if (flags.json) process.stdout.write(`${JSON.stringify({ ...summary, cache: flags.cache, shard: flags.shard ?? null })}\n`);
+        if (flags.json) process.stdout.write(`${JSON.stringify({ ...summary, cache: cachePath, shard: flags.shard ?? null })}\n`);
       } finally {
         bar.stop();
         await pool?.close();

@@ -9,23 +9,29 @@ import { FailureLog } from '../../pipeline/failures.js';
 import { random } from '../../pipeline/random.js';
 import { CacheStore, type RecordHeader, CorruptRecordError, recordKey, readHeader } from './store.js';
 
-export interface ReplayOptions {
-  /** Cache folders; several are read as their union (a record present in two is read once). */
-  caches: string[];
+export interface EpochOptions {
   seed: number;
   epoch: number;
   /** Threads reading and decoding records; 1 reads on the calling thread. The output is the same for any value. */
   readers?: number;
-  /** Preparation hash to replay; may be omitted when the caches hold exactly one. */
-  normalization?: string;
-  /** Keeps records whose header passes (modality, split, label...); applied once when the dataset is opened. */
-  filter?: (header: RecordHeader) => boolean;
   /** Check each record's CRC-32 while reading (default true; about 3 GB/s). */
   verify?: boolean;
   /** With a FailureLog, corrupt records become failure records and are skipped; without, replay throws. */
   failures?: FailureLog;
-  /** Records per request to a reader thread. */
+  /** Records per request to a reader thread (default: about 4 MB of records, at least 1). */
   chunk?: number;
+}
+
+export interface DatasetOptions {
+  /** Preparation hash to replay; may be omitted when the caches hold exactly one. */
+  normalization?: string;
+  /** Keeps records whose header passes (modality, split, label...); applied once when the dataset is opened. */
+  filter?: (header: RecordHeader) => boolean;
+}
+
+export interface ReplayOptions extends EpochOptions, DatasetOptions {
+  /** Cache folders; several are read as their union (a record present in two is read once). */
+  caches: string[];
 }
 
 /** Random access to the records of one preparation across one or more caches, in sorted key order. */
@@ -39,7 +45,9 @@ export class CacheDataset {
     readonly owners: Uint16Array,
   ) {}
 
-  static open(caches: string[], opts: Pick<ReplayOptions, 'normalization' | 'filter'> = {}): CacheDataset {
+  private readers: ReaderPool | undefined;
+
+  static open(caches: string[], opts: DatasetOptions = {}): CacheDataset {
     if (caches.length === 0) throw new RangeError('replay: no cache given');
     if (caches.length > 65535) throw new RangeError('replay: at most 65535 caches');
     const stores = caches.map((c) => CacheStore.open(c, { readOnly: true }));
@@ -93,30 +101,44 @@ export class CacheDataset {
     return random(seed).stream({ epoch, purpose: 'replay-order' }).permutation(this.size);
   }
 
+  /**
+   * One epoch in its seeded order. Images arrive in order; with readers > 1, worker threads (kept for the next
+   * epochs until close) read up to 2 * readers chunks ahead and transfer their arrays, not copy them.
+   */
+  async *epoch(opts: EpochOptions): AsyncGenerator<NormalizedImage> {
+    const order = this.order(opts.seed, opts.epoch);
+    const readers = Math.max(1, Math.floor(opts.readers ?? 1));
+    const verify = opts.verify ?? true;
+    if (readers === 1) {
+      for (let i = 0; i < order.length; i++) {
+        const image = readOne(this, order[i], verify, opts.failures);
+        if (image) yield image;
+      }
+      return;
+    }
+    if (this.readers && this.readers.size !== readers) {
+      await this.readers.close();
+      this.readers = undefined;
+    }
+    this.readers ??= new ReaderPool(this.caches, readers);
+    const chunk = opts.chunk ?? Math.max(1, Math.floor(4e6 / Math.max(this.size ? this.storedBytes(order[0]) : 1, 1)));
+    yield* this.readers.read(this, order, verify, chunk, opts.failures);
+  }
+
   async close(): Promise<void> {
+    await this.readers?.close();
     await Promise.all(this.stores.map((s) => s.close()));
   }
 }
 
 /**
  * One epoch of the cached dataset in its seeded order, as an AsyncIterable (pull it through Gate.source for
- * backpressure: `gate.source(replay(opts))`). Images arrive in order; with readers > 1 up to 2 * readers chunks are
- * read ahead on worker threads and their arrays are transferred, not copied.
+ * backpressure: `gate.source(replay(opts))`). For several epochs, open a CacheDataset once and call epoch() on it.
  */
 export async function* replay(opts: ReplayOptions): AsyncGenerator<NormalizedImage> {
   const dataset = CacheDataset.open(opts.caches, opts);
   try {
-    const order = dataset.order(opts.seed, opts.epoch);
-    const readers = Math.max(1, Math.floor(opts.readers ?? 1));
-    const verify = opts.verify ?? true;
-    if (readers === 1) {
-      for (let i = 0; i < order.length; i++) {
-        const image = readOne(dataset, order[i], verify, opts.failures);
-        if (image) yield image;
-      }
-    } else {
-      yield* readInThreads(dataset, order, readers, verify, opts.chunk ?? 16, opts.failures);
-    }
+    yield* dataset.epoch(opts);
   } finally {
     await dataset.close();
   }
@@ -164,42 +186,56 @@ export interface ReadRequest {
 }
 export type ReadReply = { id: number; images: Array<NormalizedImage | { corrupt: string; key: string; cache: number }> } | { id: number; error: string };
 
-async function* readInThreads(
-  dataset: CacheDataset, order: Uint32Array, readers: number, verify: boolean, chunk: number, failures?: FailureLog,
-): AsyncGenerator<NormalizedImage> {
-  const workers = Array.from({ length: readers }, () => startWorker('./replay-reader.js', { caches: dataset.caches }));
-  const waiting = new Map<number, { resolve: (r: ReadReply) => void; reject: (e: unknown) => void }>();
-  for (const w of workers) {
-    w.on('message', (r: ReadReply) => { waiting.get(r.id)?.resolve(r); waiting.delete(r.id); });
-    w.on('error', (e) => { for (const p of waiting.values()) p.reject(e); waiting.clear(); });
+/** Reader threads, each with the caches open read-only, answering ReadRequests in the order they were sent. */
+class ReaderPool {
+  private readonly workers: Worker[];
+  private readonly waiting = new Map<number, { resolve: (r: ReadReply) => void; reject: (e: unknown) => void }>();
+  private nextId = 0;
+
+  constructor(caches: string[], readonly size: number) {
+    this.workers = Array.from({ length: size }, () => startWorker('./replay-reader.js', { caches }));
+    for (const w of this.workers) {
+      w.on('message', (r: ReadReply) => { this.waiting.get(r.id)?.resolve(r); this.waiting.delete(r.id); });
+      w.on('error', (e) => { for (const p of this.waiting.values()) p.reject(e); this.waiting.clear(); });
+    }
   }
-  const chunks = Math.ceil(order.length / chunk);
-  const inFlight: Array<Promise<ReadReply>> = [];
-  let next = 0;
-  const send = (j: number): Promise<ReadReply> => {
-    const records: Array<[number, string]> = [];
-    for (let p = j * chunk; p < Math.min(order.length, (j + 1) * chunk); p++) records.push([dataset.owners[order[p]], dataset.keys[order[p]]]);
-    const promise = new Promise<ReadReply>((resolve, reject) => waiting.set(j, { resolve, reject }));
-    workers[j % readers].postMessage({ id: j, records, verify } satisfies ReadRequest);
-    return promise;
-  };
-  try {
-    while (next < Math.min(chunks, 2 * readers)) inFlight.push(send(next++));
-    for (let j = 0; j < chunks; j++) {
-      const reply = await (inFlight.shift() as Promise<ReadReply>);
-      if (next < chunks) inFlight.push(send(next++));
-      if ('error' in reply) throw new Error(`replay reader: ${reply.error}`);
-      for (const image of reply.images) {
-        if ('corrupt' in image) {
-          if (!failures) throw new CorruptRecordError(image.key, image.corrupt);
-          failures.record({ kind: 'failure', file: dataset.caches[image.cache], stage: 'replay', code: 'corrupt', reason: `cache record ${image.key}: ${image.corrupt}`, id: image.key });
-        } else {
-          yield image;
+
+  async *read(dataset: CacheDataset, order: Uint32Array, verify: boolean, chunk: number, failures?: FailureLog): AsyncGenerator<NormalizedImage> {
+    const chunks = Math.ceil(order.length / chunk);
+    const inFlight: Array<Promise<ReadReply>> = [];
+    let next = 0;
+    const send = (j: number): Promise<ReadReply> => {
+      const records: Array<[number, string]> = [];
+      for (let p = j * chunk; p < Math.min(order.length, (j + 1) * chunk); p++) records.push([dataset.owners[order[p]], dataset.keys[order[p]]]);
+      const id = this.nextId++;
+      const promise = new Promise<ReadReply>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+      promise.catch(() => {}); // observed when awaited in order below
+      this.workers[j % this.size].postMessage({ id, records, verify } satisfies ReadRequest);
+      return promise;
+    };
+    try {
+      while (next < Math.min(chunks, 2 * this.size)) inFlight.push(send(next++));
+      for (let j = 0; j < chunks; j++) {
+        const reply = await (inFlight.shift() as Promise<ReadReply>);
+        if (next < chunks) inFlight.push(send(next++));
+        if ('error' in reply) throw new Error(`replay reader: ${reply.error}`);
+        for (const image of reply.images) {
+          if ('corrupt' in image) {
+            if (!failures) throw new CorruptRecordError(image.key, image.corrupt);
+            failures.record({ kind: 'failure', file: dataset.caches[image.cache], stage: 'replay', code: 'corrupt', reason: `cache record ${image.key}: ${image.corrupt}`, id: image.key });
+          } else {
+            yield image;
+          }
         }
       }
+    } finally {
+      // Drain what is still in flight (an epoch left early), so the next epoch starts from quiet readers.
+      await Promise.allSettled(inFlight);
     }
-  } finally {
-    await Promise.all(workers.map((w) => w.terminate()));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }
 
