@@ -10,7 +10,7 @@ import { replay } from '../../../stages/cache/replay.js';
 import { verifyCache } from '../../../stages/cache/verify.js';
 import { FailureLog } from '../../../pipeline/failures.js';
 import type { SourceItem } from '../../../schemas/records.js';
-import { cli, sharedData } from '../../shared.js';
+import { cli, projectRoot, sharedData } from '../../shared.js';
 import { digestImages, snapshot, tempDir, writePneumoniaNpy, writeSyntheticNpy } from './data.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -103,6 +103,26 @@ describe('sharding', () => {
     const single = await epoch([reference]);
     expect(single).toHaveLength(TOTAL);
     expect(digestImages(await epoch(caches))).toBe(digestImages(single));
+  });
+
+  it('the Slurm array script, run as 3 tasks, leaves shard caches whose union is the single ingest', async () => {
+    // A `medssl` on PATH that runs this build, and the script run as tasks 0, 1, 2 of a 3-task array.
+    const bin = path.join(dir, 'bin');
+    fs.mkdirSync(bin, { recursive: true });
+    fs.writeFileSync(path.join(bin, 'medssl'), `#!/bin/sh\nexec "${process.execPath}" "${cli}" "$@"\n`, { mode: 0o755 });
+    const caches = path.join(dir, 'slurm-caches');
+    const cfg = path.join(dir, 'default.yaml');
+    fs.writeFileSync(cfg, '{}\n');
+    const script = path.join(projectRoot, 'examples', 'cluster', 'slurm-array.sh');
+    for (const task of [2, 0, 1]) {
+      execFileSync('bash', [script, input, caches, cfg], {
+        env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, SLURM_ARRAY_TASK_ID: String(task), MEDSSL_SHARDS: '3', TMPDIR: dir },
+        stdio: 'pipe',
+      });
+    }
+    expect(fs.readdirSync(caches).sort()).toEqual(['shard-0', 'shard-1', 'shard-2']);
+    const union = (await Promise.all([0, 1, 2].map((i) => snapshot(path.join(caches, `shard-${i}`))))).flatMap((s) => s.records).sort();
+    expect(union).toEqual(expected.records);
   });
 
   it('assigns sources to shards by a stable hash of their id', () => {
