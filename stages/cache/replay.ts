@@ -7,7 +7,7 @@ import { Observable } from 'rxjs';
 import type { NormalizedImage } from '../../schemas/records.js';
 import { FailureLog } from '../../pipeline/failures.js';
 import { random } from '../../pipeline/random.js';
-import { CacheStore, type RecordHeader, CorruptRecordError, recordKey, readHeader } from './store.js';
+import { CACHE_SCHEMA_VERSION, CacheStore, type RecordHeader, CorruptRecordError, recordKey, readHeader } from './store.js';
 
 export interface EpochOptions {
   seed: number;
@@ -256,7 +256,7 @@ function onlyPreparation(stores: CacheStore[], caches: string[]): string {
   const all = new Set<string>();
   for (const s of stores) for (const p of s.preparationHashes().keys()) all.add(p);
   if (all.size === 1) return [...all][0];
-  if (all.size === 0) throw new RangeError(`replay: ${caches.join(', ')}: no records of cache schema in these caches`);
+  if (all.size === 0) throw new RangeError(`replay: ${caches.join(', ')}: no ingested records (of cache schema v${CACHE_SCHEMA_VERSION}) in these caches`);
   throw new RangeError(`replay: the caches hold ${all.size} preparations (${[...all].join(', ')}): choose one with normalization`);
 }
 

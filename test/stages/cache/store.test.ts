@@ -103,6 +103,41 @@ describe('cache verify', () => {
   });
 });
 
+describe('sources larger than one transaction', () => {
+  it('stay invisible until their marker lands; an interrupted one leaves orphans that a rerun completes', async () => {
+    const dir = tempDir();
+    const cache = path.join(dir, 'c');
+    const item: SourceItem = { id: 'vol.npy', path: path.join(dir, 'vol.npy') };
+    fs.writeFileSync(item.path, 'stand-in bytes');
+    const frame = (f: number) => ({ ...image('vol.npy', 64, 64, 1, (i) => ((i * (f + 1)) % 97) / 97), id: `vol.npy#${f}`, frame: f });
+    const store = CacheStore.open(cache);
+    // 16 KiB records, at most ~40 KiB per transaction: frames are flushed in several transactions before the marker.
+    // The preparation dies (a non-input error) after 7 frames: some records are written, no marker.
+    function* dies() {
+      for (let f = 0; f < 7; f++) yield frame(f);
+      throw new Error('worker lost');
+    }
+    const failures = new FailureLog();
+    await ingest({ sources: [item], store, normalizationHash: 'prep0', prepare: () => dies(), maxTransactionBytes: 40_000, failures });
+    expect(failures.records).toEqual([expect.objectContaining({ code: 'internal' })]);
+    await store.close();
+    expect(await verifyCache(cache)).toMatchObject({ records: 6, corrupt: 0, failures: 0 });
+    const { cacheStats } = await import('../../../stages/cache/verify.js');
+    expect((await cacheStats(cache)).orphans).toBe(6);
+    await expect(collect(replay({ caches: [cache], seed: 0, epoch: 0 }))).rejects.toThrow(/no ingested records/);
+    await expect(collect(replay({ caches: [cache], seed: 0, epoch: 0, normalization: 'prep0' }))).resolves.toHaveLength(0);
+
+    const again = CacheStore.open(cache);
+    const s = await ingest({ sources: [item], store: again, normalizationHash: 'prep0', prepare: () => Array.from({ length: 10 }, (_, f) => frame(f)), maxTransactionBytes: 40_000 });
+    await again.close();
+    expect(s.images).toBe(10);
+    expect((await cacheStats(cache)).orphans).toBe(0);
+    const back = await collect(replay({ caches: [cache], seed: 0, epoch: 0 }));
+    expect(back.map((im) => im.frame).sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(back.find((im) => im.frame === 9)!.data).toEqual(frame(9).data);
+  });
+});
+
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const x of it) out.push(x);
