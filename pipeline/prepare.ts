@@ -60,9 +60,21 @@ export async function* listInputs(inputs: string[], opts: { maxFileBytes?: numbe
 }
 
 function* npzItems(file: string, id: string, maxFileBytes = 2 * 1024 ** 3): Generator<SourceItem> {
-  const size = fs.statSync(file).size;
-  if (size > maxFileBytes) throw new MedsslError('too-large', file, `file is ${size} bytes (limit ${maxFileBytes})`);
-  const arrays = readNpz(fs.readFileSync(file), file);
+  let arrays: Map<string, NdArray>;
+  try {
+    const size = fs.statSync(file).size;
+    if (size > maxFileBytes) throw new MedsslError('too-large', file, `file is ${size} bytes (limit ${maxFileBytes})`);
+    arrays = readNpz(fs.readFileSync(file), file);
+  } catch {
+    // A broken archive is one source whose preparation fails with the reason: it becomes a remembered failure
+    // instead of stopping the listing of everything else.
+    yield { id, path: file, format: 'npz' };
+    return;
+  }
+  if (!['train', 'val', 'test'].some((split) => arrays.has(`${split}_images`))) {
+    yield { id, path: file, format: 'npz' };
+    return;
+  }
   for (const split of ['train', 'val', 'test'] as const) {
     const images = arrays.get(`${split}_images`);
     if (!images) continue;
@@ -84,6 +96,11 @@ export function prepareSource(config: Config): (item: SourceItem, bytes: Uint8Ar
   const normalization = preparationHash(config);
   const archives = new RecentArchives();
   return (item, bytes) => {
+    if (!item.entry && item.path.endsWith('.npz')) {
+      // A whole archive is listed as one source only when it could not be expanded into entries.
+      const arrays = readNpz(bytes ?? fs.readFileSync(item.path), item.path, config.data.maxFileBytes);
+      throw new MedsslError('unsupported', item.path, `archive holds ${[...arrays.keys()].join(', ') || 'no arrays'}; expected train_images, val_images or test_images`);
+    }
     const array = item.entry ? archives.entry(item.path, item.entry, config.data.maxFileBytes) : readNpy(bytes ?? fs.readFileSync(item.path), item.path);
     return framesOf(array, item.path).map((frame, index) => {
       if (frame.height * frame.width * frame.channels > config.data.maxPixels) {
