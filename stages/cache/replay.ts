@@ -196,18 +196,30 @@ class ReaderPool {
     this.workers = Array.from({ length: size }, () => startWorker('./replay-reader.js', { caches }));
     for (const w of this.workers) {
       w.on('message', (r: ReadReply) => { this.waiting.get(r.id)?.resolve(r); this.waiting.delete(r.id); });
-      w.on('error', (e) => { for (const p of this.waiting.values()) p.reject(e); this.waiting.clear(); });
+      const fail = (e: unknown) => {
+        // A dead reader would leave its requests unanswered: fail them and every later epoch, never hang.
+        this.broken ??= e instanceof Error ? e : new Error(String(e));
+        for (const p of this.waiting.values()) p.reject(this.broken);
+        this.waiting.clear();
+      };
+      w.on('error', fail);
+      w.on('exit', (code) => { if (!this.closing) fail(new Error(`replay reader exited with code ${code}`)); });
     }
   }
+
+  private broken: Error | undefined;
+  private closing = false;
 
   async *read(dataset: CacheDataset, order: Uint32Array, verify: boolean, chunk: number, failures?: FailureLog): AsyncGenerator<NormalizedImage> {
     const chunks = Math.ceil(order.length / chunk);
     const inFlight: Array<Promise<ReadReply>> = [];
     let next = 0;
+    if (this.broken) throw this.broken;
     const send = (j: number): Promise<ReadReply> => {
       const records: Array<[number, string]> = [];
       for (let p = j * chunk; p < Math.min(order.length, (j + 1) * chunk); p++) records.push([dataset.owners[order[p]], dataset.keys[order[p]]]);
       const id = this.nextId++;
+      if (this.broken) return Promise.reject(this.broken);
       const promise = new Promise<ReadReply>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
       promise.catch(() => {}); // observed when awaited in order below
       this.workers[j % this.size].postMessage({ id, records, verify } satisfies ReadRequest);
@@ -235,6 +247,7 @@ class ReaderPool {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }

@@ -64,6 +64,25 @@ describe('replay', () => {
     expect(stack).toMatchObject({ height: 96, width: 96, channels: 1, modality: 'OT' });
   });
 
+  it('keeps its reader threads across epochs, also after an epoch left early', async () => {
+    const dataset = CacheDataset.open([cache]);
+    try {
+      const seen: NormalizedImage[] = [];
+      for await (const im of dataset.epoch({ seed: 5, epoch: 0, readers: 2, chunk: 7 })) {
+        seen.push(im);
+        if (seen.length === 40) break;
+      }
+      expect(digestImages(seen)).toBe(digestImages((await epoch({ seed: 5, epoch: 0 })).slice(0, 40)));
+      for (const e of [1, 2]) {
+        const all: NormalizedImage[] = [];
+        for await (const im of dataset.epoch({ seed: 5, epoch: e, readers: 2 })) all.push(im);
+        expect(digestImages(all)).toBe(digestImages(await epoch({ seed: 5, epoch: e })));
+      }
+    } finally {
+      await dataset.close();
+    }
+  });
+
   it('filters by header and gives random access', async () => {
     const dataset = CacheDataset.open([cache], { filter: (h) => h.height === 96 });
     expect(dataset.size).toBe(18);
