@@ -40,7 +40,10 @@ export interface IngestOptions {
   sources: AsyncIterable<SourceItem> | Iterable<SourceItem>;
   prepare: Prepare;
   store: CacheStore;
-  /** Hash of everything that determines the prepared images (normalization config, decode options, code version). */
+  /**
+   * Hash of everything that determines the prepared images (normalization config, decode options, code version):
+   * the records' key prefix, and the `normalization` field of every stored image.
+   */
   normalizationHash: string;
   /** Stored once per preparation so people can tell ablations apart. */
   preparation?: PreparationInfo;
@@ -107,10 +110,9 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
       const bytes = item.entry && !opts.passContainerBytes ? undefined : read.bytes;
       const images = await opts.prepare(item, bytes);
       for await (const image of images as AsyncIterable<NormalizedImage>) {
-        if (image.normalization !== prep) {
-          throw new MedsslError('internal', item.path, `prepared image carries normalization ${image.normalization}, ingest expects ${prep}`);
-        }
-        const value = encodeRecord(image, { compression: opts.compression });
+        // Records carry the hash they are keyed by: it covers the normalization config and everything else that
+        // shaped the image (decode options, preparation code version), so replayed images name their preparation.
+        const value = encodeRecord(image.normalization === prep ? image : { ...image, normalization: prep }, { compression: opts.compression });
         frames.push(image.frame);
         pendingFrames.push(image.frame);
         pendingValues.push(value);

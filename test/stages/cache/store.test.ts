@@ -55,12 +55,13 @@ describe('record codec', () => {
     const store = CacheStore.open(path.join(dir, 'c'));
     const items: SourceItem[] = [{ id: 'a.dcm', path: path.join(dir, 'a.dcm') }];
     fs.writeFileSync(items[0].path, 'stand-in bytes');
-    await ingest({ sources: items, store, normalizationHash: 'prep0', prepare: () => [image('a.dcm', 8, 8, 1, () => 0.5, phi)] });
+    await ingest({ sources: items, store, normalizationHash: 'prepA', prepare: () => [image('a.dcm', 8, 8, 1, () => 0.5, phi)] });
     await store.close();
     const raw = fs.readFileSync(path.join(dir, 'c', 'data.mdb')).toString('latin1');
     for (const value of Object.values(phi)) expect(raw.includes(value)).toBe(false);
     expect(raw.includes('a1b2c3')).toBe(true); // the salted key is kept (patient-level splits)
     const [back] = await collect(replay({ caches: [path.join(dir, 'c')], seed: 0, epoch: 0 }));
+    expect(back.normalization).toBe('prepA'); // records name the preparation they are keyed by
     expect(Object.keys(back).sort()).toEqual(['channels', 'data', 'frame', 'height', 'id', 'label', 'modality', 'normalization', 'patientKey', 'sourceId', 'spacing', 'split', 'width']);
   });
 });
