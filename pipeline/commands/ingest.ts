@@ -73,6 +73,12 @@ export function register(program: Command): void {
           onProgress: bar.update,
         });
         bar.stop(summary);
+        // New failures, one line each (capped: a large archive can have many; `cache stats` lists the remembered ones).
+        const shown = failures.records.slice(0, 20);
+        for (const f of shown) process.stderr.write(`medssl: ${f.file}${f.id && !f.file.endsWith(f.id) ? ` [${f.id}]` : ''}: ${f.code}: ${f.reason}\n`);
+        if (failures.records.length > shown.length) {
+          process.stderr.write(`medssl: ... and ${failures.records.length - shown.length} more failures (medssl cache stats ${cachePath})\n`);
+        }
         if (flags.json) process.stdout.write(`${JSON.stringify({ ...summary, cache: cachePath, shard: flags.shard ?? null })}\n`);
       } finally {
         bar.stop();
