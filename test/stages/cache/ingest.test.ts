@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -142,7 +142,10 @@ describe('cache keys', () => {
     const cache = path.join(dir, 'configs');
     const cfg = path.join(dir, 'rgb.yaml');
     fs.writeFileSync(cfg, 'normalize:\n  channels: 3\n');
-    expect(JSON.parse(runCli(['ingest', small, '--cache', cache, '--json']))).toMatchObject({ images: 30, skipped: 0 });
+    // Not a terminal: no progress bar, one summary line on stderr.
+    const quiet = spawnSync(process.execPath, [cli, 'ingest', small, '--cache', cache], { encoding: 'utf8' });
+    expect(quiet.status).toBe(0);
+    expect(quiet.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^ingest: 30 files \(0 already cached\), 30 images written, .* 0 failures, [\d.]+ s$/)]);
     expect(JSON.parse(runCli(['ingest', small, '--cache', cache, '--config', cfg, '--json']))).toMatchObject({ images: 30, skipped: 0 });
     expect(JSON.parse(runCli(['ingest', small, '--cache', cache, '--json']))).toMatchObject({ images: 0, skipped: 30 });
     expect(JSON.parse(runCli(['cache', 'verify', cache, '--json']))).toMatchObject({ records: 60, corrupt: 0 });
