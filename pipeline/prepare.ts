@@ -9,6 +9,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Config } from '../schemas/config.js';
 import type { NormalizedImage, SourceItem } from '../schemas/records.js';
 import { MedsslError } from './failures.js';
@@ -226,9 +227,10 @@ export async function prepareInWorkers(config: Config, workers: number): Promise
   close: () => Promise<void>;
 }> {
   const { Piscina } = await import('piscina');
-  const { workerScript } = await import('./workers.js');
-  const script = workerScript('./prepare-worker.js', import.meta.url);
-  const pool = new Piscina({ filename: script.filename, execArgv: script.execArgv, minThreads: workers, maxThreads: workers });
+  const fromTs = import.meta.url.endsWith('.ts');
+  const pool = new Piscina(fromTs
+    ? { filename: fileURLToPath(new URL('./ts-worker.mjs', import.meta.url)), workerData: { tsModule: new URL('./prepare-worker.ts', import.meta.url).href }, minThreads: workers, maxThreads: workers }
+    : { filename: fileURLToPath(new URL('./prepare-worker.js', import.meta.url)), minThreads: workers, maxThreads: workers });
   return {
     prepare: async (item, bytes) => {
       const r = (await pool.run({ item, bytes, config })) as import('./prepare-worker.js').PrepareResult;
