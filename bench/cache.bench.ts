@@ -15,13 +15,14 @@ import { ingest } from '../stages/cache/ingest.js';
 import { CacheStore, encodeRecord } from '../stages/cache/store.js';
 import { CacheDataset } from '../stages/cache/replay.js';
 
-const shared = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'shared', 'data');
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** `../shared/data/<rel>` beside the project, from bench/ (sources) or dist/bench/ (compiled). */
 const sharedData = (rel: string) => {
-  // bench/ runs from the sources and from dist/bench: look for ../shared beside the project either way.
-  for (const root of [path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'shared', 'data'), shared]) {
-    if (fs.existsSync(path.join(root, rel))) return path.join(root, rel);
+  for (const up of [['..', '..'], ['..', '..', '..']]) {
+    const file = path.resolve(here, ...up, 'shared', 'data', rel);
+    if (fs.existsSync(file)) return file;
   }
-  throw new Error(`shared data ${rel} not found`);
+  throw new Error(`shared data ${rel} not found beside the project`);
 };
 const NPZ = 'medmnist/pneumoniamnist.npz';
 const CT_RAW = 'dicom/cornerstone3D/CTImage.dcm_LittleEndianExplicitTransferSyntax_1.2.840.10008.1.2.1.dcm';
