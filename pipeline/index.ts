@@ -31,3 +31,11 @@ export {
 } from '../stages/evaluate/experiment.js';
 export { resultsDocument, writeReports, renderMarkdown, renderHtml, type ResultsDocument, type Provenance } from '../stages/evaluate/report.js';
 export { defaultArms, experimentArms, trainerArms, armConfig, standInEncoder, ArmNotWired, type TrainerDeps } from './arms.js';
+export {
+  CacheStore, CACHE_SCHEMA_VERSION, CorruptRecordError, encodeRecord, decodeRecord, checkRecord, readHeader, recordKey, sourceKey, contentKey,
+  type CacheStoreOptions, type SourceMarker, type RecordHeader, type PreparationInfo,
+} from '../stages/cache/store.js';
+export { ingest, shardOf, parseShard, type IngestOptions, type IngestProgress, type IngestSummary, type Prepare, type Shard } from '../stages/cache/ingest.js';
+export { replay, replay$, CacheDataset, type ReplayOptions } from '../stages/cache/replay.js';
+export { verifyCache, cacheStats, type VerifyReport, type CacheStats } from '../stages/cache/verify.js';
+export { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig, saltedKey, PREPARE_VERSION } from './prepare.js';

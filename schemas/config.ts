@@ -88,8 +88,14 @@ export const AugmentConfig = z.strictObject({
 export type AugmentConfig = z.infer<typeof AugmentConfig>;
 
 export const CacheConfig = z.strictObject({
+  /** Cache folder for `medssl ingest` when --cache is not given. */
   path: z.string().nullable().default(null),
+  /** Byte-shuffle + deflate arrays where it saves >= 10% (smaller, but replay decodes ~10x slower; see stages/cache). */
   compression: z.boolean().default(false),
+  /** Threads reading the cache during replay; 1 reads on the main thread. Output is identical for any value. */
+  readers: z.number().int().positive().default(1),
+  /** Check every record's CRC-32 while replaying. */
+  verify: z.boolean().default(true),
 }).prefault({});
 
 export const ModelConfig = z.strictObject({

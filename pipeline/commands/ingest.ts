@@ -1,0 +1,89 @@
+import type { Command } from 'commander';
+
+interface IngestFlags {
+  cache?: string;
+  config?: string;
+  workers: string;
+  shard?: string;
+  compress?: boolean;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('ingest')
+    .description('decode and normalize INPUTs once into an LMDB cache (resumable, crash-safe, shardable)')
+    .argument('<input...>', 'folders, files and archives to ingest')
+    .option('--cache <path>', 'cache folder, created if missing (default: cache.path of the config)')
+    .option('--config <file>', 'YAML/JSON config (its normalize and data sections define the cached images)')
+    .option('--workers <n>', 'sources prepared at once, on worker threads when > 1', '1')
+    .option('--shard <i/n>', 'ingest only shard i of n (0-based; sources split by a stable hash of their id)')
+    .option('--compress', 'byte-shuffle + deflate arrays where that saves at least 10% (also cache.compression)')
+    .option('--json', 'print the final summary as one JSON object on stdout')
+    .addHelpText('after', [
+      '',
+      'A rerun skips sources already in the cache and completes an interrupted ingest.',
+      'Examples:',
+      '  $ medssl ingest data/ --cache cache/ --workers 2',
+      '  $ medssl ingest data/ --cache cache-1 --shard 1/3   # one of 3 machines',
+    ].join('\n'))
+    .action(async function (this: Command, inputs: string[], flags: IngestFlags) {
+      const { loadConfig } = await import('../config.js');
+      const { FailureLog } = await import('../failures.js');
+      const { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig } = await import('../prepare.js');
+      const { ingest, parseShard } = await import('../../stages/cache/ingest.js');
+      const { CacheStore, CACHE_SCHEMA_VERSION } = await import('../../stages/cache/store.js');
+      const { ingestProgressBar } = await import('../../stages/cache/progress.js');
+
+      const workers = Number(flags.workers);
+      // Bad flags are usage errors (exit 2), reported by commander.
+      if (!Number.isInteger(workers) || workers < 1) this.error(`error: --workers: expected a positive integer, got "${flags.workers}"`, { exitCode: 2 });
+      let shard;
+      try {
+        shard = flags.shard ? parseShard(flags.shard) : undefined;
+      } catch (e) {
+        this.error(`error: ${(e as Error).message}`, { exitCode: 2 });
+      }
+      const config = loadConfig(flags.config);
+      const cachePath = flags.cache ?? config.cache.path;
+      if (!cachePath) this.error('error: no cache folder: pass --cache PATH or set cache.path in the config', { exitCode: 2 });
+      const store = CacheStore.open(cachePath, { compression: flags.compress ?? config.cache.compression });
+      const pool = workers > 1 ? await prepareInWorkers(config, workers) : undefined;
+      const failures = new FailureLog();
+      // A terminal gets a bar with an ETA, which needs the number of sources: list them once up front (a walk is
+      // cheap next to decoding).
+      let total: number | undefined;
+      if (process.stderr.isTTY) {
+        total = 0;
+        for await (const _ of listInputs(inputs, { maxFileBytes: config.data.maxFileBytes })) total++;
+      }
+      const bar = ingestProgressBar(process.stderr, { total });
+      try {
+        const summary = await ingest({
+          sources: listInputs(inputs, { maxFileBytes: config.data.maxFileBytes }),
+          prepare: pool?.prepare ?? prepareSource(config),
+          store,
+          normalizationHash: preparationHash(config),
+          preparation: { schemaVersion: CACHE_SCHEMA_VERSION, config: preparationConfig(config) },
+          shard,
+          workers,
+          failures,
+          compression: store.compression,
+          maxFileBytes: config.data.maxFileBytes,
+          onProgress: bar.update,
+        });
+        bar.stop(summary);
+        // New failures, one line each (capped: a large archive can have many; `cache stats` lists the remembered ones).
+        const shown = failures.records.slice(0, 20);
+        for (const f of shown) process.stderr.write(`medssl: ${f.file}${f.id && !f.file.endsWith(f.id) ? ` [${f.id}]` : ''}: ${f.code}: ${f.reason}\n`);
+        if (failures.records.length > shown.length) {
+          process.stderr.write(`medssl: ... and ${failures.records.length - shown.length} more failures (medssl cache stats ${cachePath})\n`);
+        }
+        if (flags.json) process.stdout.write(`${JSON.stringify({ ...summary, cache: cachePath, shard: flags.shard ?? null })}\n`);
+      } finally {
+        bar.stop();
+        await pool?.close();
+        await store.close();
+      }
+    });
+}

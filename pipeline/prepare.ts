@@ -1,0 +1,242 @@
+// The deterministic preparation that `medssl ingest` caches: which sources an input holds, and how one source
+// becomes normalized frames. This is the one place that wires source listing, decoding and normalization into the
+// cache; the cache stage itself only sees `listInputs` and `prepareSource` through their types.
+//
+// Today it handles NumPy inputs: .npy files and MedMNIST-style .npz archives (`<split>_images` with optional
+// `<split>_labels`). Stored values become float32 in [0, 1] by a per-frame min-max rule:
+//     x' = (x - min) / (max - min)   over all values of the frame (NaN -> 0); a constant frame becomes 0.
+// DICOM and NIfTI sources join here through the decode and normalize stages.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../schemas/config.js';
+import type { NormalizedImage, SourceItem } from '../schemas/records.js';
+import { MedsslError } from './failures.js';
+import { stableHash } from './config.js';
+import { walkFiles, fromHighland } from './bridge.js';
+import { type NdArray, readNpy, readNpz } from '../stages/source/npy.js';
+
+/** Bumped whenever prepareSource's output changes for the same input and config: old records then miss. */
+export const PREPARE_VERSION = 'npy-minmax-1';
+
+/**
+ * Everything that determines the prepared images, as stored in the cache next to its hash. The privacy salt is
+ * only represented by its hash: a changed salt changes the patient keys, but the salt itself stays out of the cache.
+ */
+export function preparationConfig(config: Config): Record<string, unknown> {
+  return {
+    prepare: PREPARE_VERSION,
+    normalize: config.normalize,
+    sliceAxis: config.data.sliceAxis,
+    maxPixels: config.data.maxPixels,
+    privacySalt: stableHash(config.data.privacySalt),
+  };
+}
+
+/** The hash that keys the cache's records (NormalizedImage.normalization). */
+export function preparationHash(config: Config): string {
+  return stableHash(preparationConfig(config));
+}
+
+/**
+ * The sources under `inputs` (folders walked in sorted order, .npy files, .npz archives expanded into one item per
+ * image). Ids are paths relative to the input (its folder for a file), plus `#<split>/<index>` for archive entries.
+ */
+export async function* listInputs(inputs: string[], opts: { maxFileBytes?: number } = {}): AsyncGenerator<SourceItem> {
+  for (const input of inputs) {
+    const root = path.resolve(input);
+    const st = await fs.promises.stat(root).catch(() => undefined);
+    if (!st) throw new MedsslError('not-found', input, 'no such file or folder');
+    const base = st.isDirectory() ? root : path.dirname(root);
+    for await (const file of fromHighland(walkFiles(root))) {
+      const id = path.relative(base, file).split(path.sep).join('/');
+      if (file.endsWith('.npy')) {
+        yield { id, path: file, format: 'npz' };
+      } else if (file.endsWith('.npz')) {
+        yield* npzItems(file, id, opts.maxFileBytes);
+      }
+    }
+  }
+}
+
+function* npzItems(file: string, id: string, maxFileBytes = 2 * 1024 ** 3): Generator<SourceItem> {
+  let arrays: Map<string, NdArray>;
+  try {
+    const size = fs.statSync(file).size;
+    if (size > maxFileBytes) throw new MedsslError('too-large', file, `file is ${size} bytes (limit ${maxFileBytes})`);
+    arrays = readNpz(fs.readFileSync(file), file);
+  } catch {
+    // A broken archive is one source whose preparation fails with the reason: it becomes a remembered failure
+    // instead of stopping the listing of everything else.
+    yield { id, path: file, format: 'npz' };
+    return;
+  }
+  if (!['train', 'val', 'test'].some((split) => arrays.has(`${split}_images`))) {
+    yield { id, path: file, format: 'npz' };
+    return;
+  }
+  for (const split of ['train', 'val', 'test'] as const) {
+    const images = arrays.get(`${split}_images`);
+    if (!images) continue;
+    const labels = arrays.get(`${split}_labels`);
+    const n = images.shape[0] ?? 0;
+    const perItem = labels && labels.shape[0] === n ? labels.data.length / Math.max(n, 1) : 0;
+    for (let i = 0; i < n; i++) {
+      const label = perItem ? Array.from(labels!.data.subarray(i * perItem, (i + 1) * perItem), Number) : undefined;
+      yield { id: `${id}#${split}/${i}`, path: file, format: 'npz', entry: `${split}/${i}`, split, ...(label ? { label } : {}) };
+    }
+  }
+}
+
+/**
+ * Prepares one source: its frames as NormalizedImages. `bytes` is the file's content when the caller has read it
+ * (undefined for archive entries, whose archive is parsed once and remembered).
+ */
+export function prepareSource(config: Config): (item: SourceItem, bytes: Uint8Array | undefined) => NormalizedImage[] {
+  const normalization = preparationHash(config);
+  const archives = new RecentArchives();
+  return (item, bytes) => {
+    if (!item.entry && item.path.endsWith('.npz')) {
+      // A whole archive is listed as one source only when it could not be expanded into entries.
+      const arrays = readNpz(bytes ?? fs.readFileSync(item.path), item.path, config.data.maxFileBytes);
+      throw new MedsslError('unsupported', item.path, `archive holds ${[...arrays.keys()].join(', ') || 'no arrays'}; expected train_images, val_images or test_images`);
+    }
+    const array = item.entry ? archives.entry(item.path, item.entry, config.data.maxFileBytes) : readNpy(bytes ?? fs.readFileSync(item.path), item.path);
+    return framesOf(array, item.path).map((frame, index) => {
+      if (frame.height * frame.width * frame.channels > config.data.maxPixels) {
+        throw new MedsslError('too-large', item.path, `frame of ${frame.height}x${frame.width}x${frame.channels} exceeds maxPixels ${config.data.maxPixels}`);
+      }
+      const data = toChannels(minMax(frame.values), frame.channels, config.normalize.channels);
+      return {
+        id: `${item.id}#${index}`,
+        sourceId: item.id,
+        frame: index,
+        modality: item.modality ?? 'OT',
+        height: frame.height,
+        width: frame.width,
+        channels: config.normalize.channels,
+        data,
+        spacing: null,
+        ...(item.patientId !== undefined ? { patientKey: saltedKey(config.data.privacySalt, item.patientId) } : {}),
+        ...(item.label !== undefined ? { label: item.label } : {}),
+        ...(item.split !== undefined ? { split: item.split } : {}),
+        normalization,
+      };
+    });
+  };
+}
+
+/** A salted SHA-256 of an identifier (patient, study, series): stable per salt, not reversible to the id. */
+export function saltedKey(salt: string, id: string): string {
+  return crypto.createHash('sha256').update(`${salt}\u0000${id}`, 'utf8').digest('hex').slice(0, 32);
+}
+
+interface Frame {
+  height: number;
+  width: number;
+  channels: number;
+  values: ArrayLike<number>;
+}
+
+/**
+ * The 2-D frames of an array: (H, W) is one grey frame; (H, W, C) with C <= 4 one frame of C channels; otherwise
+ * (D, H, W) gives D grey slices and (D, H, W, C) D frames of C channels, slicing along the first axis.
+ */
+export function framesOf(a: NdArray, file: string): Frame[] {
+  if (a.fortranOrder) throw new MedsslError('unsupported', file, 'Fortran-order arrays are not supported');
+  const s = a.shape;
+  const frame = (h: number, w: number, c: number, count: number): Frame[] => {
+    const n = h * w * c;
+    return Array.from({ length: count }, (_, i) => ({ height: h, width: w, channels: c, values: a.data.subarray(i * n, (i + 1) * n) }));
+  };
+  if (s.some((d) => d === 0)) throw new MedsslError('invalid-value', file, `array of shape (${s.join(', ')}) is empty`);
+  if (s.length === 2) return frame(s[0], s[1], 1, 1);
+  if (s.length === 3 && s[2] <= 4) return frame(s[0], s[1], s[2], 1);
+  if (s.length === 3) return frame(s[1], s[2], 1, s[0]);
+  if (s.length === 4 && s[3] <= 4) return frame(s[1], s[2], s[3], s[0]);
+  throw new MedsslError('unsupported', file, `array of shape (${s.join(', ')}) is not an image, a stack or a volume`);
+}
+
+/** Per-frame min-max to [0, 1] in float32 (NaN and infinities map to 0; a constant frame is all 0). */
+export function minMax(values: ArrayLike<number>): Float32Array {
+  let lo = Infinity, hi = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const out = new Float32Array(values.length);
+  const range = hi - lo;
+  if (!(range > 0) || !Number.isFinite(range)) return out;
+  const scale = 1 / range;
+  for (let i = 0; i < values.length; i++) {
+    const v = (values[i] - lo) * scale;
+    out[i] = v >= 0 && v <= 1 ? v : 0;
+  }
+  return out;
+}
+
+/** Channel count conversion: grey replicated to 3, colour averaged to grey (alpha dropped). */
+export function toChannels(data: Float32Array, from: number, to: number): Float32Array {
+  if (from === to) return data;
+  const pixels = data.length / from;
+  const out = new Float32Array(pixels * to);
+  const colour = Math.min(from, 3);
+  for (let p = 0; p < pixels; p++) {
+    let grey = 0;
+    if (from === 1) grey = data[p];
+    else {
+      for (let c = 0; c < colour; c++) grey += data[p * from + c];
+      grey /= colour;
+    }
+    for (let c = 0; c < to; c++) out[p * to + c] = from === 1 || to === 1 ? grey : data[p * from + Math.min(c, colour - 1)];
+  }
+  return out;
+}
+
+/** The last archives parsed, so each entry of an .npz does not re-read and re-inflate the whole file. */
+class RecentArchives {
+  private readonly recent = new Map<string, Map<string, NdArray>>();
+
+  entry(file: string, entry: string, maxBytes: number): NdArray {
+    let arrays = this.recent.get(file);
+    if (!arrays) {
+      const size = fs.statSync(file).size;
+      if (size > maxBytes) throw new MedsslError('too-large', file, `file is ${size} bytes (limit ${maxBytes})`);
+      arrays = readNpz(fs.readFileSync(file), file);
+      this.recent.set(file, arrays);
+      if (this.recent.size > 2) this.recent.delete(this.recent.keys().next().value as string);
+    }
+    const m = /^(\w+)\/(\d+)$/.exec(entry);
+    const images = m ? arrays.get(`${m[1]}_images`) : undefined;
+    const index = m ? Number(m[2]) : -1;
+    if (!images || index >= (images.shape[0] ?? 0)) throw new MedsslError('not-found', file, `no entry ${entry} in the archive`);
+    const shape = images.shape.slice(1);
+    const n = shape.reduce((a, d) => a * d, 1);
+    return { dtype: images.dtype, shape, data: images.data.subarray(index * n, (index + 1) * n), fortranOrder: images.fortranOrder };
+  }
+}
+
+/**
+ * prepareSource on `workers` worker threads: returns a function with the same contract (a promise of the frames,
+ * rejected with the MedsslError the worker saw) and a close() that stops the threads.
+ */
+export async function prepareInWorkers(config: Config, workers: number): Promise<{
+  prepare: (item: SourceItem, bytes: Uint8Array | undefined) => Promise<NormalizedImage[]>;
+  close: () => Promise<void>;
+}> {
+  const { Piscina } = await import('piscina');
+  const fromTs = import.meta.url.endsWith('.ts');
+  const pool = new Piscina(fromTs
+    ? { filename: fileURLToPath(new URL('./ts-worker.mjs', import.meta.url)), workerData: { tsModule: new URL('./prepare-worker.ts', import.meta.url).href }, minThreads: workers, maxThreads: workers }
+    : { filename: fileURLToPath(new URL('./prepare-worker.js', import.meta.url)), minThreads: workers, maxThreads: workers });
+  return {
+    prepare: async (item, bytes) => {
+      const r = (await pool.run({ item, bytes, config })) as import('./prepare-worker.js').PrepareResult;
+      if ('error' in r) throw new MedsslError(r.error.code as never, r.error.file, r.error.reason);
+      return r.images;
+    },
+    close: () => pool.destroy(),
+  };
+}

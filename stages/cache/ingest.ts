@@ -1,0 +1,214 @@
+// Ingest: run the deterministic part of the pipeline (decode + normalize, given as `prepare`) once per source and
+// store its output in the cache. Resumable (sources whose done marker exists are skipped after hashing their bytes)
+// and crash-safe (a source's records and marker share one LMDB transaction).
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { firstValueFrom, mergeMap, from, defer, filter, count } from 'rxjs';
+import type { NormalizedImage, SourceItem } from '../../schemas/records.js';
+import { FailureLog, MedsslError, toFailure } from '../../pipeline/failures.js';
+import { Gate, settle } from '../../pipeline/flow.js';
+import { type CacheStore, type PreparationInfo, type SourceMarker, CACHE_SCHEMA_VERSION, contentKey, encodeRecord } from './store.js';
+
+/** The deterministic preparation of one source: its normalized frames. Throw MedsslError for bad input. */
+export type Prepare = (
+  item: SourceItem,
+  bytes: Uint8Array | undefined,
+) => Iterable<NormalizedImage> | AsyncIterable<NormalizedImage> | Promise<Iterable<NormalizedImage>>;
+
+export interface Shard {
+  /** 0-based index of this shard. */
+  index: number;
+  count: number;
+}
+
+export interface IngestProgress {
+  /** Sources handled so far (prepared, skipped as done, or failed). */
+  files: number;
+  /** Of those, already in the cache. */
+  skipped: number;
+  /** Images written in this run. */
+  images: number;
+  /** Source bytes read in this run. */
+  bytesRead: number;
+  /** Sources that failed in this run (new failures) plus known failures found in the cache. */
+  failures: number;
+  /** Sources of other shards passed over. */
+  otherShards: number;
+}
+
+export interface IngestOptions {
+  sources: AsyncIterable<SourceItem> | Iterable<SourceItem>;
+  prepare: Prepare;
+  store: CacheStore;
+  /**
+   * Hash of everything that determines the prepared images (normalization config, decode options, code version):
+   * the records' key prefix, and the `normalization` field of every stored image.
+   */
+  normalizationHash: string;
+  /** Stored once per preparation so people can tell ablations apart. */
+  preparation?: PreparationInfo;
+  shard?: Shard;
+  /** Sources prepared at once (useful when `prepare` runs in worker threads). */
+  workers?: number;
+  failures?: FailureLog;
+  compression?: boolean;
+  /** Container items (with `entry`) are handed to `prepare` without bytes: it reads the container itself. */
+  passContainerBytes?: boolean;
+  /** Files larger than this are failures, rejected before reading. */
+  maxFileBytes?: number;
+  /** A source whose encoded records exceed this is written in several transactions, marker last. */
+  maxTransactionBytes?: number;
+  onProgress?: (p: Readonly<IngestProgress>) => void;
+}
+
+export interface IngestSummary extends IngestProgress {
+  seconds: number;
+}
+
+/** Failure codes caused by the file itself, remembered in the cache; other failures are retried next run. */
+const PERMANENT = new Set(['wrong-format', 'truncated', 'corrupt', 'too-large', 'unsupported', 'no-pixel-data', 'decode-error', 'invalid-value']);
+
+/** Ingests `sources` into `store`. Resolves when every record is committed. */
+export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
+  const t0 = performance.now();
+  const workers = Math.max(1, opts.workers ?? 1);
+  const failures = opts.failures ?? new FailureLog();
+  const progress: IngestProgress = { files: 0, skipped: 0, images: 0, bytesRead: 0, failures: 0, otherShards: 0 };
+  const report = () => opts.onProgress?.(progress);
+  const files = new FileHashes(opts.maxFileBytes ?? 2 * 1024 ** 3, (n) => { progress.bytesRead += n; });
+  const maxTxn = opts.maxTransactionBytes ?? 256 * 1024 ** 2;
+  const prep = opts.normalizationHash;
+  const store = opts.store;
+  const preparation = opts.preparation ?? { schemaVersion: CACHE_SCHEMA_VERSION, config: null };
+  const commits = new Set<Promise<void>>();
+  const maxPendingCommits = 64;
+
+  const one = async (item: SourceItem): Promise<void> => {
+    let read: FileHash;
+    try {
+      read = await files.get(item.path);
+    } catch (e) {
+      // Unreadable now (missing, permissions): a run-time failure, not remembered, so the next run tries again.
+      failures.record(toFailure(e, item.path, 'ingest', item.id));
+      progress.failures++;
+      return;
+    }
+    const content = contentKey(read.sha256, item.entry);
+    const done = store.marker(prep, content);
+    if (done) {
+      progress.skipped++;
+      if (done.failure) progress.failures++;
+      return;
+    }
+    const frames: number[] = [];
+    // Encoded records not yet written, and their frame indices.
+    let pendingFrames: number[] = [];
+    let pendingValues: Buffer[] = [];
+    let pending = 0;
+    let failure: SourceMarker['failure'];
+    try {
+      const bytes = item.entry && !opts.passContainerBytes ? undefined : read.bytes;
+      const images = await opts.prepare(item, bytes);
+      for await (const image of images as AsyncIterable<NormalizedImage>) {
+        // Records carry the hash they are keyed by: it covers the normalization config and everything else that
+        // shaped the image (decode options, preparation code version), so replayed images name their preparation.
+        const value = encodeRecord(image.normalization === prep ? image : { ...image, normalization: prep }, { compression: opts.compression });
+        frames.push(image.frame);
+        pendingFrames.push(image.frame);
+        pendingValues.push(value);
+        pending += value.length;
+        if (pending > maxTxn) {
+          // Too large for one transaction: write these frames now; they stay invisible until the marker lands.
+          await store.putRecords(prep, content, pendingFrames, pendingValues);
+          pendingFrames = [];
+          pendingValues = [];
+          pending = 0;
+        }
+      }
+    } catch (e) {
+      const f = toFailure(e, item.path, 'ingest', item.id);
+      failures.record(f);
+      progress.failures++;
+      if (!PERMANENT.has(f.code)) return;
+      failure = { code: f.code, stage: f.stage, reason: f.reason };
+    }
+    const marker: SourceMarker = { id: item.id, file: item.path, frames, bytes: read.bytes.length, ...(failure ? { failure } : {}) };
+    // Not awaited here: the next sources are prepared while lmdb batches this commit with others (one sync for many
+    // sources). At most `maxPendingCommits` are outstanding, which bounds the encoded bytes held in memory.
+    const committed = store.commitSource(prep, content, marker, pendingFrames, pendingValues, preparation).then(() => {
+      progress.images += frames.length;
+      commits.delete(committed);
+    });
+    commits.add(committed);
+    while (commits.size > maxPendingCommits) await Promise.race(commits);
+  };
+
+  // Bound memory: at most 2 * workers sources between the source iterator and the commit.
+  const gate = new Gate({ window: 2 * workers });
+  const done$ = gate.source(opts.sources).pipe(
+    filter((item) => {
+      if (!opts.shard || shardOf(item.id, opts.shard.count) === opts.shard.index) return true;
+      progress.otherShards++;
+      gate.release();
+      return false;
+    }),
+    mergeMap((item) => defer(() => from(one(item).then(() => { progress.files++; report(); }))), workers),
+    settle(gate),
+    count(),
+  );
+  await firstValueFrom(done$);
+  await Promise.all(commits);
+  await store.flushed();
+  report();
+  return { ...progress, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** The shard a source belongs to: a stable hash of its id, the same on every machine and run. */
+export function shardOf(id: string, count: number): number {
+  if (count <= 1) return 0;
+  const h = crypto.createHash('sha256').update(id, 'utf8').digest();
+  // 48 bits keep the modulo unbiased for any practical shard count.
+  return (h.readUIntBE(0, 6)) % count;
+}
+
+/** Parses `I/N` (0 <= I < N). */
+export function parseShard(spec: string): Shard {
+  const m = /^(\d+)\/(\d+)$/.exec(spec.trim());
+  const index = m ? Number(m[1]) : NaN, count = m ? Number(m[2]) : NaN;
+  if (!m || !(count >= 1) || !(index < count)) throw new RangeError(`--shard: expected I/N with 0 <= I < N, got "${spec}"`);
+  return { index, count };
+}
+
+interface FileHash {
+  bytes: Uint8Array;
+  sha256: string;
+}
+
+/**
+ * Reads and hashes files, remembering the last few: the entries of one container (an .npz with thousands of
+ * images) arrive together, so the container is read and hashed once, not once per entry.
+ */
+class FileHashes {
+  private readonly recent = new Map<string, Promise<FileHash>>();
+  constructor(private readonly maxBytes: number, private readonly onRead: (n: number) => void) {}
+
+  get(file: string): Promise<FileHash> {
+    let p = this.recent.get(file);
+    if (!p) {
+      p = this.read(file);
+      this.recent.set(file, p);
+      p.catch(() => this.recent.delete(file));
+      if (this.recent.size > 4) this.recent.delete(this.recent.keys().next().value as string);
+    }
+    return p;
+  }
+
+  private async read(file: string): Promise<FileHash> {
+    const st = await fs.promises.stat(file);
+    if (!st.isFile()) throw new MedsslError('unreadable', file, 'not a regular file');
+    if (st.size > this.maxBytes) throw new MedsslError('too-large', file, `file is ${st.size} bytes (limit ${this.maxBytes})`);
+    const bytes = await fs.promises.readFile(file);
+    this.onRead(bytes.length);
+    return { bytes, sha256: crypto.createHash('sha256').update(bytes).digest('hex') };
+  }
+}

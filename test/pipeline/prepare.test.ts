@@ -1,0 +1,72 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../pipeline/config.js';
+import { framesOf, listInputs, minMax, prepareInWorkers, prepareSource, preparationHash, saltedKey, toChannels } from '../../pipeline/prepare.js';
+import { ingest } from '../../stages/cache/ingest.js';
+import { CacheStore } from '../../stages/cache/store.js';
+import { readNpz } from '../../stages/source/npy.js';
+import { MedsslError } from '../../pipeline/failures.js';
+import type { SourceItem } from '../../schemas/records.js';
+import { sharedData } from '../shared.js';
+import { snapshot, tempDir, writePneumoniaNpy, writeSyntheticNpy } from '../stages/cache/data.js';
+
+describe('preparation of NumPy inputs', () => {
+  it('lists every MedMNIST image with its split and label, and prepares it by the min-max rule', async () => {
+    const npz = sharedData('medmnist/pneumoniamnist.npz');
+    const arrays = readNpz(fs.readFileSync(npz));
+    const items: SourceItem[] = [];
+    for await (const item of listInputs([npz])) items.push(item);
+    expect(items).toHaveLength(3882 + 524 + 624);
+    const item = items.find((i) => i.entry === 'val/17')!;
+    expect(item).toMatchObject({ id: 'pneumoniamnist.npz#val/17', split: 'val', label: [arrays.get('val_labels')!.data[17]] });
+    const [image] = prepareSource(loadConfig(undefined))(item, undefined);
+    const stored = arrays.get('val_images')!.data.subarray(17 * 784, 18 * 784);
+    const lo = Math.min(...stored), hi = Math.max(...stored);
+    expect(image).toMatchObject({ id: 'pneumoniamnist.npz#val/17#0', height: 28, width: 28, channels: 1, split: 'val', normalization: preparationHash(loadConfig(undefined)) });
+    for (let i = 0; i < 784; i++) expect(image.data[i]).toBeCloseTo((stored[i] - lo) / (hi - lo), 6);
+  });
+
+  it('cuts arrays into frames by shape and converts channels', () => {
+    const arr = (shape: number[]) => ({ dtype: 'float32' as const, shape, data: new Float32Array(shape.reduce((a, d) => a * d, 1)), fortranOrder: false });
+    expect(framesOf(arr([5, 7]), 'f').map((f) => [f.height, f.width, f.channels])).toEqual([[5, 7, 1]]);
+    expect(framesOf(arr([5, 7, 3]), 'f').map((f) => [f.height, f.width, f.channels])).toEqual([[5, 7, 3]]);
+    expect(framesOf(arr([4, 5, 7]), 'f')).toHaveLength(4);
+    expect(framesOf(arr([4, 5, 7, 3]), 'f').map((f) => f.channels)).toEqual([3, 3, 3, 3]);
+    expect(() => framesOf(arr([2, 2, 2, 2, 2]), 'f')).toThrow(MedsslError);
+    expect(() => framesOf(arr([0, 3]), 'f')).toThrow(/empty/);
+    expect(Array.from(minMax([3, 5, 7, NaN]))).toEqual([0, 0.5, 1, 0]);
+    expect(Array.from(minMax([4, 4]))).toEqual([0, 0]);
+    expect(Array.from(toChannels(new Float32Array([0.25, 0.5]), 1, 3))).toEqual([0.25, 0.25, 0.25, 0.5, 0.5, 0.5]);
+    expect(Array.from(toChannels(new Float32Array([0.25, 0.5, 0.75]), 3, 1))).toEqual([0.5]);
+  });
+
+  it('keys patients by a salted hash only', () => {
+    expect(saltedKey('site-a', 'MRN123')).toBe(saltedKey('site-a', 'MRN123'));
+    expect(saltedKey('site-a', 'MRN123')).not.toBe(saltedKey('site-b', 'MRN123'));
+    expect(saltedKey('site-a', 'MRN123')).not.toContain('MRN123');
+    const a = loadConfig(undefined);
+    const b = loadConfig(undefined, { data: { privacySalt: 'other' } });
+    expect(preparationHash(a)).not.toBe(preparationHash(b)); // a new salt gives new keys: a new preparation
+  });
+
+  it('prepares on worker threads exactly as on the calling thread', async () => {
+    const dir = tempDir();
+    writePneumoniaNpy(dir, 40);
+    writeSyntheticNpy(dir, 3, 64, 2);
+    const config = loadConfig(undefined);
+    const ingestWith = async (cachePath: string, workers: number) => {
+      const pool = workers > 1 ? await prepareInWorkers(config, workers) : undefined;
+      const store = CacheStore.open(cachePath);
+      try {
+        return await ingest({ sources: listInputs([dir]), prepare: pool?.prepare ?? prepareSource(config), store, normalizationHash: preparationHash(config), workers });
+      } finally {
+        await store.close();
+        await pool?.close();
+      }
+    };
+    expect((await ingestWith(path.join(dir, 'one'), 1)).images).toBe(46);
+    expect((await ingestWith(path.join(dir, 'two'), 2)).images).toBe(46);
+    expect(await snapshot(path.join(dir, 'two'))).toEqual(await snapshot(path.join(dir, 'one')));
+  });
+});
