@@ -32,7 +32,8 @@ export interface BatchesOptions {
 /** One epoch of training batches for `config` (drops the last incomplete batch, as the schedules assume). */
 export function batchesFor(config: Config, opts: BatchesOptions): Observable<Batch> {
   const images = imagesFor(config);
-  const order = epochOrder(images, config, opts.seed, opts.epoch);
+  // train.stepsPerEpoch, when set, shortens the epoch (short runs and smoke tests).
+  const order = epochOrder(images, config, opts.seed, opts.epoch).slice(0, config.train.stepsPerEpoch ?? undefined);
   // Without a gate every batch of the epoch is built at once: pass the trainer's gate for backpressure.
   const source = opts.gate ? opts.gate.source(order) : from(order);
   const batch$ = source.pipe(map((rows, step) => assembleBatch(images, rows, config.augment, opts.seed, opts.epoch, step)));
@@ -41,7 +42,8 @@ export function batchesFor(config: Config, opts: BatchesOptions): Observable<Bat
 
 /** Optimizer steps in one epoch of `batchesFor`. */
 export function stepsPerEpochFor(config: Config): number {
-  return Math.floor(imagesFor(config).length / config.train.batchSize);
+  const full = Math.floor(imagesFor(config).length / config.train.batchSize);
+  return Math.min(full, config.train.stepsPerEpoch ?? full);
 }
 
 const loaded = new Map<string, PlainImage[]>();

@@ -54,15 +54,16 @@ interface NativeBackend {
 
 const FUSED = (backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu') && process.env.MEDSSL_FUSED_BN !== '0';
 
-function nativeAttrs(backend: NativeBackend, training: boolean) {
+function nativeAttrs(backend: NativeBackend, forward: boolean) {
   const b = backend.binding;
   return [
     { name: 'T', type: b.TF_ATTR_TYPE, value: b.TF_FLOAT },
     { name: 'U', type: b.TF_ATTR_TYPE, value: b.TF_FLOAT },
     { name: 'epsilon', type: b.TF_ATTR_FLOAT, value: BN_EPSILON },
-    { name: 'exponential_avg_factor', type: b.TF_ATTR_FLOAT, value: 1 },
+    // Only the forward op has it; 1 means "this batch's statistics" (the moving averages are kept here, not by TF).
+    ...(forward ? [{ name: 'exponential_avg_factor', type: b.TF_ATTR_FLOAT, value: 1 }] : []),
     { name: 'data_format', type: b.TF_ATTR_STRING, value: 'NHWC' },
-    { name: 'is_training', type: b.TF_ATTR_BOOL, value: training },
+    { name: 'is_training', type: b.TF_ATTR_BOOL, value: true },
   ];
 }
 
@@ -81,7 +82,7 @@ function fusedTraining(x: Tensor, gamma: Tensor1D, beta: Tensor1D) {
       value: outs[0],
       gradFunc: (dy: Tensor, s: Tensor[]) => {
         const [xs, gs, r1, r2, r3] = s;
-        const grads = backend.executeMultipleOutputs('FusedBatchNormGradV3', nativeAttrs(backend, true), [dy, xs, gs, r1, r2, r3], 5);
+        const grads = backend.executeMultipleOutputs('FusedBatchNormGradV3', nativeAttrs(backend, false), [dy, xs, gs, r1, r2, r3], 5);
         grads.slice(3).forEach((t) => t.dispose());
         return [grads[0], grads[1], grads[2]];
       },
