@@ -94,9 +94,8 @@ export class Trainer {
     const labels = batch.labels && batch.numLabels > 0 ? tf.tensor2d(batch.labels, [b, batch.numLabels]) : null;
     const mask = batch.labelMask ? tf.tensor1d(Float32Array.from(batch.labelMask)) : labels ? tf.ones([b]) as Tensor1D : null;
     const frozen = step < t.freezePrototypesSteps;
-    const varList = [...this.store.trainable]
-      .filter((n) => this.wanted(n, groups) && !(frozen && n.startsWith('prototypes')))
-      .map((n) => this.store.get(n));
+    const names = [...this.store.trainable].filter((n) => this.wanted(n, groups) && !(frozen && n.startsWith('prototypes')));
+    const varList = names.map((n) => this.store.get(n));
 
     // Queues hold state across steps: create them outside the gradient's tidy scope.
     const queues = new Map(groups.map((g) => [g, this.usesSwav ? this.queueFor(g, batch.epoch) : null]));
@@ -154,9 +153,13 @@ export class Trainer {
     try {
       const { value, grads } = tf.variableGrads(lossFn, varList as Variable[]);
       value.dispose();
-      this.optimizer.apply(this.store.vars, grads as NamedTensorMap, lr);
+      // variableGrads keys gradients by the engine's variable names; the optimizer works with parameter names.
+      const byParam: NamedTensorMap = {};
+      names.forEach((n, i) => { const g = (grads as NamedTensorMap)[varList[i].name]; if (g) byParam[n] = g; });
+      this.optimizer.apply(this.store.vars, byParam, lr);
       tf.dispose(grads);
-      if (this.usesSwav) normalizePrototypes(this.store, [...this.store.trainable].filter((n) => n.startsWith('prototypes')));
+      // Prototypes back onto the unit sphere after their update (untouched while frozen).
+      normalizePrototypes(this.store, names.filter((n) => n.startsWith('prototypes')));
       updateMovingStats(this.store, observed);
       metrics = tf.tidy(() => tf.concat([...kept.parts.map((p) => tf.reshape(p, [1])), ...this.codeMetrics(kept.scores)]) as Tensor1D);
       // The queue gets this batch's embeddings after they were used (SwAV fills it after the loss).
