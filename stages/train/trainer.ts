@@ -111,10 +111,15 @@ export class Trainer {
       let sup: Scalar | null = null;
       if (t.objective === 'supervised' || t.objective === 'hybrid') {
         const globals = views.map((v, i) => ({ v, i })).filter((x) => batch.views[x.v].kind === 'global').map((x) => ordered[x.i]);
-        const logits = classify(this.store, tf.concat(globals, 0) as Tensor2D);
-        const y = tf.tile(labels as Tensor2D, [globals.length, 1]) as Tensor2D;
-        const m = tf.tile(mask as Tensor1D, [globals.length]) as Tensor1D;
-        sup = sigmoidCrossEntropy(logits, y, m);
+        if (labels && mask) {
+          const logits = classify(this.store, tf.concat(globals, 0) as Tensor2D);
+          const y = tf.tile(labels, [globals.length, 1]) as Tensor2D;
+          const m = tf.tile(mask, [globals.length]) as Tensor1D;
+          sup = sigmoidCrossEntropy(logits, y, m);
+        } else {
+          // A batch without labels adds no supervised term (the hybrid objective's unlabelled part).
+          sup = tf.scalar(0);
+        }
         if (t.objective === 'supervised') {
           kept.parts = [tf.keep(tf.clone(sup))];
           return sup;
