@@ -39,8 +39,20 @@ interface ConvUnit {
   outC: number;
 }
 
-/** Every conv + BN unit of the encoder, in forward order, with its block structure. */
-export function encoderUnits(spec: EncoderSpec) {
+type Units = { stem: ConvUnit; blocks: Array<{ units: ConvUnit[]; shortcut: ConvUnit | null }> };
+const unitsCache = new WeakMap<EncoderSpec, Units>();
+
+/** Every conv + BN unit of the encoder, in forward order, with its block structure (computed once per spec). */
+export function encoderUnits(spec: EncoderSpec): Units {
+  let units = unitsCache.get(spec);
+  if (!units) {
+    units = listUnits(spec);
+    unitsCache.set(spec, units);
+  }
+  return units;
+}
+
+function listUnits(spec: EncoderSpec): Units {
   const stem: ConvUnit = { name: 'stem', kernel: spec.stem === 'imagenet' ? 7 : 3, stride: spec.stem === 'imagenet' ? 2 : 1, inC: spec.channels, outC: spec.width };
   const blocks: Array<{ units: ConvUnit[]; shortcut: ConvUnit | null }> = [];
   let inC = spec.width;

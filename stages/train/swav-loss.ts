@@ -31,7 +31,6 @@ export function swavLoss(cropScores: Tensor2D[], opts: SwavLossOptions): Scalar 
     throw new RangeError(`queueScores needs one block per assigned crop (${opts.cropsForAssign.length}), got ${opts.queueScores.length}`);
   }
   return tf.tidy(() => {
-    const [b, k] = cropScores[0].shape;
     const logP = cropScores.map((s) => tf.logSoftmax(tf.div(s, opts.temperature)));
     let total: Tensor = tf.scalar(0);
     opts.cropsForAssign.forEach((a, i) => {
@@ -43,7 +42,6 @@ export function swavLoss(cropScores: Tensor2D[], opts: SwavLossOptions): Scalar 
       }
       total = tf.add(total, tf.div(sub, v - 1));
     });
-    void b; void k;
     return tf.div(total, opts.cropsForAssign.length) as Scalar;
   });
 }

@@ -48,9 +48,6 @@ export class Trainer {
 
   constructor(readonly config: Config, readonly channels: number, readonly numLabels: number) {
     const t = config.train;
-    if (t.objective === 'simclr' || t.objective === 'supervised') {
-      // Nothing to check for the crops used to assign codes.
-    } else if (t.cropsForAssign.some((c) => c < 0)) throw new RangeError('cropsForAssign must be crop indices');
     if ((t.objective === 'supervised' || t.objective === 'hybrid') && numLabels < 1) {
       throw new RangeError(`objective ${t.objective} needs labelled batches (numLabels >= 1)`);
     }

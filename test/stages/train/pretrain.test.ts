@@ -8,11 +8,13 @@ import { readJsonl } from '../../../pipeline/bridge.js';
 import { batchesFor, stepsPerEpochFor } from '../../../pipeline/batches.js';
 import { Gate } from '../../../pipeline/flow.js';
 import { tf } from '../../../pipeline/tensorflow.js';
-import type { MetricsEvent, StepEvent } from '../../../schemas/metrics.js';
+import { MetricsEvent, type StepEvent } from '../../../schemas/metrics.js';
 import { loadEncoder } from '../../../stages/train/checkpoint.js';
 import { pretrain } from '../../../stages/train/pretrain.js';
 import { tinyConfig } from './helpers.js';
 
+// A few seconds natively; the pure-JS backend (MEDSSL_BACKEND=cpu) is hundreds of times slower.
+const PURE_JS_TIMEOUT = 600_000;
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-train-'));
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
@@ -23,6 +25,7 @@ describe('pretrain on real MedMNIST images', () => {
     const gate = new Gate({ window: 3 });
     const result = await pretrain({ config, runDir, gate, stepsPerEpoch: stepsPerEpochFor(config), batches: (epoch) => batchesFor(config, { seed: config.seed, epoch, gate }) });
     const events = readJsonl<MetricsEvent>(path.join(runDir, 'metrics.jsonl'));
+    for (const e of events) MetricsEvent.parse(e); // every line is a valid event record
     const steps = events.filter((e): e is StepEvent => e.type === 'step');
     expect(steps).toHaveLength(24);
     expect(steps.every((s) => Number.isFinite(s.loss) && Number.isFinite(s.codeEntropy as number))).toBe(true);
@@ -39,7 +42,7 @@ describe('pretrain on real MedMNIST images', () => {
     expect(features.shape).toEqual([2, 8]); // width 4, two stages: 4 * 2 channels
     // A second run into the same folder without --resume would overwrite it: refused.
     await expect(pretrain({ config, runDir, stepsPerEpoch: 8, batches: () => EMPTY })).rejects.toThrow(/already holds a run/);
-  });
+  }, PURE_JS_TIMEOUT);
 
   it('resuming continues the same run: the result equals an uninterrupted run', async () => {
     const config = tinyConfig({ epochs: 2, stepsPerEpoch: 3, queue: { length: 32, startEpoch: 0 }, optimizer: { name: 'lars', lr: 0.5, warmupSteps: 1 } });
@@ -65,5 +68,5 @@ describe('pretrain on real MedMNIST images', () => {
     // A different config cannot resume the run.
     const other = tinyConfig({ epochs: 2, stepsPerEpoch: 3, temperature: 0.2 });
     await expect(pretrain({ config: other, runDir: parts, stepsPerEpoch: 3, batches, resume: true })).rejects.toThrow(/config differs/);
-  });
+  }, PURE_JS_TIMEOUT);
 });
