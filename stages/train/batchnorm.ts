@@ -1,4 +1,5 @@
-// Batch normalisation for training (batch statistics) and inference (moving statistics), NHWC or [N, C].
+// Batch normalisation for training (batch statistics) and inference (moving statistics), NHWC or [N, C], and
+// the ReLU that follows it.
 //
 // On the native backend the training forward is TensorFlow's FusedBatchNormV3 and its backward is
 // FusedBatchNormGradV3: one kernel each way instead of the dozen element-wise ops that tf.moments + tf.batchNorm and
@@ -28,7 +29,7 @@ export interface BnParams {
 /** y = gamma (x - mean) / sqrt(var + eps) + beta over all axes but the last. */
 export function batchNorm(x: Tensor, p: BnParams, training: boolean, layer: string, observed?: BnObservation[]): Tensor {
   if (!training) return tf.batchNorm(x, p.movingMean, p.movingVariance, p.beta, p.gamma, BN_EPSILON);
-  const useNative = FUSED && x.rank === 4;
+  const useNative = nativeKernels.enabled && x.rank === 4;
   const { y, mean, variance } = useNative ? fusedTraining(x, p.gamma, p.beta) : composedTraining(x, p.gamma, p.beta);
   if (observed) {
     const n = x.size / x.shape[x.rank - 1];
@@ -50,9 +51,17 @@ function composedTraining(x: Tensor, gamma: Tensor1D, beta: Tensor1D) {
 interface NativeBackend {
   binding: { TF_ATTR_FLOAT: number; TF_ATTR_STRING: number; TF_ATTR_BOOL: number; TF_ATTR_TYPE: number; TF_FLOAT: number };
   executeMultipleOutputs(name: string, attrs: unknown[], inputs: Tensor[], numOutputs: number): Tensor[];
+  executeSingleOutput(name: string, attrs: unknown[], inputs: Tensor[]): Tensor;
 }
 
-const FUSED = (backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu') && process.env.MEDSSL_FUSED_BN !== '0';
+/**
+ * Whether the native kernels (fused batch norm, ReluGrad) are used: on the native backends unless
+ * MEDSSL_FUSED_BN=0. `available` says whether they can be; tests switch `enabled` to compare both paths.
+ */
+export const nativeKernels = {
+  available: backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu',
+  enabled: (backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu') && process.env.MEDSSL_FUSED_BN !== '0',
+};
 
 function nativeAttrs(backend: NativeBackend, forward: boolean) {
   const b = backend.binding;
@@ -96,4 +105,25 @@ function fusedTraining(x: Tensor, gamma: Tensor1D, beta: Tensor1D) {
   mean.dispose();
   variance.dispose();
   return out;
+}
+
+// ---- ReLU with TensorFlow's ReluGrad ----
+//
+// tfjs differentiates relu as dy * step(x), and tfjs-node runs step(x) as IsNan + Greater + Fill + Select: profiled
+// at 45% of a training step's kernel time. TensorFlow's own ReluGrad is one element-wise kernel.
+
+/** max(x, 0); on the native backends its gradient is TensorFlow's ReluGrad. */
+export function relu<T extends Tensor>(x: T): T {
+  if (!nativeKernels.enabled) return tf.relu(x);
+  const backend = tf.backend() as unknown as NativeBackend;
+  const op = tf.customGrad(((xIn: Tensor, save: (ts: Tensor[]) => void) => {
+    const y = tf.relu(xIn);
+    save([y]);
+    return {
+      value: y,
+      // ReluGrad(dy, features) passes dy where features > 0; relu(x) > 0 exactly where x > 0.
+      gradFunc: (dy: Tensor, [ys]: Tensor[]) => backend.executeSingleOutput('ReluGrad', [{ name: 'T', type: backend.binding.TF_ATTR_TYPE, value: backend.binding.TF_FLOAT }], [dy, ys]),
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return op(x) as T;
 }

@@ -7,7 +7,7 @@
 import type { LayersModel, Tensor, Tensor1D, Tensor2D, Tensor4D, SymbolicTensor } from '@tensorflow/tfjs';
 import { tf } from '../../pipeline/tensorflow.js';
 import type { ModelConfig } from '../../schemas/config.js';
-import { type BnObservation, BN_EPSILON, BN_MOMENTUM, batchNorm } from './batchnorm.js';
+import { type BnObservation, BN_EPSILON, BN_MOMENTUM, batchNorm, relu } from './batchnorm.js';
 import type { ParamStore } from './params.js';
 
 export interface EncoderSpec {
@@ -111,10 +111,10 @@ export interface ForwardMode {
 /** Pooled features [N, featureDim] of images [N, H, W, C]. */
 export function encode(store: ParamStore, spec: EncoderSpec, x: Tensor4D, mode: ForwardMode): Tensor2D {
   const { stem, blocks } = encoderUnits(spec);
-  const unit = (input: Tensor4D, u: ConvUnit, relu: boolean): Tensor4D => {
+  const unit = (input: Tensor4D, u: ConvUnit, withRelu: boolean): Tensor4D => {
     const y = tf.conv2d(input, store.get(`${u.name}_conv/kernel`) as Tensor as Tensor4D, u.stride, 'same');
     const n = batchNorm(y, bnParams(store, `${u.name}_bn`), mode.training, `${u.name}_bn`, mode.observed) as Tensor4D;
-    return relu ? tf.relu(n) : n;
+    return withRelu ? relu(n) : n;
   };
   let h = unit(x, stem, true);
   if (spec.stem === 'imagenet') h = tf.maxPool(h, 3, 2, 'same') as Tensor4D;
@@ -122,7 +122,7 @@ export function encode(store: ParamStore, spec: EncoderSpec, x: Tensor4D, mode: 
     let y = h;
     b.units.forEach((u, i) => { y = unit(y, u, i < b.units.length - 1); });
     const short = b.shortcut ? unit(h, b.shortcut, false) : h;
-    h = tf.relu(tf.add(y, short)) as Tensor4D;
+    h = relu(tf.add(y, short) as Tensor4D);
   }
   return tf.mean(h, [1, 2]) as Tensor2D;
 }

@@ -1,4 +1,5 @@
-import type { Tensor, Tensor4D } from '@tensorflow/tfjs';
+import type { Scalar, Tensor, Tensor4D } from '@tensorflow/tfjs';
+import { nativeKernels } from '../../../stages/train/batchnorm.js';
 import { describe, expect, it } from 'vitest';
 import { assembleBatch, epochOrder, imagesFor } from '../../../pipeline/batches.js';
 import { tf } from '../../../pipeline/tensorflow.js';
@@ -131,5 +132,44 @@ describe('encoder export', () => {
     expect(r50.featureDim).toBe(2048);
     expect(r50.depth).toEqual([3, 4, 6, 3]);
     expect(r18.stem).toBe('imagenet');
+  });
+});
+
+describe('native kernels', () => {
+  it('fused batch norm and ReluGrad give the gradients of the composed ops (native backends only)', () => {
+    if (!nativeKernels.available) {
+      // The pure-JS backend has no native kernels to call: it must use the composed ops.
+      expect(nativeKernels.enabled).toBe(false);
+      return;
+    }
+    const before = nativeKernels.enabled;
+    const config = tinyConfig();
+    const [batch] = firstBatches(config, 1);
+    const trainer = new Trainer(config, 1, 0);
+    const spec = encoderSpec(config.model, 1);
+    const x = tf.tensor4d(batch.views[0].data, [batch.ids.length, 16, 16, 1]) as Tensor4D;
+    const names = [...trainer.store.trainable].filter((n) => !n.startsWith('head') && !n.startsWith('proto'));
+    const vars = names.map((n) => trainer.store.get(n));
+    // A loss that weighs features unevenly, so every parameter gets a distinct gradient.
+    const weights = tf.linspace(-1, 1, spec.featureDim);
+    const gradsWith = (native: boolean) => {
+      nativeKernels.enabled = native;
+      try {
+        const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(encode(trainer.store, spec, x, { training: true }), weights)) as Scalar, vars);
+        return { value: value.dataSync()[0], grads: vars.map((v) => grads[v.name].dataSync()) };
+      } finally {
+        nativeKernels.enabled = before;
+      }
+    };
+    const composed = gradsWith(false);
+    const native = gradsWith(true);
+    expect(native.value).toBeCloseTo(composed.value, 3);
+    names.forEach((n, i) => {
+      const a = native.grads[i], b = composed.grads[i];
+      const scale = Math.max(...Array.from(b, Math.abs), 1e-6);
+      const diff = Math.max(...Array.from(a, (v, j) => Math.abs(v - b[j])));
+      expect(diff / scale, n).toBeLessThan(1e-3);
+    });
+    trainer.dispose();
   });
 });
