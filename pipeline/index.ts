@@ -39,3 +39,14 @@ export { ingest, shardOf, parseShard, type IngestOptions, type IngestProgress, t
 export { replay, replay$, CacheDataset, type ReplayOptions } from '../stages/cache/replay.js';
 export { verifyCache, cacheStats, type VerifyReport, type CacheStats } from '../stages/cache/verify.js';
 export { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig, saltedKey, PREPARE_VERSION } from './prepare.js';
+export { batchesFor, stepsPerEpochFor, randomResizedCrop, type BatchesOptions, type PlainImage } from './batches.js';
+export { sinkhornKnopp, type SinkhornOptions } from '../stages/train/sinkhorn.js';
+export { swavLoss, type SwavLossOptions } from '../stages/train/swav-loss.js';
+export { ntXentLoss } from '../stages/train/ntxent-loss.js';
+export { sigmoidCrossEntropy } from '../stages/train/supervised-loss.js';
+export { train, CollapseWatch, type TrainOptions } from '../stages/train/train.js';
+export { Trainer, modalityGroups, type StepResult, type TrainerPosition } from '../stages/train/trainer.js';
+export { pretrain, type PretrainOptions, type PretrainResult } from '../stages/train/pretrain.js';
+export { loadEncoder, exportEncoder, saveCheckpoint, loadCheckpoint, type Encoder } from '../stages/train/checkpoint.js';
+export { encoderSpec, encoderModel, type EncoderSpec } from '../stages/train/resnet.js';
+export { learningRate, lambdaAt } from '../stages/train/schedule.js';

@@ -104,6 +104,8 @@ export const ModelConfig = z.strictObject({
   width: z.number().int().positive().default(16),
   /** Residual blocks per stage. */
   depth: z.array(z.number().int().positive()).min(1).default([1, 1, 1, 1]),
+  /** 'imagenet': 7x7/2 conv + max pool; 'small': one 3x3/1 conv (small images). Default: small for `resnet`, imagenet otherwise. */
+  stem: z.enum(['imagenet', 'small']).nullable().default(null),
   projection: z.strictObject({ hidden: z.number().int().positive().default(256), out: z.number().int().positive().default(64) }).prefault({}),
   prototypes: z.number().int().positive().default(64),
 }).prefault({});
@@ -115,6 +117,31 @@ export const OptimizerConfig = z.strictObject({
   momentum: z.number().min(0).max(1).default(0.9),
   weightDecay: z.number().nonnegative().default(1e-6),
   warmupSteps: z.number().int().nonnegative().default(0),
+  /** Learning rate at the first warm-up step (SwAV's start_warmup). */
+  warmupStartLr: z.number().nonnegative().default(0),
+  /** LARS trust coefficient (SwAV uses 0.001). */
+  larsEta: z.number().positive().default(0.001),
+  /** Adam(W) moment decays and epsilon. */
+  betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.999]),
+  adamEpsilon: z.number().positive().default(1e-8),
+}).prefault({});
+
+export const LambdaSchedule = z.strictObject({
+  /** How lambda moves from `start` to train.lambda over `steps` optimizer steps (then stays there). */
+  kind: z.enum(['constant', 'linear', 'cosine']).default('constant'),
+  start: z.number().nonnegative().default(0),
+  steps: z.number().int().nonnegative().default(0),
+}).prefault({});
+
+export const AlarmConfig = z.strictObject({
+  /** No collapse alarm before this step (the loss starts near ln K by construction). */
+  afterSteps: z.number().int().nonnegative().default(50),
+  /** Steps averaged before judging. */
+  window: z.number().int().positive().default(20),
+  /** Alarm when the mean loss is within this fraction of ln K... */
+  lossTolerance: z.number().nonnegative().default(0.01),
+  /** ...or when the mean prototype usage is below this fraction. */
+  minPrototypeUsage: z.number().min(0).max(1).default(0.05),
 }).prefault({});
 
 export const TrainConfig = z.strictObject({
@@ -124,6 +151,8 @@ export const TrainConfig = z.strictObject({
   prototypesPerModality: z.boolean().default(false),
   epochs: z.number().int().positive().default(10),
   batchSize: z.number().int().positive().default(64),
+  /** Optimizer steps per epoch for the schedules; null: taken from the data source. */
+  stepsPerEpoch: z.number().int().positive().nullable().default(null),
   temperature: z.number().positive().default(0.1),
   epsilon: z.number().positive().default(0.05),
   sinkhornIterations: z.number().int().positive().default(3),
@@ -132,8 +161,13 @@ export const TrainConfig = z.strictObject({
   queue: z.strictObject({ length: z.number().int().nonnegative().default(0), startEpoch: z.number().int().nonnegative().default(0) }).prefault({}),
   /** Hybrid objective: supervised + lambda * self-supervised. */
   lambda: z.number().nonnegative().default(1),
+  lambdaSchedule: LambdaSchedule,
   optimizer: OptimizerConfig,
+  /** Also checkpoint every N steps (0: only at the end of each epoch). */
   checkpointEverySteps: z.number().int().nonnegative().default(0),
+  /** Batches the trainer may have waiting (its pull queue). */
+  highWaterMark: z.number().int().positive().default(2),
+  alarm: AlarmConfig,
 }).prefault({});
 
 export const ARM_KINDS = ['none', 'random', 'simclr', 'swav-uni-modal', 'supervised', 'swav-multi-modal', 'hybrid'] as const;
@@ -174,6 +208,10 @@ export const Config = z.strictObject({
   evaluate: EvaluateConfig,
 });
 export type Config = z.infer<typeof Config>;
+export type ModelConfig = z.infer<typeof ModelConfig>;
+export type TrainConfig = z.infer<typeof TrainConfig>;
+export type OptimizerConfig = z.infer<typeof OptimizerConfig>;
+export type AugmentConfig = z.infer<typeof AugmentConfig>;
 export type ConfigInput = z.input<typeof Config>;
 
 /** A config that failed validation; `message` lists one `path: expected X, got Y` line per problem. */

@@ -6,7 +6,8 @@ import { register as decode } from './decode.js';
 import { register as experiment } from './experiment.js';
 import { register as info } from './info.js';
 import { register as ingest } from './ingest.js';
+import { register as pretrain } from './pretrain.js';
 import { register as preview } from './preview.js';
 import { register as run } from './run.js';
 
-export const commands: Array<(program: Command) => void> = [run, ingest, cache, decode, preview, experiment, config, info];
+export const commands: Array<(program: Command) => void> = [run, ingest, cache, decode, preview, pretrain, experiment, config, info];

@@ -1,0 +1,98 @@
+// A whole pre-training run in a folder: resolved config, metrics.jsonl, checkpoints, exported encoder.
+// `resume: true` continues the same run from its checkpoint (same config; batches already trained on are skipped,
+// metrics are appended).
+import fs from 'node:fs';
+import path from 'node:path';
+import { type Observable, concatMap, defer, from, isObservable, range, share, tap } from 'rxjs';
+import { writeJsonl } from '../../pipeline/bridge.js';
+import { MedsslError } from '../../pipeline/failures.js';
+import { Gate } from '../../pipeline/flow.js';
+import type { Config } from '../../schemas/config.js';
+import type { AlarmEvent, MetricsEvent, StepEvent } from '../../schemas/metrics.js';
+import type { Batch } from '../../schemas/records.js';
+import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { train } from './train.js';
+import type { Trainer } from './trainer.js';
+
+type BatchSource = Observable<Batch> | AsyncIterable<Batch>;
+
+export interface PretrainOptions {
+  config: Config;
+  /** All batches of the run, or one epoch's batches per call (preferred: resume then regenerates only what is left). */
+  batches: BatchSource | ((epoch: number) => BatchSource);
+  runDir: string;
+  resume?: boolean;
+  gate?: Gate;
+  /** Steps per epoch for the schedules when config.train.stepsPerEpoch is null. */
+  stepsPerEpoch?: number;
+  /** Live events (e.g. a progress bar); metrics.jsonl gets them all anyway. */
+  onEvent?: (e: MetricsEvent) => void;
+}
+
+export interface PretrainResult {
+  runDir: string;
+  /** Optimizer steps done in total (including those before a resume). */
+  steps: number;
+  /** Steps run by this call. */
+  stepsThisRun: number;
+  firstLoss: number | null;
+  lastLoss: number | null;
+  alarms: AlarmEvent[];
+  checkpoint: string | null;
+  encoder: string;
+}
+
+export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
+  const { config, runDir } = opts;
+  const t = config.train;
+  const stepsPerEpoch = t.stepsPerEpoch ?? opts.stepsPerEpoch;
+  if (!stepsPerEpoch) throw new MedsslError('invalid-value', 'config', 'train.stepsPerEpoch is not set and the data source did not say');
+  const totalSteps = t.epochs * stepsPerEpoch;
+  fs.mkdirSync(runDir, { recursive: true });
+  const metricsFile = path.join(runDir, 'metrics.jsonl');
+  let trainer: Trainer | undefined;
+  let startEpoch = 0;
+  if (opts.resume) {
+    const restored = loadCheckpoint(runDir, config);
+    trainer = restored.trainer;
+    startEpoch = restored.state.position.last?.epoch ?? 0;
+  } else if (fs.existsSync(path.join(runDir, 'checkpoint')) || fs.existsSync(metricsFile)) {
+    throw new MedsslError('invalid-value', runDir, 'already holds a run: pass --resume to continue it, or choose another --out');
+  }
+  fs.writeFileSync(path.join(runDir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+
+  const gate = opts.gate ?? new Gate({ window: t.highWaterMark + 1 });
+  const source$ = typeof opts.batches === 'function'
+    ? range(startEpoch, Math.max(t.epochs - startEpoch, 0)).pipe(concatMap((e) => defer(() => asObservable((opts.batches as (e: number) => BatchSource)(e)))))
+    : asObservable(opts.batches);
+  let first: number | null = null, lastLoss: number | null = null, stepsThisRun = 0, checkpoint: string | null = null;
+  const alarms: AlarmEvent[] = [];
+  const events$ = source$.pipe(
+    train({
+      config, totalSteps, gate, trainer, run: path.basename(path.resolve(runDir)),
+      onTrainer: (tr) => { trainer = tr; },
+      checkpoint: (tr, epoch) => saveCheckpoint(tr, runDir, epoch),
+    }),
+    tap((e) => {
+      if (e.type === 'step') {
+        first ??= (e as StepEvent).loss;
+        lastLoss = (e as StepEvent).loss;
+        stepsThisRun++;
+      } else if (e.type === 'alarm') alarms.push(e);
+      else if (e.type === 'checkpoint') checkpoint = e.path;
+      opts.onEvent?.(e);
+    }),
+    share(),
+  );
+  try {
+    await writeJsonl(events$, metricsFile);
+    const steps = (trainer as Trainer | undefined)?.position.step ?? 0;
+    return { runDir, steps, stepsThisRun, firstLoss: first, lastLoss, alarms, checkpoint, encoder: path.join(runDir, 'encoder') };
+  } finally {
+    (trainer as Trainer | undefined)?.dispose();
+  }
+}
+
+function asObservable(s: BatchSource): Observable<Batch> {
+  return isObservable(s) ? s : from(s);
+}

@@ -1,0 +1,298 @@
+// One network, its optimizer and queues, and the training step for each objective. The RxJS stage (train.ts)
+// drives it; checkpoint.ts saves and restores it.
+//
+// The step is a functional forward pass over named tf.Variables differentiated with tf.variableGrads: crops of the
+// same resolution are stacked and go through the encoder together (as SwAV's multi-crop wrapper does, so each
+// resolution has its own batch statistics), the projection head and prototypes see all crops at once, and
+// the only value read back from the device is one small vector of metrics per step.
+import type { NamedTensorMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs';
+import { tf } from '../../pipeline/tensorflow.js';
+import type { Config } from '../../schemas/config.js';
+import type { Batch } from '../../schemas/records.js';
+import type { BnObservation } from './batchnorm.js';
+import { addClassifierParams, addProjectionParams, addPrototypes, classify, normalizePrototypes, project, prototypeName } from './heads.js';
+import { ntXentLoss } from './ntxent-loss.js';
+import { Optimizer } from './optimizers.js';
+import { ParamStore } from './params.js';
+import { EmbeddingQueue } from './queue.js';
+import { addEncoderParams, encode, type EncoderSpec, encoderSpec, updateMovingStats } from './resnet.js';
+import { lambdaAt, learningRate } from './schedule.js';
+import { sigmoidCrossEntropy } from './supervised-loss.js';
+import { assignedCodes, swavLoss } from './swav-loss.js';
+
+/** What one step reports (numbers already read back from the device). */
+export interface StepResult {
+  loss: number;
+  sslLoss?: number;
+  supervisedLoss?: number;
+  lambda?: number;
+  lr: number;
+  codeEntropy?: number;
+  prototypeUsage?: number;
+}
+
+/** Where training stands: the part of a checkpoint that is not tensors. */
+export interface TrainerPosition {
+  /** Optimizer steps done. */
+  step: number;
+  /** The last batch trained on, as (epoch, batch.step); null before the first. */
+  last: { epoch: number; step: number } | null;
+}
+
+export class Trainer {
+  readonly store: ParamStore;
+  readonly optimizer: Optimizer;
+  readonly spec: EncoderSpec;
+  readonly queues = new Map<string, EmbeddingQueue>();
+  position: TrainerPosition = { step: 0, last: null };
+
+  constructor(readonly config: Config, readonly channels: number, readonly numLabels: number) {
+    const t = config.train;
+    if ((t.objective === 'supervised' || t.objective === 'hybrid') && numLabels < 1) {
+      throw new RangeError(`objective ${t.objective} needs labelled batches (numLabels >= 1)`);
+    }
+    this.store = new ParamStore(config.seed);
+    this.spec = encoderSpec(config.model, channels);
+    addEncoderParams(this.store, this.spec);
+    if (t.objective !== 'supervised') {
+      addProjectionParams(this.store, { featureDim: this.spec.featureDim, hidden: config.model.projection.hidden, out: config.model.projection.out });
+    }
+    if (t.objective === 'swav' || t.objective === 'hybrid') {
+      if (!this.perModalityPrototypes) addPrototypes(this.store, prototypeName(null), config.model.projection.out, config.model.prototypes);
+    }
+    if (numLabels > 0 && (t.objective === 'supervised' || t.objective === 'hybrid')) addClassifierParams(this.store, this.spec.featureDim, numLabels);
+    this.optimizer = new Optimizer(t.optimizer);
+  }
+
+  private get perModalityPrototypes(): boolean {
+    return this.config.train.clustering === 'uni-modal' && this.config.train.prototypesPerModality;
+  }
+
+  private get usesSwav(): boolean {
+    return this.config.train.objective === 'swav' || this.config.train.objective === 'hybrid';
+  }
+
+  /** One optimizer step on `batch`. `totalSteps` sets the cosine schedule's length. */
+  async trainStep(batch: Batch, totalSteps: number): Promise<StepResult> {
+    const t = this.config.train;
+    const step = this.position.step;
+    const lr = learningRate(t.optimizer, step, totalSteps);
+    const lambda = t.objective === 'hybrid' ? lambdaAt(t, step) : undefined;
+    const b = batch.ids.length;
+    const views = this.viewsFor(batch);
+    const groups = modalityGroups(batch, t.clustering);
+    if (this.usesSwav && this.perModalityPrototypes) {
+      for (const g of groups) addPrototypes(this.store, prototypeName(g.modality), this.config.model.projection.out, this.config.model.prototypes);
+    }
+    const observed: BnObservation[] = [];
+    const kept: { scores: Array<{ group: Group; assigned: Tensor2D[]; queue?: Tensor2D[]; z: Tensor2D[] }>; parts: Tensor[] } = { scores: [], parts: [] };
+
+    const inputs = stackByResolution(batch, views);
+    const labels = batch.labels && batch.numLabels > 0 ? tf.tensor2d(batch.labels, [b, batch.numLabels]) : null;
+    const mask = batch.labelMask ? tf.tensor1d(Float32Array.from(batch.labelMask)) : labels ? tf.ones([b]) as Tensor1D : null;
+    const frozen = step < t.freezePrototypesSteps;
+    const names = [...this.store.trainable].filter((n) => this.wanted(n, groups) && !(frozen && n.startsWith('prototypes')));
+    const varList = names.map((n) => this.store.get(n));
+
+    // Queues hold state across steps: create them outside the gradient's tidy scope.
+    const queues = new Map(groups.map((g) => [g, this.usesSwav ? this.queueFor(g, batch.epoch) : null]));
+
+    const lossFn = (): Scalar => {
+      // Encoder per resolution, then features back in view order.
+      const featsByView: Tensor2D[] = new Array(views.length);
+      for (const g of inputs) {
+        const f = encode(this.store, this.spec, g.x, { training: true, observed });
+        g.views.forEach((v, i) => { featsByView[v] = tf.slice(f, [i * b, 0], [b, f.shape[1]]); });
+      }
+      const ordered = views.map((_, i) => featsByView[i]);
+      let sup: Scalar | null = null;
+      if (t.objective === 'supervised' || t.objective === 'hybrid') {
+        const globals = views.map((v, i) => ({ v, i })).filter((x) => batch.views[x.v].kind === 'global').map((x) => ordered[x.i]);
+        if (labels && mask) {
+          const logits = classify(this.store, tf.concat(globals, 0) as Tensor2D);
+          const y = tf.tile(labels, [globals.length, 1]) as Tensor2D;
+          const m = tf.tile(mask, [globals.length]) as Tensor1D;
+          sup = sigmoidCrossEntropy(logits, y, m);
+        } else {
+          // A batch without labels adds no supervised term (the hybrid objective's unlabelled part).
+          sup = tf.scalar(0);
+        }
+        if (t.objective === 'supervised') {
+          kept.parts = [tf.keep(tf.clone(sup))];
+          return sup;
+        }
+      }
+      const z = project(this.store, tf.concat(ordered, 0) as Tensor2D, { training: true, observed });
+      const zByView = views.map((_, i) => tf.slice(z, [i * b, 0], [b, z.shape[1]]) as Tensor2D);
+      if (t.objective === 'simclr') {
+        const loss = ntXentLoss(zByView[0], zByView[1], t.temperature);
+        kept.parts = [tf.keep(tf.clone(loss))];
+        return loss;
+      }
+      let ssl: Tensor = tf.scalar(0);
+      for (const g of groups) {
+        const c = this.store.get(prototypeName(this.perModalityPrototypes ? g.modality : null)) as Tensor as Tensor2D;
+        const rows = g.rows ? tf.tensor1d(g.rows, 'int32') : null;
+        const zg = zByView.map((zv) => (rows ? tf.gather(zv, rows) : zv) as Tensor2D);
+        const cropScores = zg.map((zv) => tf.matMul(zv, c) as Tensor2D);
+        const queue = queues.get(g);
+        const queueScores = queue?.full ? queue.scores(c) : undefined;
+        const l = swavLoss(cropScores, { temperature: t.temperature, epsilon: t.epsilon, iterations: t.sinkhornIterations, cropsForAssign: t.cropsForAssign, queueScores });
+        ssl = tf.add(ssl, tf.mul(l, g.size / b));
+        kept.scores.push({
+          group: g,
+          assigned: t.cropsForAssign.map((a) => tf.keep(tf.clone(cropScores[a]))),
+          queue: queueScores?.map((q) => tf.keep(tf.clone(q))),
+          z: t.cropsForAssign.map((a) => tf.keep(tf.clone(zg[a]))),
+        });
+      }
+      const total = sup ? tf.add(sup, tf.mul(ssl, lambda as number)) : ssl;
+      kept.parts = [tf.keep(tf.clone(total)), tf.keep(tf.clone(ssl)), ...(sup ? [tf.keep(tf.clone(sup))] : [])];
+      return total as Scalar;
+    };
+
+    let metrics: Tensor1D;
+    try {
+      const { value, grads } = tf.variableGrads(lossFn, varList as Variable[]);
+      value.dispose();
+      // variableGrads keys gradients by the engine's variable names; the optimizer works with parameter names.
+      const byParam: NamedTensorMap = {};
+      names.forEach((n, i) => { const g = (grads as NamedTensorMap)[varList[i].name]; if (g) byParam[n] = g; });
+      this.optimizer.apply(this.store.vars, byParam, lr);
+      tf.dispose(grads);
+      // Prototypes back onto the unit sphere after their update (untouched while frozen).
+      normalizePrototypes(this.store, names.filter((n) => n.startsWith('prototypes')));
+      updateMovingStats(this.store, observed);
+      metrics = tf.tidy(() => tf.concat([...kept.parts.map((p) => tf.reshape(p, [1])), ...this.codeMetrics(kept.scores)]) as Tensor1D);
+      // The queue gets this batch's embeddings after they were used (SwAV fills it after the loss).
+      for (const s of kept.scores) {
+        queues.get(s.group)?.push(s.z);
+      }
+    } finally {
+      tf.dispose([...inputs.map((g) => g.x), ...(labels ? [labels] : []), ...(mask ? [mask] : []), ...kept.parts]);
+      for (const s of kept.scores) tf.dispose([...s.assigned, ...(s.queue ?? []), ...s.z]);
+      for (const o of observed) tf.dispose([o.mean, o.variance]);
+    }
+    const values = await metrics.data();
+    metrics.dispose();
+    this.position = { step: step + 1, last: { epoch: batch.epoch, step: batch.step } };
+    return this.result(values, lr, lambda);
+  }
+
+  private result(v: Float32Array | Int32Array | Uint8Array, lr: number, lambda: number | undefined): StepResult {
+    const o = this.config.train.objective;
+    if (o === 'supervised') return { loss: v[0], supervisedLoss: v[0], lr };
+    if (o === 'simclr') return { loss: v[0], lr };
+    if (o === 'swav') return { loss: v[0], lr, codeEntropy: v[2], prototypeUsage: v[3] };
+    return { loss: v[0], sslLoss: v[1], supervisedLoss: v[2], lambda, lr, codeEntropy: v[3], prototypeUsage: v[4] };
+  }
+
+  /** Mean code entropy (nats) and prototype usage over the groups, weighted by group size. */
+  private codeMetrics(scores: Array<{ group: Group; assigned: Tensor2D[]; queue?: Tensor2D[] }>): Tensor[] {
+    if (!this.usesSwav) return [];
+    const t = this.config.train;
+    const k = this.config.model.prototypes;
+    const total = scores.reduce((a, s) => a + s.group.size, 0);
+    let entropy: Tensor = tf.scalar(0);
+    let usage: Tensor = tf.scalar(0);
+    for (const s of scores) {
+      const w = s.group.size / total;
+      s.assigned.forEach((sc, i) => {
+        const q = assignedCodes(sc, s.queue?.[i], { epsilon: t.epsilon, iterations: t.sinkhornIterations });
+        const h = tf.neg(tf.mean(tf.sum(tf.mul(q, tf.log(tf.maximum(q, 1e-30))), 1)));
+        entropy = tf.add(entropy, tf.mul(h, w / s.assigned.length));
+      });
+      // A prototype is used when it is the best match of at least one assigned crop of the batch.
+      const winners = tf.oneHot(tf.argMax(tf.concat(s.assigned, 0), 1), k);
+      const used = tf.sum(tf.cast(tf.greater(tf.max(winners, 0), 0), 'float32'));
+      const rows = s.assigned.length * s.group.size;
+      usage = tf.add(usage, tf.mul(tf.div(used, Math.min(k, rows)), w));
+    }
+    return [tf.reshape(entropy, [1]), tf.reshape(usage, [1])];
+  }
+
+  /** The crops the objective looks at: all for SwAV, the two global crops for SimCLR, the globals for supervised. */
+  private viewsFor(batch: Batch): number[] {
+    const o = this.config.train.objective;
+    const all = batch.views.map((_, i) => i);
+    if (o === 'swav' || o === 'hybrid') {
+      if (all.length < 2) throw new RangeError(`objective ${o} needs at least 2 crops per sample, got ${all.length}`);
+      return all;
+    }
+    const globals = all.filter((i) => batch.views[i].kind === 'global');
+    if (o === 'simclr') {
+      if (globals.length < 2) throw new RangeError('objective simclr needs two global crops per sample');
+      return globals.slice(0, 2);
+    }
+    return globals.length ? globals : [0];
+  }
+
+  private wanted(name: string, groups: Group[]): boolean {
+    if (!name.startsWith('prototypes_')) return true;
+    return groups.some((g) => prototypeName(g.modality) === name);
+  }
+
+  private queueFor(g: Group, epoch: number): EmbeddingQueue | null {
+    const q = this.config.train.queue;
+    if (q.length === 0 || epoch < q.startEpoch) return null;
+    const key = g.modality ?? '*';
+    let queue = this.queues.get(key);
+    if (!queue) {
+      queue = new EmbeddingQueue(q.length, this.config.model.projection.out, this.config.train.cropsForAssign.length);
+      this.queues.set(key, queue);
+    }
+    return queue;
+  }
+
+  dispose(): void {
+    this.store.dispose();
+    this.optimizer.dispose();
+    for (const q of this.queues.values()) q.dispose();
+  }
+}
+
+/** Samples clustered together: the whole batch (multi-modal) or one modality's rows (uni-modal). */
+export interface Group {
+  /** null: all modalities together. */
+  modality: string | null;
+  /** Row indices into the batch; null means every row. */
+  rows: Int32Array | null;
+  size: number;
+}
+
+/**
+ * Clustering semantics. multi-modal: one equipartition over the whole batch, whatever modalities it mixes.
+ * uni-modal: one equipartition per modality present in the batch (a modality-stratified batch has one), each over
+ * that modality's rows only, against the shared prototypes or the modality's own set.
+ */
+export function modalityGroups(batch: Batch, clustering: 'multi-modal' | 'uni-modal'): Group[] {
+  const b = batch.ids.length;
+  if (clustering === 'multi-modal') return [{ modality: null, rows: null, size: b }];
+  const byModality = new Map<string, number[]>();
+  batch.modalities.forEach((m, i) => {
+    const rows = byModality.get(m) ?? [];
+    rows.push(i);
+    byModality.set(m, rows);
+  });
+  return [...byModality.keys()].sort().map((m) => {
+    const rows = byModality.get(m) as number[];
+    return { modality: m, rows: rows.length === b ? null : Int32Array.from(rows), size: rows.length };
+  });
+}
+
+/** Stacks the chosen views by resolution: one [n * B, size, size, C] tensor per distinct crop size. */
+export function stackByResolution(batch: Batch, views: number[]): Array<{ size: number; views: number[]; x: Tensor4D }> {
+  const bySize = new Map<number, number[]>();
+  views.forEach((v, i) => {
+    const s = batch.views[v].size;
+    bySize.set(s, [...(bySize.get(s) ?? []), i]);
+  });
+  const b = batch.ids.length;
+  return [...bySize.entries()].map(([size, idx]) => {
+    const c = batch.views[views[idx[0]]].channels;
+    const per = b * size * size * c;
+    const data = new Float32Array(per * idx.length);
+    idx.forEach((i, j) => data.set(batch.views[views[i]].data, j * per));
+    return { size, views: idx, x: tf.tensor4d(data, [idx.length * b, size, size, c]) };
+  });
+}
