@@ -15,7 +15,7 @@ import type { Benchmark, BenchResult } from './harness.js';
 const here = fileURLToPath(import.meta.url);
 // bench/ from the sources, dist/bench/ once compiled; the shared data sits beside the project.
 const projectRoot = path.resolve(path.dirname(here), here.endsWith('.ts') ? '..' : path.join('..', '..'));
-const pneumonia = () => path.join(projectRoot, '..', 'shared', 'data', 'medmnist', 'pneumoniamnist.npz');
+const pneumonia = () => path.join(projectRoot, 'fixtures', 'data', 'medmnist', 'pneumoniamnist.npz');
 
 async function trainerRate(size: number, local: number, steps: number, label: string): Promise<BenchResult> {
   const { tf, backendInfo } = await import('../pipeline/tensorflow.js');

@@ -9,7 +9,7 @@ import { PRESETS } from '../stages/evaluate/experiment.js';
 import { cloneEncoder, finetune, linearProbe } from '../stages/evaluate/protocols.js';
 import { labelFractions } from '../stages/evaluate/splits.js';
 
-const file = process.argv[2] ?? 'fixtures/medmnist/pneumoniamnist.npz';
+const file = process.argv[2] ?? 'fixtures/data/medmnist/pneumoniamnist.npz';
 const ds = loadMedmnist(file, { modality: 'radiography' });
 const quick = PRESETS.quick;
 const oracle = standInEncoder([28, 28, 1], 7);

@@ -21,7 +21,7 @@ export {
 } from '../stages/evaluate/perturb.js';
 export {
   linearProbe, knnProbe, finetune, extractFeatures, cloneEncoder, initialiseWeights, logisticRegression, selectRows,
-  type Encoder, type Scorer, type ProtocolResult, type FinetuneResult, type FinetuneOptions, type LinearProbeOptions, type KnnOptions,
+  type Scorer, type ProtocolResult, type FinetuneResult, type FinetuneOptions, type LinearProbeOptions, type KnnOptions,
   type Features, type FeatureSet, type CurvePoint,
 } from '../stages/evaluate/protocols.js';
 export {

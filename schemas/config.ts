@@ -211,7 +211,6 @@ export type Config = z.infer<typeof Config>;
 export type ModelConfig = z.infer<typeof ModelConfig>;
 export type TrainConfig = z.infer<typeof TrainConfig>;
 export type OptimizerConfig = z.infer<typeof OptimizerConfig>;
-export type AugmentConfig = z.infer<typeof AugmentConfig>;
 export type ConfigInput = z.input<typeof Config>;
 
 /** A config that failed validation; `message` lists one `path: expected X, got Y` line per problem. */

@@ -12,13 +12,13 @@ export function register(program: Command): void {
   program
     .command('preview')
     .description('write the multi-crop views of one image (crop_<i>.npy/.png, sheet.png) and print their parameters')
-    .argument('<file>', '.npy or .npy.gz of stored values (metadata from a sibling .json if present), or an .npz entry as FILE.npz#split/index')
+    .argument('<file>', 'DICOM or NIfTI file, .npy/.npy.gz of stored values (metadata from a sibling .json if present), or an .npz entry as FILE.npz#split/index')
     .requiredOption('--out <dir>', 'output folder')
     .option('--seed <n>', 'random seed', '0')
     .option('--epoch <n>', 'epoch (crops change with it)', '0')
     .option('--config <file>', 'config file (normalize and augment sections)')
     .option('--modality <code>', 'modality when the file does not say (CT, MR, CR, US, ...)')
-    .addHelpText('after', '\nExamples:\n  $ medssl preview ct-slice.npy.gz --seed 1 --out preview\n  $ medssl preview pneumoniamnist.npz#train/0 --seed 1 --out preview --config quick.yaml')
+    .addHelpText('after', '\nExamples:\n  $ medssl preview fixtures/data/dicom/pydicom/CT_small.dcm --seed 1 --out preview\n  $ medssl preview ct-slice.npy.gz --seed 1 --out preview\n  $ medssl preview pneumoniamnist.npz#train/0 --seed 1 --out preview --config quick.yaml')
     .action(async (file: string, opts: { out: string; seed: string; epoch: string; config?: string; modality?: string }) => {
       const seed = Number(opts.seed), epoch = Number(opts.epoch);
       if (!Number.isInteger(seed) || seed < 0) throw new MedsslError('invalid-value', file, `--seed must be a non-negative integer, got ${opts.seed}`);
@@ -31,19 +31,16 @@ export function register(program: Command): void {
     });
 }
 
-/**
- * The one decoded frame a preview shows. DICOM and NIfTI go through the decode stage: when
- * stages/decode/decode.ts lands, the `decodeItem` call below replaces the 'unsupported' error.
- */
+/** The one decoded frame a preview shows: the first frame (or slice) of a DICOM, NIfTI, .npy or .npz entry. */
 export async function loadPreviewImage(file: string, modality?: string): Promise<DecodedImage> {
   const [name, entry] = splitEntry(file);
   if (!fs.existsSync(name)) throw new MedsslError('not-found', name, 'no such file');
   const lower = name.toLowerCase();
   if (lower.endsWith('.npz')) return npzImage(name, entry, modality);
   if (lower.endsWith('.npy') || lower.endsWith('.npy.gz')) return npyImage(name, modality);
-  // DICOM / NIfTI: `const bytes = fs.readFileSync(name);`
-  //   `for (const image of decodeItem({ id: path.basename(name), path: name, modality }, bytes, opts)) return image;`
-  throw new MedsslError('unsupported', name, 'preview reads .npy, .npy.gz and .npz#split/index (DICOM and NIfTI need the decode stage)');
+  const { decodeItem } = await import('../../stages/decode/decode.js');
+  for await (const image of decodeItem({ id: path.basename(name), path: name, ...(modality ? { modality } : {}) }, undefined, {})) return image;
+  throw new MedsslError('no-pixel-data', name, 'the file holds no image');
 }
 
 function splitEntry(file: string): [string, string | undefined] {
