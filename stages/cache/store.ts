@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { z } from 'zod';
-import { FailureCode, type NormalizedImage } from '../../schemas/records.js';
+import { FailureCode, NormalizedImage } from '../../schemas/records.js';
 import { packageVersion } from '../../pipeline/version.js';
 
 /** Bumped whenever the key scheme or the value layout changes: older records then miss instead of misreading. */
@@ -49,20 +49,12 @@ export const PreparationInfo = z.object({
 });
 export type PreparationInfo = z.infer<typeof PreparationInfo>;
 
-/** The header stored in front of every array: exactly these fields, nothing else from the image is kept. */
+/**
+ * The header stored in front of every array: the NormalizedImage fields except the pixels, plus how the array is
+ * stored. encodeRecord copies exactly these fields, one by one; anything else on the object is never written.
+ */
 export const RecordHeader = z.strictObject({
-  id: z.string(),
-  sourceId: z.string(),
-  frame: z.number().int().nonnegative(),
-  modality: z.string(),
-  height: z.number().int().positive(),
-  width: z.number().int().positive(),
-  channels: z.number().int().positive(),
-  spacing: z.tuple([z.number(), z.number()]).nullable(),
-  patientKey: z.string().optional(),
-  label: z.array(z.number()).optional(),
-  split: z.enum(['train', 'val', 'test']).optional(),
-  normalization: z.string(),
+  ...NormalizedImage.omit({ data: true }).shape,
   dtype: z.literal('float32'),
   /** 'raw': the array as stored little-endian float32; 'shuffle-deflate': byte planes, then raw deflate. */
   encoding: z.enum(['raw', 'shuffle-deflate']),
