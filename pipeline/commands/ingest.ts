@@ -7,6 +7,7 @@ interface IngestFlags {
   shard?: string;
   compress?: boolean;
   json?: boolean;
+  trustMtime?: boolean;
 }
 
 export function register(program: Command): void {
@@ -19,6 +20,7 @@ export function register(program: Command): void {
     .option('--workers <n>', 'sources prepared at once, on worker threads when > 1', '1')
     .option('--shard <i/n>', 'ingest only shard i of n (0-based; sources split by a stable hash of their id)')
     .option('--compress', 'byte-shuffle + deflate arrays where that saves at least 10% (also cache.compression)')
+    .option('--trust-mtime', 'on a rerun, skip done files whose size, mtime and inode are unchanged without re-reading them')
     .option('--json', 'print the final summary as one JSON object on stdout')
     .addHelpText('after', [
       '',
@@ -71,6 +73,7 @@ export function register(program: Command): void {
           compression: store.compression,
           maxFileBytes: config.data.maxFileBytes,
           onProgress: bar.update,
+          trustFileStamps: flags.trustMtime ?? false,
         });
         bar.stop(summary);
         // New failures, one line each (capped: a large archive can have many; `cache stats` lists the remembered ones).

@@ -59,6 +59,12 @@ export interface IngestOptions {
   /** A source whose encoded records exceed this is written in several transactions, marker last. */
   maxTransactionBytes?: number;
   onProgress?: (p: Readonly<IngestProgress>) => void;
+  /**
+   * Resume without re-reading: a file whose path, size, modification time and inode match the stamp recorded when
+   * it was last ingested is taken to have the same SHA-256, so a done source is skipped after a stat, not a read.
+   * Off by default: a file rewritten in place with the same size and mtime would be missed.
+   */
+  trustFileStamps?: boolean;
 }
 
 export interface IngestSummary extends IngestProgress {
@@ -84,6 +90,18 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
   const maxPendingCommits = 64;
 
   const one = async (item: SourceItem): Promise<void> => {
+    if (opts.trustFileStamps) {
+      const st = await fs.promises.stat(item.path).catch(() => undefined);
+      const known = st && store.stamp(item.path);
+      if (st && known && known.size === st.size && known.mtimeMs === st.mtimeMs && known.ino === st.ino) {
+        const done = store.marker(prep, contentKey(known.sha256, item.entry));
+        if (done) {
+          progress.skipped++;
+          if (done.failure) progress.failures++;
+          return;
+        }
+      }
+    }
     let read: FileHash;
     try {
       read = await files.get(item.path);
@@ -135,7 +153,8 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
     const marker: SourceMarker = { id: item.id, file: item.path, frames, bytes: read.bytes.length, ...(failure ? { failure } : {}) };
     // Not awaited here: the next sources are prepared while lmdb batches this commit with others (one sync for many
     // sources). At most `maxPendingCommits` are outstanding, which bounds the encoded bytes held in memory.
-    const committed = store.commitSource(prep, content, marker, pendingFrames, pendingValues, preparation).then(() => {
+    const stamp = { path: item.path, size: read.size, mtimeMs: read.mtimeMs, ino: read.ino, sha256: read.sha256 };
+    const committed = store.commitSource(prep, content, marker, pendingFrames, pendingValues, preparation, stamp).then(() => {
       progress.images += frames.length;
       commits.delete(committed);
     });
@@ -182,6 +201,9 @@ export function parseShard(spec: string): Shard {
 interface FileHash {
   bytes: Uint8Array;
   sha256: string;
+  size: number;
+  mtimeMs: number;
+  ino: number;
 }
 
 /**
@@ -209,6 +231,7 @@ class FileHashes {
     if (st.size > this.maxBytes) throw new MedsslError('too-large', file, `file is ${st.size} bytes (limit ${this.maxBytes})`);
     const bytes = await fs.promises.readFile(file);
     this.onRead(bytes.length);
-    return { bytes, sha256: crypto.createHash('sha256').update(bytes).digest('hex') };
+    // The stamp is the stat taken before reading: a write during the read makes the next stat differ.
+    return { bytes, sha256: crypto.createHash('sha256').update(bytes).digest('hex'), size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
   }
 }

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { z } from 'zod';
-import { FailureCode, type NormalizedImage } from '../../schemas/records.js';
+import { FailureCode, NormalizedImage } from '../../schemas/records.js';
 import { packageVersion } from '../../pipeline/version.js';
 
 /** Bumped whenever the key scheme or the value layout changes: older records then miss instead of misreading. */
@@ -32,6 +32,15 @@ export const SourceMarker = z.object({
 });
 export type SourceMarker = z.infer<typeof SourceMarker>;
 
+/** A file's identity on disk when it was hashed: with trustFileStamps, an unchanged stamp stands for the hash. */
+export interface FileStamp {
+  path: string;
+  size: number;
+  mtimeMs: number;
+  ino: number;
+  sha256: string;
+}
+
 /** What the cache records about one preparation (the decode + normalize configuration that produced records). */
 export const PreparationInfo = z.object({
   schemaVersion: z.number().int(),
@@ -40,20 +49,12 @@ export const PreparationInfo = z.object({
 });
 export type PreparationInfo = z.infer<typeof PreparationInfo>;
 
-/** The header stored in front of every array: exactly these fields, nothing else from the image is kept. */
+/**
+ * The header stored in front of every array: the NormalizedImage fields except the pixels, plus how the array is
+ * stored. encodeRecord copies exactly these fields, one by one; anything else on the object is never written.
+ */
 export const RecordHeader = z.strictObject({
-  id: z.string(),
-  sourceId: z.string(),
-  frame: z.number().int().nonnegative(),
-  modality: z.string(),
-  height: z.number().int().positive(),
-  width: z.number().int().positive(),
-  channels: z.number().int().positive(),
-  spacing: z.tuple([z.number(), z.number()]).nullable(),
-  patientKey: z.string().optional(),
-  label: z.array(z.number()).optional(),
-  split: z.enum(['train', 'val', 'test']).optional(),
-  normalization: z.string(),
+  ...NormalizedImage.omit({ data: true }).shape,
   dtype: z.literal('float32'),
   /** 'raw': the array as stored little-endian float32; 'shuffle-deflate': byte planes, then raw deflate. */
   encoding: z.enum(['raw', 'shuffle-deflate']),
@@ -67,6 +68,8 @@ export type RecordHeader = z.infer<typeof RecordHeader>;
  * - `records`: recordKey -> encoded record (binary);
  * - `sources`: sourceKey -> SourceMarker, written in the same transaction as that source's records;
  * - `preparations`: preparation hash -> PreparationInfo;
+ * - `contents`: `v<schema>/<prep>/id:<source id>` -> the content key last committed for that source id;
+ * - `stamps`: file path -> FileStamp (size, mtime, inode, SHA-256 when last committed);
  * - `meta`: 'schema' -> { schemaVersion, writer }.
  */
 export class CacheStore {
@@ -78,6 +81,8 @@ export class CacheStore {
   private readonly sources: Database<SourceMarker, string>;
   private readonly preparations: Database<PreparationInfo, string>;
   private readonly meta: Database<{ schemaVersion: number; writer: string }, string>;
+  private readonly stamps: Database<FileStamp, string>;
+  private readonly contents: Database<string, string>;
 
   private constructor(path: string, opts: CacheStoreOptions) {
     this.path = path;
@@ -89,6 +94,8 @@ export class CacheStore {
     this.sources = this.env.openDB<SourceMarker, string>({ name: 'sources', encoding: 'msgpack' });
     this.preparations = this.env.openDB<PreparationInfo, string>({ name: 'preparations', encoding: 'msgpack' });
     this.meta = this.env.openDB<{ schemaVersion: number; writer: string }, string>({ name: 'meta', encoding: 'msgpack' });
+    this.stamps = this.env.openDB<FileStamp, string>({ name: 'stamps', encoding: 'msgpack' });
+    this.contents = this.env.openDB<string, string>({ name: 'contents', encoding: 'string' });
   }
 
   /** Opens (and for writing, creates) the cache folder at `path`. */
@@ -120,10 +127,24 @@ export class CacheStore {
    * none. Resolves once committed. Several calls in flight are batched by lmdb into shared transactions, which keeps
    * each source whole (a transaction holding several whole sources is still all-or-nothing for each of them).
    */
-  commitSource(prep: string, content: string, marker: SourceMarker, frames: number[], values: Buffer[], info?: PreparationInfo): Promise<void> {
+  commitSource(
+    prep: string, content: string, marker: SourceMarker, frames: number[], values: Buffer[], info?: PreparationInfo, stamp?: FileStamp,
+  ): Promise<void> {
     if (values.length !== frames.length) throw new RangeError('one encoded record per frame expected');
     return this.env.transaction(() => {
       if (info && this.preparations.get(prep) === undefined) this.preparations.put(prep, info);
+      if (stamp) this.stamps.put(stamp.path, stamp);
+      // A source whose content changed (a file edited in place) replaces its old records instead of joining them.
+      const idKey = sourceKey(prep, `id:${marker.id}`);
+      const previous = this.contents.get(idKey);
+      if (previous !== undefined && previous !== content) {
+        const old = this.sources.get(sourceKey(prep, previous));
+        if (old && old.id === marker.id) {
+          for (const f of old.frames) this.records.remove(recordKey(prep, previous, f));
+          this.sources.remove(sourceKey(prep, previous));
+        }
+      }
+      this.contents.put(idKey, content);
       for (let i = 0; i < values.length; i++) this.records.put(recordKey(prep, content, frames[i]), values[i]);
       this.sources.put(sourceKey(prep, content), marker);
     }) as Promise<unknown> as Promise<void>;
@@ -137,6 +158,11 @@ export class CacheStore {
     return this.env.transaction(() => {
       for (let i = 0; i < values.length; i++) this.records.put(recordKey(prep, content, frames[i]), values[i]);
     }) as Promise<unknown> as Promise<void>;
+  }
+
+  /** The stamp recorded for a file when its sources were last committed (for resuming without re-reading). */
+  stamp(path: string): FileStamp | undefined {
+    return this.stamps.get(path);
   }
 
   /** Resolves once every write issued so far is committed. */
