@@ -55,7 +55,9 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
   if (opts.resume) {
     const restored = loadCheckpoint(runDir, config);
     trainer = restored.trainer;
-    startEpoch = restored.state.position.last?.epoch ?? 0;
+    const last = restored.state.position.last;
+    // A finished epoch is not regenerated; an interrupted one is, and its trained batches are skipped.
+    startEpoch = last ? (last.step + 1 >= stepsPerEpoch ? last.epoch + 1 : last.epoch) : 0;
   } else if (fs.existsSync(path.join(runDir, 'checkpoint')) || fs.existsSync(metricsFile)) {
     throw new MedsslError('invalid-value', runDir, 'already holds a run: pass --resume to continue it, or choose another --out');
   }

@@ -2,7 +2,7 @@ import type { Tensor } from '@tensorflow/tfjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { EMPTY } from 'rxjs';
+import { EMPTY, take } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { readJsonl } from '../../../pipeline/bridge.js';
 import { batchesFor, stepsPerEpochFor } from '../../../pipeline/batches.js';
@@ -65,6 +65,13 @@ describe('pretrain on real MedMNIST images', () => {
     expect(maxDiff).toBe(0);
     const steps = readJsonl<MetricsEvent>(path.join(parts, 'metrics.jsonl')).filter((e) => e.type === 'step').map((e) => (e as StepEvent).step);
     expect(steps).toEqual([0, 1, 2, 3, 4, 5]);
+    // Interrupted in the middle of an epoch (after step 1 of epoch 0, checkpointed every step): same result.
+    const mid = tmp();
+    const midConfig = { ...config, train: { ...config.train, checkpointEverySteps: 1 } };
+    await pretrain({ config: midConfig, runDir: mid, stepsPerEpoch: 3, batches: (e) => (e === 0 ? batches(e).pipe(take(2)) : EMPTY) });
+    const resumedMid = await pretrain({ config: midConfig, runDir: mid, stepsPerEpoch: 3, batches, resume: true });
+    expect(resumedMid.stepsThisRun).toBe(4);
+    expect(fs.readFileSync(path.join(mid, 'checkpoint', 'tensors.bin')).equals(a)).toBe(true);
     // A different config cannot resume the run.
     const other = tinyConfig({ epochs: 2, stepsPerEpoch: 3, temperature: 0.2 });
     await expect(pretrain({ config: other, runDir: parts, stepsPerEpoch: 3, batches, resume: true })).rejects.toThrow(/config differs/);
