@@ -15,11 +15,13 @@ export type PrepareResult = { images: NormalizedImage[] } | { error: { code: str
 
 let current: { key: string; run: ReturnType<typeof prepareSource> } | undefined;
 
-export default function prepareTask(task: PrepareTask): PrepareResult {
+export default async function prepareTask(task: PrepareTask): Promise<PrepareResult> {
   const key = JSON.stringify(task.config);
   if (current?.key !== key) current = { key, run: prepareSource(task.config) };
   try {
-    return { images: current.run(task.item, task.bytes) };
+    const images: NormalizedImage[] = [];
+    for await (const image of current.run(task.item, task.bytes)) images.push(image);
+    return { images };
   } catch (e) {
     const error = e instanceof MedsslError
       ? { code: e.code, file: e.file, reason: e.message }

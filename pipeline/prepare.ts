@@ -1,24 +1,25 @@
 // The deterministic preparation that `medssl ingest` caches: which sources an input holds, and how one source
-// becomes normalized frames. This is the one place that wires source listing, decoding and normalization into the
-// cache; the cache stage itself only sees `listInputs` and `prepareSource` through their types.
+// becomes normalized frames. This is the one place that wires source listing (stages/source), decoding
+// (stages/decode) and normalization (stages/normalize) into the cache; the cache stage only sees `listInputs` and
+// `prepareSource` through their types.
 //
-// Today it handles NumPy inputs: .npy files and MedMNIST-style .npz archives (`<split>_images` with optional
-// `<split>_labels`). Stored values become float32 in [0, 1] by a per-frame min-max rule:
+// DICOM, NIfTI and MedMNIST .npz entries go through decodeItem + normalizeImage. Bare .npy arrays (stored values
+// without metadata) become float32 in [0, 1] by a per-frame min-max rule:
 //     x' = (x - min) / (max - min)   over all values of the frame (NaN -> 0); a constant frame becomes 0.
-// DICOM and NIfTI sources join here through the decode and normalize stages.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../schemas/config.js';
 import type { NormalizedImage, SourceItem } from '../schemas/records.js';
 import { MedsslError } from './failures.js';
 import { stableHash } from './config.js';
-import { walkFiles, fromHighland } from './bridge.js';
-import { type NdArray, readNpy, readNpz } from '../stages/source/npy.js';
+import { type NdArray, readNpy } from '../stages/source/npy.js';
+import { listSources } from '../stages/source/source.js';
+import { decodeItem } from '../stages/decode/decode.js';
+import { normalizeImage } from '../stages/normalize/normalize.js';
 
 /** Bumped whenever prepareSource's output changes for the same input and config: old records then miss. */
-export const PREPARE_VERSION = 'npy-minmax-1';
+export const PREPARE_VERSION = 'decode-normalize-1';
 
 /**
  * Everything that determines the prepared images, as stored in the cache next to its hash. The privacy salt is
@@ -40,91 +41,58 @@ export function preparationHash(config: Config): string {
 }
 
 /**
- * The sources under `inputs` (folders walked in sorted order, .npy files, .npz archives expanded into one item per
- * image). Ids are paths relative to the input (its folder for a file), plus `#<split>/<index>` for archive entries.
+ * The sources under `inputs`: what stages/source lists (DICOM, NIfTI, manifests, .npz entries), plus bare .npy
+ * arrays. Ids are paths relative to the input (its folder for a file), plus `#<split>/<index>` for archive entries.
  */
 export async function* listInputs(inputs: string[], opts: { maxFileBytes?: number } = {}): AsyncGenerator<SourceItem> {
-  for (const input of inputs) {
-    const root = path.resolve(input);
-    const st = await fs.promises.stat(root).catch(() => undefined);
-    if (!st) throw new MedsslError('not-found', input, 'no such file or folder');
-    const base = st.isDirectory() ? root : path.dirname(root);
-    for await (const file of fromHighland(walkFiles(root))) {
-      const id = path.relative(base, file).split(path.sep).join('/');
-      if (file.endsWith('.npy')) {
-        yield { id, path: file, format: 'npz' };
-      } else if (file.endsWith('.npz')) {
-        yield* npzItems(file, id, opts.maxFileBytes);
-      }
-    }
-  }
-}
-
-function* npzItems(file: string, id: string, maxFileBytes = 2 * 1024 ** 3): Generator<SourceItem> {
-  let arrays: Map<string, NdArray>;
-  try {
-    const size = fs.statSync(file).size;
-    if (size > maxFileBytes) throw new MedsslError('too-large', file, `file is ${size} bytes (limit ${maxFileBytes})`);
-    arrays = readNpz(fs.readFileSync(file), file);
-  } catch {
-    // A broken archive is one source whose preparation fails with the reason: it becomes a remembered failure
-    // instead of stopping the listing of everything else.
-    yield { id, path: file, format: 'npz' };
-    return;
-  }
-  if (!['train', 'val', 'test'].some((split) => arrays.has(`${split}_images`))) {
-    yield { id, path: file, format: 'npz' };
-    return;
-  }
-  for (const split of ['train', 'val', 'test'] as const) {
-    const images = arrays.get(`${split}_images`);
-    if (!images) continue;
-    const labels = arrays.get(`${split}_labels`);
-    const n = images.shape[0] ?? 0;
-    const perItem = labels && labels.shape[0] === n ? labels.data.length / Math.max(n, 1) : 0;
-    for (let i = 0; i < n; i++) {
-      const label = perItem ? Array.from(labels!.data.subarray(i * perItem, (i + 1) * perItem), Number) : undefined;
-      yield { id: `${id}#${split}/${i}`, path: file, format: 'npz', entry: `${split}/${i}`, split, ...(label ? { label } : {}) };
-    }
-  }
+  yield* listSources(inputs, { ...opts, includeNpy: true });
 }
 
 /**
- * Prepares one source: its frames as NormalizedImages. `bytes` is the file's content when the caller has read it
- * (undefined for archive entries, whose archive is parsed once and remembered).
+ * Prepares one source: its frames as NormalizedImages, in frame order. `bytes` is the file's content when the caller
+ * has read it (undefined for archive entries: decodeItem keeps the last archive parsed).
  */
-export function prepareSource(config: Config): (item: SourceItem, bytes: Uint8Array | undefined) => NormalizedImage[] {
+export function prepareSource(config: Config): (item: SourceItem, bytes: Uint8Array | undefined) => AsyncGenerator<NormalizedImage> {
   const normalization = preparationHash(config);
-  const archives = new RecentArchives();
-  return (item, bytes) => {
-    if (!item.entry && item.path.endsWith('.npz')) {
-      // A whole archive is listed as one source only when it could not be expanded into entries.
-      const arrays = readNpz(bytes ?? fs.readFileSync(item.path), item.path, config.data.maxFileBytes);
-      throw new MedsslError('unsupported', item.path, `archive holds ${[...arrays.keys()].join(', ') || 'no arrays'}; expected train_images, val_images or test_images`);
-    }
-    const array = item.entry ? archives.entry(item.path, item.entry, config.data.maxFileBytes) : readNpy(bytes ?? fs.readFileSync(item.path), item.path);
-    return framesOf(array, item.path).map((frame, index) => {
-      if (frame.height * frame.width * frame.channels > config.data.maxPixels) {
-        throw new MedsslError('too-large', item.path, `frame of ${frame.height}x${frame.width}x${frame.channels} exceeds maxPixels ${config.data.maxPixels}`);
-      }
-      const data = toChannels(minMax(frame.values), frame.channels, config.normalize.channels);
-      return {
-        id: `${item.id}#${index}`,
-        sourceId: item.id,
-        frame: index,
-        modality: item.modality ?? 'OT',
-        height: frame.height,
-        width: frame.width,
-        channels: config.normalize.channels,
-        data,
-        spacing: null,
-        ...(item.patientId !== undefined ? { patientKey: saltedKey(config.data.privacySalt, item.patientId) } : {}),
-        ...(item.label !== undefined ? { label: item.label } : {}),
-        ...(item.split !== undefined ? { split: item.split } : {}),
-        normalization,
-      };
-    });
+  const decodeOptions = {
+    maxPixels: config.data.maxPixels,
+    maxFileBytes: config.data.maxFileBytes,
+    sliceAxis: config.data.sliceAxis as 0 | 1 | 2,
+    privacySalt: config.data.privacySalt,
   };
+  return async function* prepare(item, bytes) {
+    if (item.path.toLowerCase().endsWith('.npy')) {
+      yield* npyFrames(config, item, bytes, normalization);
+      return;
+    }
+    // The records carry the preparation hash (normalize config + decode options + version), as the cache keys do.
+    for await (const decoded of decodeItem(item, bytes, decodeOptions)) yield { ...normalizeImage(decoded, config.normalize), normalization };
+  };
+}
+
+function* npyFrames(config: Config, item: SourceItem, bytes: Uint8Array | undefined, normalization: string): Generator<NormalizedImage> {
+  const array = readNpy(bytes ?? fs.readFileSync(item.path), item.path, config.data.maxFileBytes);
+  for (const [index, frame] of framesOf(array, item.path).entries()) {
+    if (frame.height * frame.width * frame.channels > config.data.maxPixels) {
+      throw new MedsslError('too-large', item.path, `frame of ${frame.height}x${frame.width}x${frame.channels} exceeds maxPixels ${config.data.maxPixels}`);
+    }
+    yield {
+      id: `${item.id}#${index}`,
+      sourceId: item.id,
+      frame: index,
+      modality: item.modality ?? 'OT',
+      height: frame.height,
+      width: frame.width,
+      channels: config.normalize.channels,
+      data: toChannels(minMax(frame.values), frame.channels, config.normalize.channels),
+      spacing: null,
+      range: [0, 1],
+      ...(item.patientId !== undefined ? { patientKey: saltedKey(config.data.privacySalt, item.patientId) } : {}),
+      ...(item.label !== undefined ? { label: item.label } : {}),
+      ...(item.split !== undefined ? { split: item.split } : {}),
+      normalization,
+    };
+  }
 }
 
 /** A salted SHA-256 of an identifier (patient, study, series): stable per salt, not reversible to the id. */
@@ -193,29 +161,6 @@ export function toChannels(data: Float32Array, from: number, to: number): Float3
     for (let c = 0; c < to; c++) out[p * to + c] = from === 1 || to === 1 ? grey : data[p * from + Math.min(c, colour - 1)];
   }
   return out;
-}
-
-/** The last archives parsed, so each entry of an .npz does not re-read and re-inflate the whole file. */
-class RecentArchives {
-  private readonly recent = new Map<string, Map<string, NdArray>>();
-
-  entry(file: string, entry: string, maxBytes: number): NdArray {
-    let arrays = this.recent.get(file);
-    if (!arrays) {
-      const size = fs.statSync(file).size;
-      if (size > maxBytes) throw new MedsslError('too-large', file, `file is ${size} bytes (limit ${maxBytes})`);
-      arrays = readNpz(fs.readFileSync(file), file);
-      this.recent.set(file, arrays);
-      if (this.recent.size > 2) this.recent.delete(this.recent.keys().next().value as string);
-    }
-    const m = /^(\w+)\/(\d+)$/.exec(entry);
-    const images = m ? arrays.get(`${m[1]}_images`) : undefined;
-    const index = m ? Number(m[2]) : -1;
-    if (!images || index >= (images.shape[0] ?? 0)) throw new MedsslError('not-found', file, `no entry ${entry} in the archive`);
-    const shape = images.shape.slice(1);
-    const n = shape.reduce((a, d) => a * d, 1);
-    return { dtype: images.dtype, shape, data: images.data.subarray(index * n, (index + 1) * n), fortranOrder: images.fortranOrder };
-  }
 }
 
 /**

@@ -161,7 +161,11 @@ let npzCache: { key: string; arrays: Map<string, NdArray> } | undefined;
 function* npzFrames(item: SourceItem, bytes: Uint8Array | undefined, opts: Resolved): Generator<DecodedImage> {
   const file = item.path;
   const m = /^(train|val|test)\/(\d+)$/.exec(item.entry ?? '');
-  if (!m) throw new MedsslError('invalid-value', file, `npz entry '${item.entry ?? ''}' is not <split>/<index>`);
+  if (!m) {
+    // A whole archive listed as one item could not be expanded: parsing it again says what is wrong with it.
+    if (item.entry === undefined) readNpz(bytes ?? readBounded(file, opts.maxFileBytes), file, opts.maxFileBytes);
+    throw new MedsslError('invalid-value', file, `npz entry '${item.entry ?? ''}' is not <split>/<index>`);
+  }
   const key = `${file}:${bytes ? bytes.length : fs.statSync(file).size}`;
   if (npzCache?.key !== key) npzCache = { key, arrays: readNpz(bytes ?? readBounded(file, opts.maxFileBytes), file, opts.maxFileBytes) };
   const images = npzCache.arrays.get(`${m[1]}_images`);

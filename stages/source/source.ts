@@ -13,6 +13,8 @@ import { readNpz } from './npy.js';
 export interface SourceOptions {
   /** Files larger than this are rejected (bytes); defaults to DataConfig.maxFileBytes. */
   maxFileBytes?: number;
+  /** List bare .npy arrays too (the cache's preparation reads them; the decode stage does not). */
+  includeNpy?: boolean;
 }
 
 /**
@@ -33,10 +35,30 @@ export async function* listSources(inputs: string[], opts: SourceOptions = {}): 
     if (st.isDirectory()) {
       for await (const file of fromHighland(walkFiles(input))) {
         const rel = toId(path.relative(path.resolve(input), file));
-        const kind = await sniff(file);
+        // A file that cannot be sniffed or expanded is still listed, whole: the decode stage then turns it into a
+        // failure record, and the walk goes on (one bad file never ends a listing).
+        let kind: Kind;
+        try {
+          kind = await sniff(file);
+        } catch {
+          yield { id: rel, path: file };
+          continue;
+        }
+        if (kind === 'npy') {
+          if (opts.includeNpy) yield { id: rel, path: file };
+          continue;
+        }
         if (kind === undefined || kind === 'pair-image' || kind === 'manifest') continue;
-        if (kind === 'npz') yield* npzItems(file, rel, maxFileBytes);
-        else yield { id: rel, path: file, format: kind };
+        if (kind === 'npz') {
+          let entries: SourceItem[];
+          try {
+            entries = [...npzItems(file, rel, maxFileBytes)];
+          } catch {
+            yield { id: rel, path: file, format: 'npz' };
+            continue;
+          }
+          yield* entries;
+        } else yield { id: rel, path: file, format: kind };
       }
       continue;
     }
@@ -45,17 +67,19 @@ export async function* listSources(inputs: string[], opts: SourceOptions = {}): 
     if (kind === 'manifest') yield* manifestItems(input, maxFileBytes);
     else if (kind === 'npz') yield* npzItems(input, rel, maxFileBytes);
     else if (kind === 'pair-image') throw new MedsslError('wrong-format', input, 'a NIfTI/ANALYZE .img file: name its .hdr instead');
-    else if (kind === undefined) throw new MedsslError('wrong-format', input, 'not a DICOM, NIfTI, .npz or manifest file');
+    else if (kind === 'npy' && opts.includeNpy) yield { id: rel, path: input };
+    else if (kind === undefined || kind === 'npy') throw new MedsslError('wrong-format', input, 'not a DICOM, NIfTI, .npz or manifest file');
     else yield { id: rel, path: input, format: kind };
   }
 }
 
-type Kind = Format | 'manifest' | 'pair-image' | undefined;
+type Kind = Format | 'manifest' | 'pair-image' | 'npy' | undefined;
 
 /** Reads the first bytes of `file` and decides what it is (DICM at 128, sizeof_hdr, gzip, zip, names). */
 export async function sniff(file: string): Promise<Kind> {
   const lower = file.toLowerCase();
   if (lower.endsWith('.csv') || lower.endsWith('.jsonl')) return 'manifest';
+  if (lower.endsWith('.npy')) return 'npy';
   if (/\.img(\.gz)?$/.test(lower)) return 'pair-image';
   let head: Buffer;
   try {

@@ -59,7 +59,8 @@ describe('replay', () => {
     await dataset.close();
     const config = loadConfig(undefined);
     const stack = a.find((x) => x.sourceId.startsWith('synthetic/') && x.frame === 2)!;
-    const fresh = prepareSource(config)({ id: stack.sourceId, path: path.join(path.dirname(cache), stack.sourceId) }, undefined);
+    const fresh: NormalizedImage[] = [];
+    for await (const f of prepareSource(config)({ id: stack.sourceId, path: path.join(path.dirname(cache), stack.sourceId) }, undefined)) fresh.push(f);
     expect(Buffer.from(stack.data.buffer).equals(Buffer.from(fresh[2].data.buffer))).toBe(true);
     expect(stack).toMatchObject({ height: 96, width: 96, channels: 1, modality: 'OT' });
   });
