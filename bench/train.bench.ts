@@ -21,7 +21,7 @@ async function trainerRate(size: number, local: number, steps: number, label: st
   const { tf, backendInfo } = await import('../pipeline/tensorflow.js');
   const { parseConfig } = await import('../schemas/config.js');
   const { Trainer } = await import('../stages/train/trainer.js');
-  const { assembleBatch, epochOrder, readMedmnist } = await import('../pipeline/batches.js');
+  const { assembleBatch, epochOrder, readMedmnist } = await import('../test/support/medmnist-batches.js');
   const config = parseConfig({
     augment: { global: { count: 2, size, scale: [0.14, 1] }, local: { count: 6, size: local, scale: [0.05, 0.14] } },
     train: { batchSize: 64, optimizer: { name: 'lars', warmupSteps: 0 } },
@@ -92,7 +92,7 @@ async function waitingFraction(size: number, local: number, steps: number): Prom
   const { open } = await import('lmdb');
   const { Gate, settle } = await import('../pipeline/flow.js');
   const { parseConfig } = await import('../schemas/config.js');
-  const { readMedmnist, assembleBatch } = await import('../pipeline/batches.js');
+  const { readMedmnist, assembleBatch } = await import('../test/support/medmnist-batches.js');
   const { train } = await import('../stages/train/train.js');
   const { random } = await import('../pipeline/random.js');
   const { fromHighland } = await import('../pipeline/bridge.js');

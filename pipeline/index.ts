@@ -39,7 +39,7 @@ export { ingest, shardOf, parseShard, type IngestOptions, type IngestProgress, t
 export { replay, replay$, CacheDataset, type ReplayOptions } from '../stages/cache/replay.js';
 export { verifyCache, cacheStats, type VerifyReport, type CacheStats } from '../stages/cache/verify.js';
 export { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig, saltedKey, PREPARE_VERSION } from './prepare.js';
-export { batchesFor, stepsPerEpochFor, randomResizedCrop, type BatchesOptions, type PlainImage } from './batches.js';
+export { openTrainingPool, poolBatches, poolStepsPerEpoch, poolGate, labelWidth, type TrainingPool, type PoolOptions, type BatchesOptions } from './batches.js';
 export { sinkhornKnopp, type SinkhornOptions } from '../stages/train/sinkhorn.js';
 export { swavLoss, type SwavLossOptions } from '../stages/train/swav-loss.js';
 export { ntXentLoss } from '../stages/train/ntxent-loss.js';

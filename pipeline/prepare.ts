@@ -11,7 +11,8 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../schemas/config.js';
 import type { NormalizedImage, SourceItem } from '../schemas/records.js';
-import { MedsslError } from './failures.js';
+import { type FailureLog, MedsslError } from './failures.js';
+import type { IngestSummary } from '../stages/cache/ingest.js';
 import { stableHash } from './config.js';
 import { type NdArray, readNpy } from '../stages/source/npy.js';
 import { listSources } from '../stages/source/source.js';
@@ -31,6 +32,7 @@ export function preparationConfig(config: Config): Record<string, unknown> {
     normalize: config.normalize,
     sliceAxis: config.data.sliceAxis,
     maxPixels: config.data.maxPixels,
+    skipConstantFrames: config.data.skipConstantFrames,
     privacySalt: stableHash(config.data.privacySalt),
   };
 }
@@ -66,8 +68,64 @@ export function prepareSource(config: Config): (item: SourceItem, bytes: Uint8Ar
       return;
     }
     // The records carry the preparation hash (normalize config + decode options + version), as the cache keys do.
-    for await (const decoded of decodeItem(item, bytes, decodeOptions)) yield { ...normalizeImage(decoded, config.normalize), normalization };
+    for await (const decoded of decodeItem(item, bytes, decodeOptions)) {
+      const image = normalizeImage(decoded, config.normalize);
+      // A frame of one value (padding slices, the empty slices of a mask volume) teaches self-supervision nothing.
+      if (config.data.skipConstantFrames && isConstant(image.data)) continue;
+      yield { ...image, normalization };
+    }
   };
+}
+
+function isConstant(data: Float32Array): boolean {
+  const first = data[0];
+  for (let i = 1; i < data.length; i++) if (data[i] !== first) return false;
+  return true;
+}
+
+export interface IngestInputsOptions {
+  workers?: number;
+  failures?: FailureLog;
+  /** A progress bar (terminal) or one summary line on this stream. */
+  progress?: NodeJS.WriteStream;
+}
+
+/**
+ * Ingests `inputs` into the cache at `cachePath` with `config`'s preparation (resumable: what is there is skipped).
+ * The one ingest entry point of the CLI, pre-training and the main job.
+ */
+export async function ingestInputs(config: Config, inputs: string[], cachePath: string, opts: IngestInputsOptions = {}): Promise<IngestSummary> {
+  const { ingest } = await import('../stages/cache/ingest.js');
+  const { CacheStore, CACHE_SCHEMA_VERSION } = await import('../stages/cache/store.js');
+  const { ingestProgressBar } = await import('../stages/cache/progress.js');
+  const workers = Math.max(1, opts.workers ?? 1);
+  const store = CacheStore.open(cachePath, { compression: config.cache.compression });
+  const pool = workers > 1 ? await prepareInWorkers(config, workers) : undefined;
+  let total: number | undefined;
+  if (opts.progress?.isTTY) {
+    total = 0;
+    for await (const _ of listInputs(inputs, { maxFileBytes: config.data.maxFileBytes })) total++;
+  }
+  const bar = opts.progress ? ingestProgressBar(opts.progress, { total }) : undefined;
+  try {
+    const summary = await ingest({
+      sources: listInputs(inputs, { maxFileBytes: config.data.maxFileBytes }),
+      prepare: pool?.prepare ?? prepareSource(config),
+      store,
+      normalizationHash: preparationHash(config),
+      preparation: { schemaVersion: CACHE_SCHEMA_VERSION, config: preparationConfig(config) },
+      workers,
+      failures: opts.failures,
+      compression: store.compression,
+      maxFileBytes: config.data.maxFileBytes,
+      onProgress: bar?.update,
+    });
+    bar?.stop(summary);
+    return summary;
+  } finally {
+    await pool?.close();
+    await store.close();
+  }
 }
 
 function* npyFrames(config: Config, item: SourceItem, bytes: Uint8Array | undefined, normalization: string): Generator<NormalizedImage> {

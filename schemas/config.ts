@@ -14,6 +14,8 @@ export const DataConfig = z.strictObject({
   maxPixels: z.number().int().positive().default(64 * 1024 * 1024),
   /** Volumes are cut into 2-D slices along this voxel axis (0 = i, 1 = j, 2 = k). */
   sliceAxis: z.number().int().min(0).max(2).default(2),
+  /** Frames of a single value (padding, empty mask slices) are not cached or trained on. */
+  skipConstantFrames: z.boolean().default(true),
   /** Salt for the patient/study/series hashes. Set your own per site; the default is public. */
   privacySalt: z.string().default('medssl'),
 }).prefault({});

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { EMPTY, take } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { readJsonl } from '../../../pipeline/bridge.js';
-import { batchesFor, stepsPerEpochFor } from '../../../pipeline/batches.js';
+import { batchesFor, stepsPerEpochFor } from '../../support/medmnist-batches.js';
 import { Gate } from '../../../pipeline/flow.js';
 import { tf } from '../../../pipeline/tensorflow.js';
 import { MetricsEvent, type StepEvent } from '../../../schemas/metrics.js';
