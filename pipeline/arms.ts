@@ -13,6 +13,14 @@ import { MedsslError } from './failures.js';
 import { parseConfig, type Config } from '../schemas/config.js';
 import { initialiseWeights, type Encoder } from '../stages/evaluate/protocols.js';
 import type { ArmContext, ArmProvider, ArmSpec } from '../stages/evaluate/experiment.js';
+import path from 'node:path';
+import type { NormalizedImage } from '../schemas/records.js';
+import { FailureLog } from './failures.js';
+import { type TrainingPool, labelWidth, openTrainingPool, poolBatches, poolGate } from './batches.js';
+import { loadEncoder } from '../stages/train/checkpoint.js';
+import { pretrain } from '../stages/train/pretrain.js';
+import { ParamStore } from '../stages/train/params.js';
+import { addEncoderParams, encoderModel, encoderSpec } from '../stages/train/resnet.js';
 
 /** The encoder architecture for arms without pre-training (and the stand-in trunk until the trainer's ResNet is wired). */
 export function standInEncoder(shape: [number, number, number], seed: number, width = 16): Encoder {
@@ -122,6 +130,86 @@ export function armConfig(config: Config, arm: ArmSpec, budgetSeconds: number, i
  * The provider `medssl experiment` uses. MERGE POINT: once stages/train lands, return
  * `trainerArms({ pretrain, loadEncoder, batchesFor, buildEncoder, imagesPerSecond, poolImages, cacheKeys })` here.
  */
-export function experimentArms(_config: Config): ArmProvider {
-  return defaultArms;
+/**
+ * Pre-training throughput assumed when sizing an arm's run to its time budget (source images per second of the
+ * budget). A constant, not a live measurement, so an experiment's runs are the same on every machine; measured with
+ * the quick preset's encoder (ResNet width 16, 2 x 28 + 4 x 14 crops) on a 2-core machine. A slower machine takes
+ * longer than the preset's budget and says so; it computes the same thing.
+ */
+export const PRETRAIN_IMAGES_PER_SECOND = 200;
+
+/** What an arm pre-trains on (passed from `batchesFor` to `pretrain` through trainerArms). */
+interface ArmData {
+  inputs: string[];
+  cachePath: string;
+  /** Keep labels of these images only (hybrid: the other labelled datasets'); absent: no labels. */
+  labelled?: (image: NormalizedImage) => boolean;
+  budgetSeconds: number;
+}
+
+/**
+ * The provider `medssl experiment` uses: every arm kind of the paper's table on the trainer (stages/train), each
+ * pre-trained on a cached pool (pipeline/batches.ts) for a number of steps sized to its budget.
+ * - simclr, swav-uni-modal, swav-multi-modal: the unlabelled pool (data.inputs; labels dropped, val/test never used);
+ * - supervised: the train split of the other labelled datasets (the stand-in for ImageNet pre-training);
+ * - hybrid: the pool, with the labels of the other labelled datasets only (never the target's).
+ */
+export function experimentArms(config: Config, opts: { cacheRoot: string; progress?: NodeJS.WriteStream }): ArmProvider {
+  const pools = new Map<string, Promise<TrainingPool>>();
+  const openPool = (data: ArmData, cfg: Config) => {
+    let pool = pools.get(data.cachePath);
+    if (!pool) {
+      pool = openTrainingPool(cfg, { cachePath: data.cachePath, inputs: data.inputs, progress: opts.progress });
+      pools.set(data.cachePath, pool);
+    }
+    return pool;
+  };
+  const fileName = (f: string) => path.basename(f);
+  const sourceFile = (image: NormalizedImage) => image.sourceId.split('#')[0].split('/').pop() ?? '';
+  return trainerArms({
+    loadEncoder,
+    buildEncoder: (shape, seed) => freshEncoder(config, shape[2], seed),
+    batchesFor(arm, _armConfig, ctx): ArmData {
+      const budgetSeconds = arm.kind === 'supervised' || arm.kind === 'hybrid' ? ctx.budgetSeconds / ctx.targets : ctx.budgetSeconds;
+      const others = ctx.otherLabelled.map((d) => d.file).filter((f): f is string => !!f);
+      if (arm.kind === 'supervised') {
+        if (others.length === 0) throw new MedsslError('invalid-value', arm.name, 'the supervised arm needs another labelled dataset with a file');
+        return { inputs: others, cachePath: path.join(opts.cacheRoot, `labelled-${others.map(fileName).join('+')}`), labelled: () => true, budgetSeconds };
+      }
+      const names = new Set(others.map(fileName));
+      return {
+        inputs: ctx.pool, cachePath: path.join(opts.cacheRoot, 'pool'), budgetSeconds,
+        ...(arm.kind === 'hybrid' ? { labelled: (image: NormalizedImage) => names.has(sourceFile(image)) } : {}),
+      };
+    },
+    async pretrain({ config: armConfig, batches, runDir }) {
+      const data = batches as ArmData;
+      const pool = await openPool(data, armConfig);
+      const numLabels = data.labelled ? labelWidth(pool) : 0;
+      const b = armConfig.train.batchSize;
+      const full = Math.max(1, Math.floor(pool.size / b));
+      const steps = Math.max(1, Math.floor((data.budgetSeconds * PRETRAIN_IMAGES_PER_SECOND) / b));
+      const epochs = Math.max(1, Math.ceil(steps / full));
+      const stepsPerEpoch = Math.min(full, Math.ceil(steps / epochs));
+      const sized = { ...armConfig, train: { ...armConfig.train, epochs, stepsPerEpoch } };
+      const gate = poolGate(sized);
+      const failures = new FailureLog(gate);
+      return pretrain({
+        config: sized, runDir, gate, stepsPerEpoch,
+        batches: (epoch) => poolBatches(pool, sized, { seed: sized.seed, epoch, gate, failures, numLabels, steps: stepsPerEpoch, ...(data.labelled ? { labelled: data.labelled } : {}) }),
+      });
+    },
+  });
+}
+
+/** The trainer's encoder architecture, freshly initialised from `seed` (for the arm without pre-training). */
+export function freshEncoder(config: Config, channels: number, seed: number): Encoder {
+  const store = new ParamStore(seed);
+  try {
+    const spec = encoderSpec(config.model, channels);
+    addEncoderParams(store, spec);
+    return encoderModel(store, spec);
+  } finally {
+    store.dispose();
+  }
 }

@@ -40,7 +40,7 @@ export function register(program: Command): void {
       const { PRESETS, PAPER_ARMS, runExperiment } = await import('../../stages/evaluate/experiment.js');
       const { resultsDocument, writeReports } = await import('../../stages/evaluate/report.js');
       const { experimentArms } = await import('../arms.js');
-      const provider = experimentArms(config);
+      const provider = experimentArms(config, { cacheRoot: path.join(opts.out, 'cache'), progress: process.stderr });
       const { backendInfo } = await import('../tensorflow.js');
       const preset = presetFor(PRESETS[config.evaluate.preset], config);
       const arms = config.evaluate.arms ?? PAPER_ARMS;

@@ -8,7 +8,7 @@ import { FailureCode, NormalizedImage } from '../../schemas/records.js';
 import { packageVersion } from '../../pipeline/version.js';
 
 /** Bumped whenever the key scheme or the value layout changes: older records then miss instead of misreading. */
-export const CACHE_SCHEMA_VERSION = 1;
+export const CACHE_SCHEMA_VERSION = 2;
 
 export interface CacheStoreOptions {
   /** Open an existing cache for reading only (replay, verify, stats); several processes may read at once. */
@@ -293,6 +293,9 @@ export function encodeRecord(image: NormalizedImage, opts: EncodeOptions = {}): 
     ...(image.patientKey !== undefined ? { patientKey: image.patientKey } : {}),
     ...(image.label !== undefined ? { label: image.label } : {}),
     ...(image.split !== undefined ? { split: image.split } : {}),
+    // The modality rule's value range (gamma works on it) and the CT windows stacked as channels (augment draws one).
+    ...(image.range !== undefined ? { range: image.range } : {}),
+    ...(image.renderings !== undefined ? { renderings: image.renderings } : {}),
     normalization: image.normalization,
     dtype: 'float32',
     encoding,
@@ -410,6 +413,8 @@ export function decodeRecord(value: Uint8Array, opts: { verify?: boolean; key?: 
     ...(header.patientKey !== undefined ? { patientKey: header.patientKey } : {}),
     ...(header.label !== undefined ? { label: header.label } : {}),
     ...(header.split !== undefined ? { split: header.split } : {}),
+    ...(header.range !== undefined ? { range: header.range } : {}),
+    ...(header.renderings !== undefined ? { renderings: header.renderings } : {}),
     normalization: header.normalization,
   };
 }

@@ -5,7 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../pipeline/config.js';
 import { listInputs, prepareSource, preparationHash } from '../../../pipeline/prepare.js';
 import { ingest, parseShard, shardOf } from '../../../stages/cache/ingest.js';
-import { CacheStore } from '../../../stages/cache/store.js';
+import { CACHE_SCHEMA_VERSION, CacheStore } from '../../../stages/cache/store.js';
 import { replay } from '../../../stages/cache/replay.js';
 import { verifyCache } from '../../../stages/cache/verify.js';
 import { FailureLog } from '../../../pipeline/failures.js';
@@ -77,7 +77,7 @@ describe('crash safety', () => {
     const rerun = JSON.parse(runCli(['ingest', input, '--cache', cache, '--json']));
     expect(rerun.skipped).toBeGreaterThan(0);
     expect(rerun.images).toBe(TOTAL - Math.max(...partial));
-    expect(JSON.parse(runCli(['cache', 'verify', cache, '--json']))).toEqual({ records: TOTAL, bytes: expect.any(Number), corrupt: 0, failures: 0, schemaVersion: 1 });
+    expect(JSON.parse(runCli(['cache', 'verify', cache, '--json']))).toEqual({ records: TOTAL, bytes: expect.any(Number), corrupt: 0, failures: 0, schemaVersion: CACHE_SCHEMA_VERSION });
     expect(await snapshot(cache)).toEqual(expected);
   });
 });

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { NormalizedImage, SourceItem } from '../../../schemas/records.js';
-import { CacheStore, CorruptRecordError, checkRecord, decodeRecord, encodeRecord } from '../../../stages/cache/store.js';
+import { CACHE_SCHEMA_VERSION, CacheStore, CorruptRecordError, checkRecord, decodeRecord, encodeRecord } from '../../../stages/cache/store.js';
 import { ingest } from '../../../stages/cache/ingest.js';
 import { replay } from '../../../stages/cache/replay.js';
 import { verifyCache } from '../../../stages/cache/verify.js';
@@ -73,7 +73,7 @@ describe('cache verify', () => {
     writePneumoniaNpy(dir, 40);
     execFileSync(process.execPath, [cli, 'ingest', path.join(dir, 'pneumonia'), '--cache', cache], { stdio: 'pipe' });
     const clean = JSON.parse(execFileSync(process.execPath, [cli, 'cache', 'verify', cache, '--json'], { encoding: 'utf8' }));
-    expect(clean).toMatchObject({ records: 40, corrupt: 0, failures: 0, schemaVersion: 1 });
+    expect(clean).toMatchObject({ records: 40, corrupt: 0, failures: 0, schemaVersion: CACHE_SCHEMA_VERSION });
     expect(clean.bytes).toBeGreaterThan(40 * 784 * 4);
 
     // Find one record's pixel bytes in the file and flip one byte in the middle of its array.
