@@ -109,7 +109,7 @@ export function trainerArms(deps: TrainerDeps): ArmProvider {
       if (!run) {
         const budget = perTarget ? ctx.budgetSeconds / ctx.targets : ctx.budgetSeconds;
         const config = armConfig(ctx.config, arm, budget, deps.imagesPerSecond, deps.poolImages?.(ctx));
-        ctx.log(`arm "${arm.name}": pre-training ${config.train.epochs} epoch(s), objective ${config.train.objective}, budget ${budget.toFixed(0)} s`);
+        ctx.log(`arm "${arm.name}": pre-training, objective ${config.train.objective}, budget ${budget.toFixed(0)} s`);
         run = deps.pretrain({ config, batches: deps.batchesFor(arm, config, ctx), runDir, resume: false }).then(() => runDir);
         runs.set(runDir, run);
       }

@@ -9,42 +9,48 @@ data:
   maxFileBytes: 2147483648    # larger files are rejected before reading
   maxPixels: 67108864         # frames claiming more pixels are rejected from the header
   sliceAxis: 2                # volumes become 2-D slices along this voxel axis (0 = i, 1 = j, 2 = k)
+  skipConstantFrames: true    # frames of one value (padding, empty mask slices) are not cached or trained on
   privacySalt: change-me      # salt for the patient/study/series hashes: set your own per site
 
-normalize:
+normalize:                    # formulas in stages/normalize/README.md
   ct:
     windows:                  # Hounsfield windows (center/width)
       - { center: 40, width: 80 }     # brain
       - { center: 80, width: 200 }    # subdural
       - { center: 600, width: 2800 }  # bone
-    mode: channels            # channels: one channel per window; random: one window per sample
+    mode: random              # random: one window per sample and epoch; channels: one channel per window
   mr:
-    percentiles: [0.5, 99.5]  # clip, then z-score inside the foreground
+    percentiles: [0.5, 99.5]  # clip, then z-score inside the (Otsu) foreground
   radiography:
-    percentiles: [0.5, 99.5]  # CR/DX: MONOCHROME1 inverted, then percentile scaling to [0, 1]
+    percentiles: [0.5, 99.5]  # CR/DX/MG: MONOCHROME1 inverted, then percentile scaling to [0, 1]
+  other:
+    percentiles: [0.5, 99.5]  # modalities without a rule of their own
   spacing: null               # [row, col] mm to resample to, or null for the native grid
   channels: 1                 # 1 or 3 output channels
 
-augment:
+augment:                      # formulas and ranges in stages/augment/README.md
   global: { count: 2, size: 224, scale: [0.14, 1] }   # SwAV global crops: area fraction range
   local: { count: 6, size: 96, scale: [0.05, 0.14] }  # SwAV local crops
   ratio: [0.75, 1.3333333]    # aspect ratio range (log-uniform)
   flip: 0.5                   # horizontal flip probability
-  energy: { p: 0.5, range: [0.7, 1.3], regional: false }   # signal energy about the mean (see stages/augment/README.md)
+  energy: { p: 0.5, range: [0.7, 1.3], regional: false, regionSigma: [0.1, 0.3] }   # signal energy about the mean
   gamma: { p: 0.5, range: [0.7, 1.5] }
   linear: { p: 0.5, scale: [0.8, 1.2], shift: [-0.1, 0.1] }
   noise: { p: 0.5, sigma: [0, 0.05] }
   blur: { p: 0, sigma: [0.1, 1.5] }
   workers: 0                  # worker threads for augmentation; 0 = one per core
 
-cache:
-  path: null                  # LMDB cache folder, e.g. ./cache; null = decode every epoch
-  compression: false
+cache:                        # stages/cache/README.md
+  path: null                  # LMDB cache folder; null = <run folder>/cache
+  compression: false          # byte-shuffle + deflate: smaller, about 10x slower to replay
+  readers: 1                  # reader threads for replay
+  verify: true                # check every record's checksum on replay
 
-model:
+model:                        # stages/train/README.md
   arch: resnet                # resnet18, resnet50, or resnet with the knobs below
   width: 16                   # channels of the first stage (64 in ResNet-18/50)
   depth: [1, 1, 1, 1]         # residual blocks per stage
+  stem: null                  # imagenet (7x7/2 + max pool) or small (3x3/1); null: small for resnet, imagenet otherwise
   projection: { hidden: 256, out: 64 }
   prototypes: 64              # K
 
@@ -54,6 +60,7 @@ train:
   prototypesPerModality: false
   epochs: 10
   batchSize: 64
+  stepsPerEpoch: null         # null: the whole pool each epoch
   temperature: 0.1
   epsilon: 0.05               # Sinkhorn-Knopp entropy regularisation
   sinkhornIterations: 3
@@ -61,6 +68,7 @@ train:
   freezePrototypesSteps: 0
   queue: { length: 0, startEpoch: 0 }
   lambda: 1                   # hybrid: supervised + lambda * self-supervised
+  lambdaSchedule: { kind: constant, start: 0, steps: 0 }
   optimizer:
     name: lars                # sgd, lars or adamw
     lr: 0.3
@@ -68,10 +76,19 @@ train:
     momentum: 0.9
     weightDecay: 0.000001     # not applied to batch-norm parameters and biases
     warmupSteps: 0
+    warmupStartLr: 0
+    larsEta: 0.001
+    betas: [0.9, 0.999]       # adamw
+    adamEpsilon: 0.00000001
   checkpointEverySteps: 0     # 0 = at the end of every epoch
+  highWaterMark: 2            # batches the trainer may have waiting
+  alarm: { afterSteps: 50, window: 20, lossTolerance: 0.01, minPrototypeUsage: 0.05 }   # collapse alarm
 
-evaluate:
+evaluate:                     # stages/evaluate/README.md
   fractions: [1, 0.5, 0.25, 0.1]   # label fractions
   seeds: [0, 1, 2]
-  protocols: [linear, finetune]    # linear, finetune, knn
+  protocols: [linear, finetune, knn]
+  preset: quick               # quick (about 10 minutes on 2 cores) or full
+  datasets:                   # labelled MedMNIST-layout .npz files to evaluate on
+    - { file: ./data/pneumoniamnist.npz, name: PneumoniaMNIST, modality: radiography }
 `;

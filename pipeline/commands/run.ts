@@ -1,15 +1,52 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Command } from 'commander';
+import { packageRoot } from '../version.js';
 
-// The main job. It grows with the stages: today it reports the backend; the full job (ingest, pre-train,
-// experiment, report) is wired in pipeline/job.ts as the stages land.
+// The main job: the bundled experiment from a fresh clone to a report. Ingest the pool into an LMDB cache, then
+// pre-train every arm of the paper's table on it and evaluate them (pipeline/job.ts), then print the table.
 export function register(program: Command): void {
   program
     .command('run')
-    .description('run the main job on the bundled data (fixtures/)')
-    .option('--out <dir>', 'where to write the run', 'runs/main')
-    .addHelpText('after', '\nExample:\n  $ medssl run --out runs/main')
-    .action(async () => {
+    .description('the main job: ingest the bundled data, pre-train every arm, evaluate, and write the report')
+    .option('--config <file>', 'experiment config', path.join(packageRoot, 'fixtures', 'experiment.yaml'))
+    .option('--out <dir>', 'run folder (the cache inside it is reused by a second run)', 'runs/main')
+    .option('--preset <name>', 'quick (about 10 minutes on 2 cores) or full')
+    .option('--workers <n>', 'ingest threads', '2')
+    .addHelpText('after', '\nExamples:\n  $ medssl run\n  $ medssl run --config my-experiment.yaml --out runs/mine')
+    .action(async (opts: { config: string; out: string; preset?: string; workers: string }) => {
+      const { loadConfig } = await import('../config.js');
+      const { ConfigError } = await import('../../schemas/config.js');
+      const { FailureLog } = await import('../failures.js');
+      const { ingestInputs } = await import('../prepare.js');
+      const { runExperimentJob, experimentSummary } = await import('../job.js');
       const { backendInfo } = await import('../tensorflow.js');
-      process.stdout.write(`medssl: backend ${backendInfo.backend} (TensorFlow ${backendInfo.tensorflowVersion})\n`);
+      const config = loadConfig(opts.config);
+      if (opts.preset) {
+        if (opts.preset !== 'quick' && opts.preset !== 'full') throw new ConfigError('--preset', [`expected quick or full, got "${opts.preset}"`]);
+        config.evaluate.preset = opts.preset;
+      }
+      const dir = path.dirname(path.resolve(opts.config));
+      config.evaluate.datasets = config.evaluate.datasets.map((d) => ({ ...d, file: path.resolve(dir, d.file) }));
+      const say = (line: string) => process.stderr.write(`${line}\n`);
+      const t0 = performance.now();
+      say(`medssl: backend ${backendInfo.backend} (TensorFlow ${backendInfo.tensorflowVersion}), ${config.evaluate.preset} preset, run folder ${opts.out}`);
+
+      say('\n[1/2] ingest: decode and normalize the pool into the cache');
+      const failures = new FailureLog();
+      const summary = await ingestInputs(config, config.data.inputs, path.join(opts.out, 'cache', 'pool'), {
+        workers: Math.max(1, Number(opts.workers) || 1), failures, progress: process.stderr,
+      });
+
+      say('\n[2/2] experiment: pre-train every arm on the pool, evaluate on the labelled datasets');
+      const { doc, files } = await runExperimentJob(config, { out: opts.out, log: say, command: ['medssl', ...process.argv.slice(2)].join(' ') });
+
+      process.stdout.write(`\n${experimentSummary(doc)}`);
+      const minutes = (performance.now() - t0) / 60000;
+      process.stdout.write(`\nreport: ${path.resolve(files.html)}\n        ${path.resolve(files.md)}, ${path.resolve(files.json)}\n`);
+      process.stdout.write(`done in ${minutes.toFixed(1)} min; ${summary.images} images cached (${summary.skipped} sources already cached)`);
+      process.stdout.write(failures.records.length ? `; ${failures.records.length} file(s) could not be used:\n` : '; every file was usable\n');
+      for (const f of failures.records) process.stdout.write(`  ${f.file}: ${f.code}: ${f.reason}\n`);
+      if (!fs.existsSync(files.html)) process.exitCode = 1;
     });
 }

@@ -3,51 +3,10 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { writeNpy } from '../../stages/source/npy.js';
-import { random } from '../../pipeline/random.js';
+import { tinyArchive } from '../support/tiny-npz.js';
 import { cli } from '../shared.js';
 import { MetricsEvent } from '../../schemas/metrics.js';
-
-/** A stored (uncompressed) zip of .npy entries: what numpy.savez writes. */
-function writeNpz(file: string, arrays: Record<string, { data: Uint8Array; shape: number[] }>): void {
-  const locals: Buffer[] = [], centrals: Buffer[] = [];
-  let offset = 0;
-  for (const [name, a] of Object.entries(arrays)) {
-    const body = writeNpy(a.data, a.shape), fname = Buffer.from(`${name}.npy`);
-    const crc = zlib.crc32(body);
-    const local = Buffer.alloc(30);
-    local.writeUInt32LE(0x04034b50, 0); local.writeUInt16LE(20, 4); local.writeUInt32LE(crc, 14);
-    local.writeUInt32LE(body.length, 18); local.writeUInt32LE(body.length, 22); local.writeUInt16LE(fname.length, 26);
-    const central = Buffer.alloc(46);
-    central.writeUInt32LE(0x02014b50, 0); central.writeUInt16LE(20, 4); central.writeUInt16LE(20, 6); central.writeUInt32LE(crc, 16);
-    central.writeUInt32LE(body.length, 20); central.writeUInt32LE(body.length, 24); central.writeUInt16LE(fname.length, 28);
-    central.writeUInt32LE(offset, 42);
-    locals.push(local, fname, body);
-    centrals.push(central, fname);
-    offset += local.length + fname.length + body.length;
-  }
-  const cd = Buffer.concat(centrals), end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0); end.writeUInt16LE(Object.keys(arrays).length, 8); end.writeUInt16LE(Object.keys(arrays).length, 10);
-  end.writeUInt32LE(cd.length, 12); end.writeUInt32LE(offset, 16);
-  fs.writeFileSync(file, Buffer.concat([...locals, cd, end]));
-}
-
-function tinyArchive(file: string): void {
-  const size = 8, arrays: Record<string, { data: Uint8Array; shape: number[] }> = {};
-  for (const [split, n, seed] of [['train', 60, 1], ['val', 30, 2], ['test', 30, 3]] as const) {
-    const images = new Uint8Array(n * size * size), labels = new Uint8Array(n);
-    for (let i = 0; i < n; i++) {
-      const rs = random(seed).stream({ sample: i, purpose: 'tiny-npz' });
-      labels[i] = i % 3 === 0 ? 1 : 0;
-      for (let p = 0; p < size * size; p++) images[i * size * size + p] = rs.int(80) + (labels[i] && p % size > 3 ? 150 : 0);
-    }
-    arrays[`${split}_images`] = { data: images, shape: [n, size, size] };
-    arrays[`${split}_labels`] = { data: labels, shape: [n, 1] };
-  }
-  writeNpz(file, arrays);
-}
 
 const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' } });
 
@@ -56,7 +15,12 @@ describe('medssl experiment', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-cli-'));
     tinyArchive(path.join(dir, 'tiny.npz'));
     fs.writeFileSync(path.join(dir, 'exp.yaml'), [
+      'data: { inputs: [tiny.npz] }',
+      'augment: { global: { count: 2, size: 8, scale: [0.5, 1] }, local: { count: 2, size: 4, scale: [0.2, 0.5] } }',
+      'model: { width: 4, depth: [1, 1], projection: { hidden: 16, out: 8 }, prototypes: 8 }',
+      'train: { batchSize: 16, optimizer: { name: sgd, lr: 0.05 } }',
       'evaluate:',
+      '  budgetSeconds: 1',
       '  fractions: [1, 0.5]',
       '  seeds: [0]',
       '  protocols: [linear, knn]',
@@ -67,15 +31,17 @@ describe('medssl experiment', () => {
     const r = run(['experiment', '--config', path.join(dir, 'exp.yaml'), '--out', out, '--quiet']);
     expect(r.stderr).not.toMatch(/medssl: /);
     expect(r.status).toBe(0);
-    expect(r.stdout).toContain('skipped SwAV (tiny <b>)');
+    expect(r.stdout).not.toContain('skipped');
     for (const f of ['results.json', 'report.md', 'report.html', 'config.json', 'metrics.jsonl']) expect(fs.existsSync(path.join(out, f))).toBe(true);
     const json = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
-    expect(json.arms.map((a: { name: string }) => a.name)).toEqual(['none', 'random']);
+    expect(json.arms.map((a: { name: string; pretrained: boolean }) => [a.name, a.pretrained])).toEqual([['none', false], ['random', false], ['SwAV', true]]);
+    // The SwAV arm pre-trained on the pool (cached under the run) and wrote its metrics.
+    expect(fs.existsSync(path.join(out, 'cache', 'pool', 'data.mdb'))).toBe(true);
     expect(Object.keys(json.arms[0].fractions)).toEqual(['1', '0.5']);
     expect(json.provenance.datasets[0].sha256).toMatch(/^[0-9a-f]{64}$/);
-    // metrics.jsonl holds schema-valid eval events: 2 arms x 2 protocols x 2 fractions + the robustness grid per arm.
+    // metrics.jsonl holds schema-valid eval events: 3 arms x 2 protocols x 2 fractions + the robustness grid per arm.
     const events = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => MetricsEvent.parse(JSON.parse(l)));
-    expect(events.filter((e) => e.type === 'eval' && !e.perturbation)).toHaveLength(8);
+    expect(events.filter((e) => e.type === 'eval' && !e.perturbation)).toHaveLength(12);
     expect(fs.readFileSync(path.join(out, 'report.html'), 'utf8')).toContain('tiny &lt;b&gt;');
     // Replaying the written config gives the same numbers.
     const again = path.join(dir, 'again');

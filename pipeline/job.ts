@@ -1,0 +1,104 @@
+// The experiment job, shared by `medssl experiment` and the main job (`medssl run`): pre-train every arm on the
+// cached pool, evaluate it on the labelled datasets, and write results.json, report.md, report.html, config.json
+// and metrics.jsonl into `out`.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Config } from '../schemas/config.js';
+import { stableHash } from './config.js';
+import { packageVersion } from './version.js';
+import type { Preset } from '../stages/evaluate/experiment.js';
+import type { ResultsDocument } from '../stages/evaluate/report.js';
+
+export interface ExperimentJobOptions {
+  out: string;
+  /** Progress lines on stderr (default true). */
+  log?: (line: string) => void;
+  /** Recorded in the provenance. */
+  command?: string;
+}
+
+export async function runExperimentJob(config: Config, opts: ExperimentJobOptions): Promise<{ doc: ResultsDocument; files: { json: string; md: string; html: string } }> {
+  const started = new Date().toISOString();
+  // Read the labelled data before TensorFlow loads, so bad input fails fast with its one-line error.
+  const { loadMedmnist } = await import('../stages/evaluate/datasets.js');
+  const datasets = config.evaluate.datasets.map((d) => loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice }));
+  const { PRESETS, PAPER_ARMS, runExperiment } = await import('../stages/evaluate/experiment.js');
+  const { resultsDocument, writeReports } = await import('../stages/evaluate/report.js');
+  const { experimentArms } = await import('./arms.js');
+  const { backendInfo } = await import('./tensorflow.js');
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const provider = experimentArms(config, { cacheRoot: path.join(opts.out, 'cache'), progress: process.stderr });
+  const preset = presetFor(PRESETS[config.evaluate.preset], config);
+  const arms = config.evaluate.arms ?? PAPER_ARMS;
+  fs.mkdirSync(opts.out, { recursive: true });
+  // The resolved config replays the run: `medssl experiment --config OUT/config.json --out OTHER`.
+  fs.writeFileSync(path.join(opts.out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+  const metrics = fs.openSync(path.join(opts.out, 'metrics.jsonl'), 'w');
+  let result;
+  try {
+    result = await runExperiment({
+      config, preset, datasets, arms, outDir: opts.out, log,
+      onEval: (ev) => fs.writeSync(metrics, `${JSON.stringify({ ...ev, time: Date.now() })}\n`),
+    }, provider);
+  } finally {
+    fs.closeSync(metrics);
+  }
+  const doc = resultsDocument(result, preset, {
+    command: opts.command ?? ['medssl', ...process.argv.slice(2)].join(' '),
+    config,
+    configHash: stableHash(config),
+    seeds: preset.seeds,
+    versions: { medssl: packageVersion, node: process.versions.node, tfjs: backendInfo.tfjsVersion, tensorflow: backendInfo.tensorflowVersion },
+    backend: backendInfo.backend,
+    datasets: config.evaluate.datasets.map((d) => fileDigest(d.file)),
+    cacheKeys: {
+      ...Object.fromEntries(config.evaluate.datasets.map((d) => [d.file, fileDigest(d.file).sha256.slice(0, 16)])),
+      ...(provider.cacheKeys?.() ?? {}),
+    },
+    started,
+    finished: new Date().toISOString(),
+    cpus: os.availableParallelism(),
+  });
+  return { doc, files: writeReports(doc, opts.out) };
+}
+
+/** The preset with the config's fractions, seeds and protocols (fine-tuning keeps the preset's subset of them). */
+export function presetFor(base: Preset, config: Config): Preset {
+  const e = config.evaluate;
+  const ft = base.finetune.fractions.filter((f) => e.fractions.includes(f));
+  const fs0 = base.finetune.seeds.filter((s) => e.seeds.includes(s));
+  return {
+    ...base,
+    fractions: e.fractions,
+    seeds: e.seeds,
+    protocols: e.protocols,
+    primary: e.protocols.includes(base.primary) ? base.primary : e.protocols[0],
+    finetune: { ...base.finetune, fractions: ft.length ? ft : [Math.min(...e.fractions)], seeds: fs0.length ? fs0 : [e.seeds[0]] },
+    convergenceFraction: ft.includes(base.convergenceFraction) ? base.convergenceFraction : (ft[0] ?? Math.min(...e.fractions)),
+    robustness: { ...base.robustness, protocol: e.protocols.includes(base.robustness.protocol) ? base.robustness.protocol : e.protocols[0], fraction: e.fractions.includes(base.robustness.fraction) ? base.robustness.fraction : e.fractions[0] },
+    budgetSeconds: e.budgetSeconds ?? base.budgetSeconds,
+  };
+}
+
+function fileDigest(file: string): { file: string; bytes: number; sha256: string } {
+  const buf = fs.readFileSync(file);
+  return { file, bytes: buf.length, sha256: crypto.createHash('sha256').update(buf).digest('hex') };
+}
+
+/** The results as a plain-text table per dataset and protocol (AUC at each label fraction). */
+export function experimentSummary(doc: ResultsDocument): string {
+  const lines: string[] = [];
+  for (const d of doc.datasets) {
+    for (const protocol of ['linear', 'finetune', 'knn'] as const) {
+      const rows = d.arms.filter((a) => a.status === 'ok' && a.protocols[protocol]);
+      if (!rows.length) continue;
+      const fr = Object.keys(rows[0].protocols[protocol]!).sort((a, b) => Number(b) - Number(a));
+      lines.push(`${d.name}, ${protocol === 'linear' ? 'linear probe' : protocol === 'finetune' ? 'fine-tuned' : 'kNN'}: test AUC at ${fr.map((f) => `${Math.round(Number(f) * 100)}%`).join(' / ')} labels`);
+      for (const a of rows) lines.push(`  ${a.name.padEnd(28)} ${fr.map((f) => a.protocols[protocol]![f].auc.toFixed(3)).join('  ')}`);
+    }
+  }
+  for (const s of doc.skipped) lines.push(`skipped ${s.name} (${s.dataset}): ${s.reason}`);
+  return `${lines.join('\n')}\n`;
+}
