@@ -89,7 +89,8 @@ export class CacheStore {
     this.readOnly = opts.readOnly ?? false;
     this.compression = opts.compression ?? false;
     // noMemInit stays off: LMDB would otherwise leave freed bytes (old records) in unused page space.
-    this.env = open({ path, maxDbs: 8, readOnly: this.readOnly });
+    // A cache is always a folder: lmdb would take a path with an extension ("cache.v1") for a single file.
+    this.env = open({ path, maxDbs: 8, readOnly: this.readOnly, noSubdir: false });
     this.records = this.env.openDB<Buffer, string>({ name: 'records', encoding: 'binary' });
     this.sources = this.env.openDB<SourceMarker, string>({ name: 'sources', encoding: 'msgpack' });
     this.preparations = this.env.openDB<PreparationInfo, string>({ name: 'preparations', encoding: 'msgpack' });

@@ -1,5 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { NormalizedImage, SourceItem } from '../../../schemas/records.js';
@@ -144,3 +145,13 @@ async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   for await (const x of it) out.push(x);
   return out;
 }
+
+describe('cache folders', () => {
+  it('a folder name with a dot is still a folder (lmdb would otherwise make it a file)', async () => {
+    const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-cache-')), 'cache.v1');
+    const store = CacheStore.open(dir);
+    await store.close();
+    expect(fs.statSync(dir).isDirectory()).toBe(true);
+    expect(fs.existsSync(path.join(dir, 'data.mdb'))).toBe(true);
+  });
+});
