@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import type { Config } from '../schemas/config.js';
 import type { NormalizedImage, SourceItem } from '../schemas/records.js';
 import { type FailureLog, MedsslError } from './failures.js';
-import type { IngestSummary } from '../stages/cache/ingest.js';
+import type { IngestSummary, Shard } from '../stages/cache/ingest.js';
 import { stableHash } from './config.js';
 import { type NdArray, readNpy } from '../stages/source/npy.js';
 import { listSources } from '../stages/source/source.js';
@@ -88,6 +88,12 @@ export interface IngestInputsOptions {
   failures?: FailureLog;
   /** A progress bar (terminal) or one summary line on this stream. */
   progress?: NodeJS.WriteStream;
+  /** Only the sources of this shard (`--shard I/N`). */
+  shard?: Shard;
+  /** Default config.cache.compression. */
+  compression?: boolean;
+  /** Skip a file whose size, mtime and inode match its last ingest, without reading it (`--trust-mtime`). */
+  trustFileStamps?: boolean;
 }
 
 /**
@@ -99,7 +105,7 @@ export async function ingestInputs(config: Config, inputs: string[], cachePath: 
   const { CacheStore, CACHE_SCHEMA_VERSION } = await import('../stages/cache/store.js');
   const { ingestProgressBar } = await import('../stages/cache/progress.js');
   const workers = Math.max(1, opts.workers ?? 1);
-  const store = CacheStore.open(cachePath, { compression: config.cache.compression });
+  const store = CacheStore.open(cachePath, { compression: opts.compression ?? config.cache.compression });
   const pool = workers > 1 ? await prepareInWorkers(config, workers) : undefined;
   let total: number | undefined;
   if (opts.progress?.isTTY) {
@@ -116,13 +122,16 @@ export async function ingestInputs(config: Config, inputs: string[], cachePath: 
       preparation: { schemaVersion: CACHE_SCHEMA_VERSION, config: preparationConfig(config) },
       workers,
       failures: opts.failures,
+      shard: opts.shard,
       compression: store.compression,
       maxFileBytes: config.data.maxFileBytes,
       onProgress: bar?.update,
+      trustFileStamps: opts.trustFileStamps ?? false,
     });
     bar?.stop(summary);
     return summary;
   } finally {
+    bar?.stop();
     await pool?.close();
     await store.close();
   }

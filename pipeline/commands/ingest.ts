@@ -32,10 +32,8 @@ export function register(program: Command): void {
     .action(async function (this: Command, inputs: string[], flags: IngestFlags) {
       const { loadConfig } = await import('../config.js');
       const { FailureLog } = await import('../failures.js');
-      const { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig } = await import('../prepare.js');
-      const { ingest, parseShard } = await import('../../stages/cache/ingest.js');
-      const { CacheStore, CACHE_SCHEMA_VERSION } = await import('../../stages/cache/store.js');
-      const { ingestProgressBar } = await import('../../stages/cache/progress.js');
+      const { ingestInputs } = await import('../prepare.js');
+      const { parseShard } = await import('../../stages/cache/ingest.js');
 
       const workers = Number(flags.workers);
       // Bad flags are usage errors (exit 2), reported by commander.
@@ -49,44 +47,18 @@ export function register(program: Command): void {
       const config = loadConfig(flags.config);
       const cachePath = flags.cache ?? config.cache.path;
       if (!cachePath) this.error('error: no cache folder: pass --cache PATH or set cache.path in the config', { exitCode: 2 });
-      const store = CacheStore.open(cachePath, { compression: flags.compress ?? config.cache.compression });
-      const pool = workers > 1 ? await prepareInWorkers(config, workers) : undefined;
       const failures = new FailureLog();
-      // A terminal gets a bar with an ETA, which needs the number of sources: list them once up front (a walk is
-      // cheap next to decoding).
-      let total: number | undefined;
-      if (process.stderr.isTTY) {
-        total = 0;
-        for await (const _ of listInputs(inputs, { maxFileBytes: config.data.maxFileBytes })) total++;
+      const summary = await ingestInputs(config, inputs, cachePath, {
+        workers, failures, shard, progress: process.stderr,
+        compression: flags.compress ?? config.cache.compression,
+        trustFileStamps: flags.trustMtime ?? false,
+      });
+      // New failures, one line each (capped: a large archive can have many; `cache stats` lists the remembered ones).
+      const shown = failures.records.slice(0, 20);
+      for (const f of shown) process.stderr.write(`medssl: ${f.file}${f.id && !f.file.endsWith(f.id) ? ` [${f.id}]` : ''}: ${f.code}: ${f.reason}\n`);
+      if (failures.records.length > shown.length) {
+        process.stderr.write(`medssl: ... and ${failures.records.length - shown.length} more failures (medssl cache stats ${cachePath})\n`);
       }
-      const bar = ingestProgressBar(process.stderr, { total });
-      try {
-        const summary = await ingest({
-          sources: listInputs(inputs, { maxFileBytes: config.data.maxFileBytes }),
-          prepare: pool?.prepare ?? prepareSource(config),
-          store,
-          normalizationHash: preparationHash(config),
-          preparation: { schemaVersion: CACHE_SCHEMA_VERSION, config: preparationConfig(config) },
-          shard,
-          workers,
-          failures,
-          compression: store.compression,
-          maxFileBytes: config.data.maxFileBytes,
-          onProgress: bar.update,
-          trustFileStamps: flags.trustMtime ?? false,
-        });
-        bar.stop(summary);
-        // New failures, one line each (capped: a large archive can have many; `cache stats` lists the remembered ones).
-        const shown = failures.records.slice(0, 20);
-        for (const f of shown) process.stderr.write(`medssl: ${f.file}${f.id && !f.file.endsWith(f.id) ? ` [${f.id}]` : ''}: ${f.code}: ${f.reason}\n`);
-        if (failures.records.length > shown.length) {
-          process.stderr.write(`medssl: ... and ${failures.records.length - shown.length} more failures (medssl cache stats ${cachePath})\n`);
-        }
-        if (flags.json) process.stdout.write(`${JSON.stringify({ ...summary, cache: cachePath, shard: flags.shard ?? null })}\n`);
-      } finally {
-        bar.stop();
-        await pool?.close();
-        await store.close();
-      }
+      if (flags.json) process.stdout.write(`${JSON.stringify({ ...summary, cache: cachePath, shard: flags.shard ?? null })}\n`);
     });
 }

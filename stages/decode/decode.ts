@@ -77,6 +77,12 @@ export async function* decodeItem(item: SourceItem, bytes: Uint8Array | undefine
     return;
   }
   if (format !== 'dicom') throw new MedsslError('wrong-format', file, 'not a DICOM or NIfTI file');
+  const { d, g, enc } = await openDicom(raw, file, opts);
+  yield* dicomImages(item, d, g, enc, opts);
+}
+
+/** Parses a DICOM file's header, checks its geometry, and loads the codec its transfer syntax needs. */
+async function openDicom(raw: Uint8Array, file: string, opts: Resolved) {
   const d = parseDicom(raw, file, opts.maxFileBytes);
   const g = geometryOf(d, file, opts.maxPixels);
   const enc = encodingOf(d.transferSyntax, file);
@@ -84,7 +90,7 @@ export async function* decodeItem(item: SourceItem, bytes: Uint8Array | undefine
     await loadCodec(enc.codec);
     if (enc.fallback) await loadCodec(enc.fallback);
   }
-  yield* dicomImages(item, d, g, enc, opts);
+  return { d, g, enc };
 }
 
 function* dicomImages(item: SourceItem, d: DicomFile, g: ImageGeometry, enc: ReturnType<typeof encodingOf>, opts: Resolved): Generator<DecodedImage> {
@@ -269,13 +275,7 @@ export async function decodeFile(file: string, options: Omit<DecodeOptions, 'fai
     };
   }
   if (format !== 'dicom') throw new MedsslError('wrong-format', file, 'not a DICOM or NIfTI file');
-  const d = parseDicom(raw, file, opts.maxFileBytes);
-  const g = geometryOf(d, file, opts.maxPixels);
-  const enc = encodingOf(d.transferSyntax, file);
-  if (enc.kind === 'codec') {
-    await loadCodec(enc.codec);
-    if (enc.fallback) await loadCodec(enc.fallback);
-  }
+  const { d, g, enc } = await openDicom(raw, file, opts);
   const item: SourceItem = { id: file, path: file, format: 'dicom' };
   const frames = [...dicomImages(item, d, g, enc, opts)];
   const first = frames[0];
