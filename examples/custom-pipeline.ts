@@ -5,9 +5,11 @@
 // It shows the two contracts every stage keeps:
 // - backpressure: the Gate lets a source item in only while fewer than `window` are in flight, and the trainer pulls
 //   batches (train() consumes with `pull`) and pauses the gate while its queue is full. The program prints the peak
-//   number of frames alive between decode and the batcher: bounded, whatever the data size.
+//   number of frames alive between decode and the batcher: bounded by the window and the largest file, whatever
+//   the number of files.
 // - the failure side channel: the fixtures hold 3 broken files on purpose; each becomes a FailureRecord on the
-//   FailureLog and the stream goes on. They are printed at the end.
+//   FailureLog and the stream goes on. They are printed live and again at the end (the failures of the files read
+//   before the step budget ran out: with the defaults, all three).
 //
 //   npx tsx examples/custom-pipeline.ts [--steps 12] [--batch 16] [--per-archive 24] [--seed 0]
 //   node dist/examples/custom-pipeline.js ...        (after `npx tsc -p tsconfig.json`)
@@ -51,12 +53,18 @@ const gate = new Gate({ window: batchSize * (config.train.highWaterMark + 1) });
 const failures = new FailureLog(gate);
 failures.failures$.subscribe((f) => console.log(`failure (live): ${f.stage} ${f.code} ${path.basename(f.file)}`));
 
-let alive = 0, peakAlive = 0, frames = 0;
+let alive = 0, peakAlive = 0, frames = 0, largestFile = 0;
 const batches$ = gate.source(sources(inputs, perArchive)).pipe(
   decode({ failures, sliceAxis: 2 }),
-  // The gate counts source items and settle counts frames: a volume is one item but dozens of slices. Counting each
-  // extra frame as in flight (a negative release) makes the window bound frames, so a 3-D archive cannot flood it.
-  tap((image) => { frames++; peakAlive = Math.max(peakAlive, ++alive); if (image.frame > 0) gate.release(-1); }),
+  // The gate counts source items and settle counts frames: a volume is one item but dozens of slices, and without
+  // this each slice would widen the window for good. Counting every extra frame as in flight (a negative release)
+  // keeps the window closed until they drain: frames alive stay within window x (frames of the largest file).
+  tap((image) => {
+    frames++;
+    largestFile = Math.max(largestFile, image.frames);
+    peakAlive = Math.max(peakAlive, ++alive);
+    if (image.frame > 0) gate.release(-1);
+  }),
   normalize({ failures, config: config.normalize }),
   augment({ failures, config: config.augment, seed, epoch: 0 }),
   tap(() => alive--),
@@ -77,7 +85,7 @@ for (const f of failures.records) console.log(`  ${f.stage.padEnd(9)} ${f.code.p
 const losses = events.filter((e): e is StepEvent => e.type === 'step').map((e) => e.loss);
 console.log(JSON.stringify({
   example: 'custom-pipeline', seed, steps: losses.length, batchSize, losses, framesDecoded: frames, peakFramesInFlight: peakAlive,
-  gateWindow: gate.window, failures: failures.records.map((f) => ({ file: path.relative(data, f.file).split(path.sep).join('/'), stage: f.stage, code: f.code })),
+  gateWindow: gate.window, largestFileFrames: largestFile, failures: failures.records.map((f) => ({ file: path.relative(data, f.file).split(path.sep).join('/'), stage: f.stage, code: f.code })),
 }));
 
 /** Source items of `inputs` in order, keeping at most `limit` training entries per MedMNIST archive. */
