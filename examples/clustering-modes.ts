@@ -49,6 +49,7 @@ const modes = ['multi-modal', 'uni-modal'] as const;
 // nothing to separate), so the archive entries are tagged by where the images come from before they are cached:
 // chest radiographs and CT-derived adrenal masks. DICOM and NIfTI files keep their own modality.
 const ARCHIVE_MODALITY: Record<string, string> = { 'pneumoniamnist.npz': 'CR', 'adrenalmnist3d.npz': 'CT' };
+const sourceModalities: Record<string, number> = {};
 const cachePath = path.join(out, 'pool');
 const ingestFailures = new FailureLog();
 const store = CacheStore.open(cachePath, { compression: base.cache.compression });
@@ -63,7 +64,8 @@ const summary = await ingest({
 await store.close();
 // Nothing left to ingest: this opens the cache for replay (val/test splits excluded).
 const pool = await openTrainingPool(base, { cachePath, inputs: [] });
-console.log(`pool: ${pool.size} images cached in ${summary.seconds.toFixed(1)} s (${ingestFailures.records.length} broken files recorded)`);
+console.log(`pool: ${pool.size} images cached in ${summary.seconds.toFixed(1)} s (${ingestFailures.records.length} broken files recorded); ` +
+  `archive entries tagged ${Object.entries(sourceModalities).map(([m, n]) => `${m} ${n}`).join(', ')}`);
 
 // PneumoniaMNIST: 10% of the training labels, one subset per probe seed, the full validation and test splits.
 const target = loadMedmnist(path.join(data, 'medmnist', 'pneumoniamnist.npz'), { modality: 'radiography' });
@@ -108,6 +110,7 @@ console.log(JSON.stringify({ example: 'clustering-modes', seed, steps, batchSize
 async function* withModality(items: AsyncIterable<SourceItem>): AsyncGenerator<SourceItem> {
   for await (const item of items) {
     const archive = item.format === 'npz' ? ARCHIVE_MODALITY[path.basename(item.path)] : undefined;
+    if (archive) sourceModalities[archive] = (sourceModalities[archive] ?? 0) + 1;
     yield archive && !item.modality ? { ...item, modality: archive } : item;
   }
 }
