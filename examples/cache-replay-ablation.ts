@@ -8,7 +8,7 @@
 //       random streams), different pixels;
 // and then pre-trains a few steps on each setting from the same cache, printing the losses.
 //
-//   npx tsx examples/cache-replay-ablation.ts [--images 256] [--steps 6] [--batch 16] [--seed 0] [--out DIR]
+//   npx tsx examples/cache-replay-ablation.ts [--images 256] [--steps 6] [--batch 16] [--seed 0] [--crop 28] [--width 8] [--out DIR]
 //   node dist/examples/cache-replay-ablation.js ...   (after `npx tsc -p tsconfig.json`)
 //
 // Writes the cache, a copy of the fixtures and the two runs under --out (default: a new folder in the OS temp
@@ -31,17 +31,20 @@ const { values: args } = parseArgs({
     steps: { type: 'string', default: '6' },
     batch: { type: 'string', default: '16' },
     seed: { type: 'string', default: '0' },
+    crop: { type: 'string', default: '28' },
+    width: { type: 'string', default: '8' },
     out: { type: 'string' },
   },
 });
 const images = Number(args.images), steps = Number(args.steps), batchSize = Number(args.batch), seed = Number(args.seed);
+const crop = Number(args.crop), width = Number(args.width);
 const out = args.out ? path.resolve(args.out) : fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-ablation-'));
 fs.mkdirSync(out, { recursive: true });
 
 const base: ConfigInput = {
   seed,
-  augment: { global: { count: 2, size: 28, scale: [0.3, 1] }, local: { count: 2, size: 14, scale: [0.1, 0.3] }, workers: 1 },
-  model: { width: 8, depth: [1, 1], projection: { hidden: 32, out: 16 }, prototypes: 16 },
+  augment: { global: { count: 2, size: crop, scale: [0.3, 1] }, local: { count: 2, size: Math.max(4, Math.round(crop / 2)), scale: [0.1, 0.3] }, workers: 1 },
+  model: { width, depth: [1, 1], projection: { hidden: 32, out: 16 }, prototypes: 16 },
   train: { batchSize, epochs: 1, stepsPerEpoch: steps },
 };
 // The ablation: the paper's medical intensity augmentations (gamma, energy, linear, noise) against geometry only.

@@ -4,7 +4,8 @@
 //   multi-modal: one equipartition (Sinkhorn-Knopp) over the whole mixed batch;
 //   uni-modal:   modality-stratified batches, one equipartition per modality.
 //
-//   npx tsx examples/clustering-modes.ts [--steps 16] [--batch 32] [--seed 0] [--seeds 0,1,2] [--out DIR]
+//   npx tsx examples/clustering-modes.ts [--steps 16] [--batch 32] [--seed 0] [--seeds 0,1,2] [--crop 28] [--width 16]
+//                                   [--out DIR]
 //   node dist/examples/clustering-modes.js ...   (after `npx tsc -p tsconfig.json`)
 //
 // Writes the cache and both runs under --out (default: a new folder in the OS temp folder, removed at the end).
@@ -27,11 +28,14 @@ const { values: args } = parseArgs({
     steps: { type: 'string', default: '16' },
     batch: { type: 'string', default: '32' },
     seed: { type: 'string', default: '0' },
+    crop: { type: 'string', default: '28' },
+    width: { type: 'string', default: '16' },
     seeds: { type: 'string', default: '0,1,2' },
     out: { type: 'string' },
   },
 });
 const steps = Number(args.steps), batchSize = Number(args.batch), seed = Number(args.seed);
+const crop = Number(args.crop), width = Number(args.width);
 const probeSeeds = args.seeds.split(',').map(Number);
 const out = args.out ? path.resolve(args.out) : fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-clustering-'));
 fs.mkdirSync(out, { recursive: true });
@@ -39,8 +43,8 @@ const data = path.join(projectRoot(), 'fixtures', 'data');
 
 const base = parseConfig({
   seed,
-  augment: { global: { count: 2, size: 28, scale: [0.3, 1] }, local: { count: 2, size: 14, scale: [0.1, 0.3] }, workers: 1 },
-  model: { width: 16, depth: [1, 1], projection: { hidden: 64, out: 32 }, prototypes: 32 },
+  augment: { global: { count: 2, size: crop, scale: [0.3, 1] }, local: { count: 2, size: Math.max(4, Math.round(crop / 2)), scale: [0.1, 0.3] }, workers: 1 },
+  model: { width, depth: [1, 1], projection: { hidden: 64, out: 32 }, prototypes: 32 },
   train: { objective: 'swav', batchSize, epochs: 1, stepsPerEpoch: steps },
 });
 const modes = ['multi-modal', 'uni-modal'] as const;

@@ -11,9 +11,10 @@
 //   FailureLog and the stream goes on. They are printed live and again at the end (the failures of the files read
 //   before the step budget ran out: with the defaults, all three).
 //
-//   npx tsx examples/custom-pipeline.ts [--steps 12] [--batch 16] [--per-archive 24] [--seed 0]
+//   npx tsx examples/custom-pipeline.ts [--steps 12] [--batch 16] [--per-archive 24] [--seed 0] [--crop 28] [--width 8]
 //   node dist/examples/custom-pipeline.js ...        (after `npx tsc -p tsconfig.json`)
 //
+// --crop is the global crop size (local crops are half), --width the encoder's first-stage channels.
 // Prints one line per metrics event, the failures, then one JSON line with the key results. Writes nothing.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -31,15 +32,18 @@ const { values: args } = parseArgs({
     batch: { type: 'string', default: '16' },
     'per-archive': { type: 'string', default: '24' },
     seed: { type: 'string', default: '0' },
+    crop: { type: 'string', default: '28' },
+    width: { type: 'string', default: '8' },
   },
 });
 const steps = Number(args.steps), batchSize = Number(args.batch), perArchive = Number(args['per-archive']), seed = Number(args.seed);
+const crop = Number(args.crop), width = Number(args.width);
 
 // A tiny model and 28/14-pixel crops: this is about the wiring, not the representation.
 const config = parseConfig({
   seed,
-  augment: { global: { count: 2, size: 28, scale: [0.3, 1] }, local: { count: 2, size: 14, scale: [0.1, 0.3] }, workers: 1 },
-  model: { width: 8, depth: [1, 1], projection: { hidden: 32, out: 16 }, prototypes: 16 },
+  augment: { global: { count: 2, size: crop, scale: [0.3, 1] }, local: { count: 2, size: Math.max(4, Math.round(crop / 2)), scale: [0.1, 0.3] }, workers: 1 },
+  model: { width, depth: [1, 1], projection: { hidden: 32, out: 16 }, prototypes: 16 },
   train: { batchSize, epochs: 1, stepsPerEpoch: steps, highWaterMark: 2 },
 });
 
