@@ -70,11 +70,13 @@ const batches$ = gate.source(sources(inputs, perArchive)).pipe(
     if (image.frame > 0) gate.release(-1);
   }),
   normalize({ failures, config: config.normalize }),
+  // The budget, in images: unsubscribing here stops the source and the decoder, while augment sees its input
+  // complete and finishes the crops it has in flight (its worker pool closes cleanly).
+  take(steps * batchSize),
   augment({ failures, config: config.augment, seed, epoch: 0 }),
   tap(() => alive--),
   settle(gate), // this frame has left the flight: the gate may let the next item in
   toBatches({ batchSize, dropLast: true }),
-  take(steps), // the budget: unsubscribing here stops the source, the decoder and the augment workers
 );
 const events$ = batches$.pipe(
   train({ config, totalSteps: steps, gate }), // pulls batches at its own pace (pull + gate.pause/resume)
