@@ -17,13 +17,11 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { lastValueFrom, map, take, tap, toArray } from 'rxjs';
 import {
   FailureLog, Gate, augment, openTrainingPool, parseConfig, poolBatches, pretrain, settle, toBatches,
-  type Batch, type Config, type ConfigInput, type StepEvent, type TrainingPool,
-} from 'medssl';
+  type Batch, type Config, type ConfigInput, type StepEvent, type TrainingPool, packageRoot } from 'medssl';
 
 const { values: args } = parseArgs({
   options: {
@@ -55,7 +53,7 @@ const settings: Record<string, Config> = {
 
 // A private copy of the fixtures, so that deleting it later proves the replays never touch the source files.
 const sourceCopy = path.join(out, 'data');
-fs.cpSync(path.join(projectRoot(), 'fixtures', 'data'), sourceCopy, { recursive: true });
+fs.cpSync(path.join(packageRoot, 'fixtures', 'data'), sourceCopy, { recursive: true });
 const cachePath = path.join(out, 'cache');
 const ingestFailures = new FailureLog();
 
@@ -145,13 +143,3 @@ async function replayOnce(pool: TrainingPool, config: Config, limit: number): Pr
   return { images: batches.reduce((n, bt) => n + bt.ids.length, 0), seconds: (performance.now() - t) / 1000, digest: hash.digest('hex'), ids, boxes: boxes.join('|') };
 }
 
-/** The folder holding package.json and fixtures/, from examples/ (tsx) and dist/examples/ (node) alike. */
-function projectRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!(fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'fixtures')))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('cannot find the medssl project folder (package.json and fixtures/)');
-    dir = up;
-  }
-  return dir;
-}

@@ -14,14 +14,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   CACHE_SCHEMA_VERSION, CacheStore, FailureLog, PRESETS, combineSeeds, extractFeatures, ingest, labelFractions, linearProbe,
   listInputs, loadEncoder, loadMedmnist, openTrainingPool, parseConfig, poolBatches, poolGate, preparationConfig,
   preparationHash, prepareSource, pretrain, selectRows, subset,
-  type Config, type SourceItem, type StepEvent,
-} from 'medssl';
+  type Config, type SourceItem, type StepEvent, packageRoot } from 'medssl';
 
 const { values: args } = parseArgs({
   options: {
@@ -39,7 +37,7 @@ const crop = Number(args.crop), width = Number(args.width);
 const probeSeeds = args.seeds.split(',').map(Number);
 const out = args.out ? path.resolve(args.out) : fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-clustering-'));
 fs.mkdirSync(out, { recursive: true });
-const data = path.join(projectRoot(), 'fixtures', 'data');
+const data = path.join(packageRoot, 'fixtures', 'data');
 
 const base = parseConfig({
   seed,
@@ -119,13 +117,3 @@ async function* withModality(items: AsyncIterable<SourceItem>): AsyncGenerator<S
   }
 }
 
-/** The folder holding package.json and fixtures/, from examples/ (tsx) and dist/examples/ (node) alike. */
-function projectRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!(fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'fixtures')))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('cannot find the medssl project folder (package.json and fixtures/)');
-    dir = up;
-  }
-  return dir;
-}

@@ -16,15 +16,12 @@
 //
 // --crop is the global crop size (local crops are half), --width the encoder's first-stage channels.
 // Prints one line per metrics event, the failures, then one JSON line with the key results. Writes nothing.
-import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { lastValueFrom, take, tap, toArray } from 'rxjs';
 import {
   FailureLog, Gate, augment, decode, listSources, normalize, parseConfig, settle, toBatches, train,
-  type MetricsEvent, type SourceItem, type StepEvent,
-} from 'medssl';
+  type MetricsEvent, type SourceItem, type StepEvent, packageRoot } from 'medssl';
 
 const { values: args } = parseArgs({
   options: {
@@ -47,7 +44,7 @@ const config = parseConfig({
   train: { batchSize, epochs: 1, stepsPerEpoch: steps, highWaterMark: 2 },
 });
 
-const data = path.join(projectRoot(), 'fixtures', 'data');
+const data = path.join(packageRoot, 'fixtures', 'data');
 // DICOM and NIfTI first (the broken files are among them), then a few training images of each MedMNIST archive.
 const inputs = ['dicom', 'nifti', 'medmnist/pneumoniamnist.npz', 'medmnist/adrenalmnist3d.npz'].map((p) => path.join(data, p));
 
@@ -116,13 +113,3 @@ function describe(e: MetricsEvent): string {
   }
 }
 
-/** The folder holding package.json and fixtures/, from examples/ (tsx) and dist/examples/ (node) alike. */
-function projectRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!(fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'fixtures')))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('cannot find the medssl project folder (package.json and fixtures/)');
-    dir = up;
-  }
-  return dir;
-}

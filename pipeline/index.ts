@@ -5,7 +5,7 @@ export { Gate, settle, pull, type GateOptions, type PullOptions } from './flow.j
 export { FailureLog, MedsslError, guard, toFailure, type GuardOptions } from './failures.js';
 export { walkFiles, fromHighland, toHighland, writeJsonl, readJsonl } from './bridge.js';
 export { loadConfig, stableHash } from './config.js';
-export { listSources, detectFormat, type SourceOptions } from '../stages/source/source.js';
+export { listSources, detectFormat, medmnistModality, type SourceOptions } from '../stages/source/source.js';
 export { decode, decodeItem, decodeFile, privacyKey, type DecodeOptions, type DecodedFile } from '../stages/decode/decode.js';
 export { normalize, normalizeImage, modalityRule, foregroundZScore, unitScale, resampleToSpacing, type NormalizeOptions, type ModalityRule } from '../stages/normalize/normalize.js';
 export { hounsfieldWindow, modalityLut, percentiles, otsuThreshold } from '../stages/normalize/intensity.js';
@@ -30,7 +30,7 @@ export {
   type DatasetSpec, type ArmResult, type DatasetResult, type FractionResult, type ConvergenceResult, type RobustnessResult,
 } from '../stages/evaluate/experiment.js';
 export { resultsDocument, writeReports, renderMarkdown, renderHtml, type ResultsDocument, type Provenance } from '../stages/evaluate/report.js';
-export { defaultArms, experimentArms, trainerArms, armConfig, standInEncoder, ArmNotWired, type TrainerDeps } from './arms.js';
+export { defaultArms, experimentArms, trainerArms, armConfig, standInEncoder, freshEncoder, ArmNotWired, PRETRAIN_IMAGES_PER_SECOND, type TrainerDeps } from './arms.js';
 export {
   CacheStore, CACHE_SCHEMA_VERSION, CorruptRecordError, encodeRecord, decodeRecord, checkRecord, readHeader, recordKey, sourceKey, contentKey,
   type CacheStoreOptions, type SourceMarker, type RecordHeader, type PreparationInfo,
@@ -38,7 +38,9 @@ export {
 export { ingest, shardOf, parseShard, type IngestOptions, type IngestProgress, type IngestSummary, type Prepare, type Shard } from '../stages/cache/ingest.js';
 export { replay, replay$, CacheDataset, type ReplayOptions } from '../stages/cache/replay.js';
 export { verifyCache, cacheStats, type VerifyReport, type CacheStats } from '../stages/cache/verify.js';
-export { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig, saltedKey, PREPARE_VERSION } from './prepare.js';
+export { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig, saltedKey, ingestInputs, PREPARE_VERSION, type IngestInputsOptions } from './prepare.js';
+export { packageVersion, packageRoot } from './version.js';
+export { runExperimentJob, experimentSummary, presetFor } from './job.js';
 export { openTrainingPool, poolBatches, poolStepsPerEpoch, poolGate, labelWidth, type TrainingPool, type PoolOptions, type BatchesOptions } from './batches.js';
 export { sinkhornKnopp, type SinkhornOptions } from '../stages/train/sinkhorn.js';
 export { swavLoss, type SwavLossOptions } from '../stages/train/swav-loss.js';

@@ -20,7 +20,7 @@ import { decodeItem } from '../stages/decode/decode.js';
 import { normalizeImage } from '../stages/normalize/normalize.js';
 
 /** Bumped whenever prepareSource's output changes for the same input and config: old records then miss. */
-export const PREPARE_VERSION = 'decode-normalize-1';
+export const PREPARE_VERSION = 'decode-normalize-2';
 
 /**
  * Everything that determines the prepared images, as stored in the cache next to its hash. The privacy salt is

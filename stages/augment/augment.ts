@@ -36,6 +36,9 @@ export function augment(opts: AugmentOptions): OperatorFunction<NormalizedImage,
     const pool = new Piscina({ filename: script.filename, execArgv: script.execArgv, minThreads: threads, maxThreads: threads, workerData, idleTimeout: 60_000 });
     const finished = new Map<number, CropSet | null>();
     let arrived = 0, emitted = 0, inputDone = false, closed = false;
+    // A worker can still answer after the consumer left and the pool was destroyed; piscina reports that as an
+    // 'error' event, which would crash the process without a listener. Before teardown a pool error ends the stream.
+    pool.on('error', (e: unknown) => { if (!closed) subscriber.error(e); });
 
     const drain = () => {
       while (finished.has(emitted)) {
@@ -74,7 +77,7 @@ export function augment(opts: AugmentOptions): OperatorFunction<NormalizedImage,
     return () => {
       closed = true;
       subscription.unsubscribe();
-      void pool.destroy();
+      pool.destroy().catch(() => { /* tasks still queued are abandoned on purpose */ });
     };
   });
 }

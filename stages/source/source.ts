@@ -142,8 +142,28 @@ function formatFromName(lower: string): Format | undefined {
 
 const toId = (rel: string) => rel.split(path.sep).join('/');
 
+/**
+ * The DICOM modality of a MedMNIST dataset, from its file name (MedMNIST v2, Yang et al. 2023, Table 1), so
+ * uni-modal clustering can tell a chest radiograph archive from a CT one. Unknown names give undefined ('OT').
+ */
+export function medmnistModality(file: string): string | undefined {
+  const name = path.basename(file).toLowerCase().replace(/(_\d+)?\.npz$/, '');
+  const table: Array<[RegExp, string]> = [
+    [/^(chest|pneumonia)mnist$/, 'CR'],
+    [/^organ[acs]mnist$|^(organ|nodule|fracture|adrenal)mnist3d$/, 'CT'],
+    [/^vesselmnist3d$/, 'MR'],
+    [/^breastmnist$/, 'US'],
+    [/^octmnist$/, 'OPT'],
+    [/^retinamnist$/, 'OP'],
+    [/^dermamnist$/, 'XC'],
+    [/^(path|blood|tissue)mnist$|^synapsemnist3d$/, 'SM'],
+  ];
+  return table.find(([re]) => re.test(name))?.[1];
+}
+
 /** One item per image of a MedMNIST-style .npz: `<split>_images` with `<split>_labels`. */
 function* npzItems(file: string, rel: string, maxFileBytes: number): Generator<SourceItem> {
+  const modality = medmnistModality(file);
   const size = fs.statSync(file).size;
   if (size > maxFileBytes) throw new MedsslError('too-large', file, `${size} bytes exceeds the ${maxFileBytes}-byte limit`);
   const arrays = readNpz(fs.readFileSync(file), file, maxFileBytes);
@@ -157,7 +177,7 @@ function* npzItems(file: string, rel: string, maxFileBytes: number): Generator<S
     const perLabel = labels ? labels.data.length / Math.max(1, labels.shape[0] ?? 1) : 0;
     for (let i = 0; i < n; i++) {
       const entry = `${split}/${i}`;
-      const item: SourceItem = { id: `${rel}#${entry}`, path: file, format: 'npz', entry, split };
+      const item: SourceItem = { id: `${rel}#${entry}`, path: file, format: 'npz', entry, split, ...(modality ? { modality } : {}) };
       if (labels && labels.shape[0] === n) item.label = Array.from(labels.data.subarray(i * perLabel, (i + 1) * perLabel), Number);
       yield item;
     }

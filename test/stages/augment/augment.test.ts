@@ -60,6 +60,27 @@ describe('augment operator', () => {
     expect(sets).toHaveLength(2);
   });
 
+  it('a consumer that leaves while workers are busy does not crash the process', async () => {
+    // Late worker replies after the pool is destroyed must be ignored, not raised as an unhandled 'error' event.
+    const script = `
+      import { from, lastValueFrom, take, toArray } from 'rxjs';
+      import { augment } from './dist/stages/augment/augment.js';
+      import { FailureLog } from './dist/pipeline/failures.js';
+      import { AugmentConfig } from './dist/schemas/config.js';
+      const config = AugmentConfig.parse({ global: { count: 2, size: 96, scale: [0.5, 1] }, local: { count: 6, size: 48, scale: [0.1, 0.3] } });
+      const image = (i) => ({ id: 'a' + i, sourceId: 'a', frame: i, modality: 'OT', height: 256, width: 256, channels: 1, data: new Float32Array(65536).fill(0.5), spacing: null, normalization: 'x' });
+      for (let round = 0; round < 3; round++) {
+        const sets = await lastValueFrom(from(Array.from({ length: 64 }, (_, i) => image(i))).pipe(augment({ failures: new FailureLog(), config, seed: round, epoch: 0, workers: 2 }), take(2), toArray()));
+        const until = Date.now() + 200; while (Date.now() < until); // keep the main thread busy while replies arrive
+        await new Promise((r) => setTimeout(r, 200));
+        if (sets.length !== 2) process.exit(3);
+      }
+      console.log('ok');
+    `;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: projectRoot, timeout: 60_000 });
+    expect(stdout.trim()).toBe('ok');
+  });
+
   it('closes its pool: a process that runs the stage exits on its own', async () => {
     const script = `
       import { from, lastValueFrom } from 'rxjs';

@@ -46,7 +46,7 @@ describe('listSources', () => {
   it('lists one item per MedMNIST image with label and split', async () => {
     const items = await collect([sharedData('medmnist/pneumoniamnist.npz')]);
     expect(items.length).toBe(3882 + 524 + 624);
-    expect(items[0]).toMatchObject({ id: 'pneumoniamnist.npz#train/0', entry: 'train/0', split: 'train', format: 'npz' });
+    expect(items[0]).toMatchObject({ id: 'pneumoniamnist.npz#train/0', entry: 'train/0', split: 'train', format: 'npz', modality: 'CR' });
     expect(items[0].label).toHaveLength(1);
     expect(items.filter((i) => i.split === 'test').length).toBe(624);
     const positives = items.filter((i) => i.split === 'test' && i.label?.[0] === 1).length;
@@ -77,5 +77,17 @@ describe('listSources', () => {
     await expect(collect([sharedData('nope/missing.dcm')])).rejects.toBeInstanceOf(MedsslError);
     await expect(collect([sharedData('dicom/SOURCES.md')])).rejects.toThrow(/not a DICOM/);
     await expect(collect([sharedData('nifti/NIFTI-Reader-JS/air.img.gz')])).rejects.toThrow(/name its .hdr/);
+  });
+});
+
+describe('MedMNIST modalities', () => {
+  it('tags each dataset with its DICOM modality, so uni-modal clustering can separate them', async () => {
+    const { medmnistModality } = await import('../../../stages/source/source.js');
+    expect(medmnistModality('data/pneumoniamnist.npz')).toBe('CR');
+    expect(medmnistModality('adrenalmnist3d.npz')).toBe('CT');
+    expect(medmnistModality('organamnist_224.npz')).toBe('CT');
+    expect(medmnistModality('breastmnist.npz')).toBe('US');
+    expect(medmnistModality('vesselmnist3d.npz')).toBe('MR');
+    expect(medmnistModality('my-archive.npz')).toBeUndefined();
   });
 });
