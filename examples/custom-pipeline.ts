@@ -56,15 +56,13 @@ failures.failures$.subscribe((f) => console.log(`failure (live): ${f.stage} ${f.
 
 let alive = 0, peakAlive = 0, frames = 0, largestFile = 0;
 const batches$ = gate.source(sources(inputs, perArchive)).pipe(
-  decode({ failures, sliceAxis: 2 }),
-  // The gate counts source items and settle counts frames: a volume is one item but dozens of slices, and without
-  // this each slice would widen the window for good. Counting every extra frame as in flight (a negative release)
-  // keeps the window closed until they drain: frames alive stay within window x (frames of the largest file).
+  // Given the gate, decode admits the extra frames of each volume or multi-frame file into the flight, so the window
+  // counts frames: frames alive stay within the window plus the frames of one file.
+  decode({ failures, sliceAxis: 2, gate }),
   tap((image) => {
     frames++;
     largestFile = Math.max(largestFile, image.frames);
     peakAlive = Math.max(peakAlive, ++alive);
-    if (image.frame > 0) gate.release(-1);
   }),
   normalize({ failures, config: config.normalize }),
   // The budget, in images: unsubscribing here stops the source and the decoder, while augment sees its input

@@ -28,13 +28,21 @@ export class Gate {
     this.window = opts.window;
   }
 
-  /** Items let in and not yet settled (negative when one item expanded into many, e.g. a multi-frame file). */
+  /** Items let in (or admitted) and not yet settled. */
   get inFlight(): number {
     return this.emitted - this.settled;
   }
 
   private get open(): boolean {
     return !this.paused && this.inFlight < this.window;
+  }
+
+  /**
+   * Counts n more items in flight that did not come from the source: the extra frames of a multi-frame file or a
+   * volume (`decode({ gate })` admits them as soon as the header tells how many). The source then waits for them.
+   */
+  admit(n: number): void {
+    this.emitted += n;
   }
 
   /** Marks n items as done with (reached the settle point, failed, or were dropped on purpose). */

@@ -6,6 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import type { OperatorFunction } from 'rxjs';
+import type { Gate } from '../../pipeline/flow.js';
 import { type FailureLog, MedsslError, guard } from '../../pipeline/failures.js';
 import { DataConfig } from '../../schemas/config.js';
 import type { DecodedImage, Dtype, PixelArray, SourceItem } from '../../schemas/records.js';
@@ -27,6 +28,11 @@ export interface DecodeOptions {
   sliceAxis?: 0 | 1 | 2;
   /** Salt of the patient/study/series hashes. */
   privacySalt?: string;
+  /**
+   * The gate the items came through: the extra frames of each multi-frame file or volume are admitted into its
+   * flight, so memory stays bounded by the window in frames, not in files.
+   */
+  gate?: Gate;
   /** Files decoded at once (frames of one file always stay in order). Default 1: input order kept. */
   concurrency?: number;
 }
@@ -37,13 +43,36 @@ export interface DecodeOptions {
  * kept. Completes when the input completes.
  */
 export function decode(opts: DecodeOptions): OperatorFunction<SourceItem, DecodedImage> {
-  const { failures, concurrency, ...rest } = opts;
-  return guard((item: SourceItem) => decodeItem(item, undefined, rest), {
+  const { failures, concurrency, gate, ...rest } = opts;
+  return guard((item: SourceItem) => (gate ? admitFrames(decodeItem(item, undefined, rest), gate) : decodeItem(item, undefined, rest)), {
     stage: 'decode', failures, fileOf: (i) => i.path, idOf: (i) => i.id, concurrency: concurrency ?? 1,
   });
 }
 
-type Resolved = Required<Omit<DecodeOptions, 'failures' | 'concurrency'>>;
+/**
+ * The gate let one item in per file; a file of N frames puts N in flight. Admit the other N - 1 when the first frame
+ * says how many there are, and give back what a file announced but did not deliver (the failure record, which the
+ * FailureLog releases, stands for one of them).
+ */
+async function* admitFrames(frames: AsyncGenerator<DecodedImage>, gate: Gate): AsyncGenerator<DecodedImage> {
+  let announced = 1, delivered = 0;
+  try {
+    for await (const frame of frames) {
+      if (delivered === 0 && frame.frames > 1) {
+        announced = frame.frames;
+        gate.admit(announced - 1);
+      }
+      delivered++;
+      yield frame;
+    }
+  } catch (e) {
+    if (delivered > 0) gate.release(announced - delivered - 1);
+    throw e;
+  }
+  if (delivered < announced) gate.release(announced - Math.max(delivered, 1));
+}
+
+type Resolved = Required<Omit<DecodeOptions, 'failures' | 'concurrency' | 'gate'>>;
 
 let defaults: ReturnType<typeof DataConfig.parse> | undefined;
 

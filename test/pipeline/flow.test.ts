@@ -1,4 +1,4 @@
-import { concatMap, delay, map, of, toArray, firstValueFrom } from 'rxjs';
+import { concatMap, delay, map, of, tap, toArray, firstValueFrom } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { FailureLog, guard } from '../../pipeline/failures.js';
 import { Gate, pull, settle } from '../../pipeline/flow.js';
@@ -31,6 +31,28 @@ describe('backpressure', () => {
     expect(consumed).toBe(400);
     // produced - consumed <= window + queue (+1 for the item being handed over)
     expect(maxAhead).toBeLessThanOrEqual(8 + 4 + 1);
+  });
+
+  it('admitted items (the frames of a volume) count in the flight, so expansion does not widen the window', async () => {
+    const gate = new Gate({ window: 4 });
+    let alive = 0, peak = 0;
+    const volumes$ = gate.source(Array.from({ length: 30 }, (_, i) => i)).pipe(
+      concatMap((v) => {
+        gate.admit(9); // each volume becomes 10 slices
+        return of(...Array.from({ length: 10 }, (_, s) => `${v}/${s}`)).pipe(delay(0));
+      }),
+      tap(() => { peak = Math.max(peak, ++alive); }),
+      settle(gate),
+    );
+    let n = 0;
+    for await (const _ of pull(volumes$, { gate, highWaterMark: 2 })) {
+      alive--;
+      n++;
+      await sleep(1);
+    }
+    expect(n).toBe(300);
+    expect(gate.inFlight).toBe(0);
+    expect(peak).toBeLessThanOrEqual(4 + 10 + 2);
   });
 
   it('without a consumer the source stops at the window', async () => {

@@ -12,15 +12,21 @@ import { references } from './reference.js';
 
 describe('source -> decode over the corpus', () => {
   it('emits every frame of every decodable file and one failure per bad file', async () => {
-    const failures = new FailureLog();
     const gate = new Gate({ window: 8 });
+    const failures = new FailureLog(gate);
     const roots = [sharedData('dicom'), sharedData('nifti')];
     const frames = new Map<string, number>();
-    const images$ = gate.source(listSources(roots)).pipe(decode({ failures }), settle(gate));
+    // decode admits the extra frames of each file into the gate's flight; failures release theirs.
+    const images$ = gate.source(listSources(roots)).pipe(decode({ failures, gate }), settle(gate));
+    let peak = 0;
     for await (const img of pull(images$, { gate, highWaterMark: 4 })) {
       frames.set(img.path, (frames.get(img.path) ?? 0) + 1);
       expect(img.data.length).toBe(img.rows * img.cols * img.samples);
+      peak = Math.max(peak, gate.inFlight);
     }
+    // Every frame let in was accounted for, and the flight never exceeded the window plus one file's frames.
+    expect(gate.inFlight).toBe(0);
+    expect(peak).toBeLessThanOrEqual(8 + Math.max(...frames.values()));
     const expected = new Map<string, number>();
     const bad = new Set<string>();
     for (const ref of [...references('dicom'), ...references('nifti')]) {
