@@ -12,7 +12,7 @@ import type { NormalizedImage, SourceItem } from '../schemas/records.js';
 import { loadConfig } from '../pipeline/config.js';
 import { listInputs, minMax, prepareSource, preparationHash } from '../pipeline/prepare.js';
 import { ingest } from '../stages/cache/ingest.js';
-import { CacheStore, encodeRecord } from '../stages/cache/store.js';
+import { CACHE_SCHEMA_VERSION, CacheStore, encodeRecord } from '../stages/cache/store.js';
 import { CacheDataset } from '../stages/cache/replay.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -200,7 +200,7 @@ export const benchmarks: Benchmark[] = [
           const cache = path.join(dir, name);
           const store = CacheStore.open(cache);
           for (let i = 0; i < CT_RECORDS; i++) {
-            await store.commitSource('bench', `ct${String(i).padStart(4, '0')}`, { id: `ct/${i}.dcm`, file: `ct/${i}.dcm`, frames: [0], bytes: j2k.length }, [0], [slice(i, compression)], { schemaVersion: 1, config: null });
+            await store.commitSource('bench', `ct${String(i).padStart(4, '0')}`, { id: `ct/${i}.dcm`, file: `ct/${i}.dcm`, frames: [0], bytes: j2k.length }, [0], [slice(i, compression)], { schemaVersion: CACHE_SCHEMA_VERSION, config: null });
           }
           await store.close();
           return cache;
