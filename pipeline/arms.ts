@@ -62,7 +62,7 @@ export const defaultArms: ArmProvider = {
   },
 };
 
-/** What the trainer (stages/train) and the data pipeline provide; the lead passes these in at merge time. */
+/** What the trainer (stages/train) and the data pipeline provide (experimentArms below passes the real ones). */
 export interface TrainerDeps {
   /** stages/train: pre-trains and writes the run (checkpoints, encoder) under runDir. */
   pretrain(args: { config: Config; batches: unknown; runDir: string; resume: boolean }): Promise<unknown>;
