@@ -6,7 +6,13 @@ import type { ReadReply, ReadRequest } from './replay.js';
 
 const stores = (workerData as { caches: string[] }).caches.map((c) => CacheStore.open(c, { readOnly: true }));
 
-parentPort?.on('message', (req: ReadRequest) => {
+parentPort?.on('message', (req: ReadRequest | { close: true }) => {
+  // Closing is a message, not terminate(): a thread killed inside an LMDB call makes the addon throw into a dying
+  // isolate, which aborts the whole process. Requests are handled in order, so every read before it completes first.
+  if ('close' in req) {
+    void Promise.all(stores.map((s) => s.close())).finally(() => parentPort?.close());
+    return;
+  }
   try {
     const images: Extract<ReadReply, { images: unknown }>['images'] = [];
     const transfer: ArrayBuffer[] = [];

@@ -248,7 +248,15 @@ class ReaderPool {
 
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    // Ask each reader to close its environments and exit (see replay-reader.ts); terminate only one that hangs.
+    await Promise.all(this.workers.map(async (w) => {
+      const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+      w.postMessage({ close: true });
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), 10_000); });
+      if ((await Promise.race([exited, late])) === 'late') await w.terminate();
+      clearTimeout(timer);
+    }));
   }
 }
 
