@@ -155,6 +155,8 @@ interface ArmData {
  * - hybrid: the pool, with the labels of the other labelled datasets only (never the target's).
  */
 export function experimentArms(config: Config, opts: { cacheRoot: string; progress?: NodeJS.WriteStream }): ArmProvider {
+  // The pool reuses the configured cache (e.g. one made by `medssl ingest`); other caches live under the run.
+  const poolCache = config.cache.path ?? path.join(opts.cacheRoot, 'pool');
   const pools = new Map<string, Promise<TrainingPool>>();
   const openPool = (data: ArmData, cfg: Config) => {
     let pool = pools.get(data.cachePath);
@@ -178,7 +180,7 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
       }
       const names = new Set(others.map(fileName));
       return {
-        inputs: ctx.pool, cachePath: path.join(opts.cacheRoot, 'pool'), budgetSeconds,
+        inputs: ctx.pool, cachePath: poolCache, budgetSeconds,
         ...(arm.kind === 'hybrid' ? { labelled: (image: NormalizedImage) => names.has(sourceFile(image)) } : {}),
       };
     },
