@@ -5,6 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import cliProgress from 'cli-progress';
 import type { Config } from '../schemas/config.js';
 import { stableHash } from './config.js';
 import { packageVersion } from './version.js';
@@ -17,6 +18,8 @@ export interface ExperimentJobOptions {
   log?: (line: string) => void;
   /** Recorded in the provenance. */
   command?: string;
+  /** A terminal here shows a progress bar (arm evaluations, current stage, ETA) instead of the log lines. */
+  progress?: NodeJS.WriteStream;
 }
 
 export async function runExperimentJob(config: Config, opts: ExperimentJobOptions): Promise<{ doc: ResultsDocument; files: { json: string; md: string; html: string } }> {
@@ -29,20 +32,23 @@ export async function runExperimentJob(config: Config, opts: ExperimentJobOption
   const { experimentArms } = await import('./arms.js');
   const { backendInfo } = await import('./tensorflow.js');
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const provider = experimentArms(config, { cacheRoot: path.join(opts.out, 'cache'), progress: process.stderr });
+  // Under the experiment's own bar (a terminal) the pool's ingest stays quiet; elsewhere it prints its summary line.
+  const provider = experimentArms(config, { cacheRoot: path.join(opts.out, 'cache'), ...(opts.progress?.isTTY ? {} : { progress: process.stderr }) });
   const preset = presetFor(PRESETS[config.evaluate.preset], config);
   const arms = config.evaluate.arms ?? PAPER_ARMS;
   fs.mkdirSync(opts.out, { recursive: true });
   // The resolved config replays the run: `medssl experiment --config OUT/config.json --out OTHER`.
   fs.writeFileSync(path.join(opts.out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
   const metrics = fs.openSync(path.join(opts.out, 'metrics.jsonl'), 'w');
+  const bar = experimentProgress(opts.progress, arms.length * datasets.length, log);
   let result;
   try {
     result = await runExperiment({
-      config, preset, datasets, arms, outDir: opts.out, log,
+      config, preset, datasets, arms, outDir: opts.out, log: bar.log,
       onEval: (ev) => fs.writeSync(metrics, `${JSON.stringify({ ...ev, time: Date.now() })}\n`),
     }, provider);
   } finally {
+    bar.stop();
     fs.closeSync(metrics);
   }
   const doc = resultsDocument(result, preset, {
@@ -62,6 +68,30 @@ export async function runExperimentJob(config: Config, opts: ExperimentJobOption
     cpus: os.availableParallelism(),
   });
   return { doc, files: writeReports(doc, opts.out) };
+}
+
+/**
+ * On a terminal, one bar over the arm evaluations (each arm on each dataset), with the current stage and an ETA;
+ * elsewhere (logs, CI) the runner's lines as they come.
+ */
+function experimentProgress(out: NodeJS.WriteStream | undefined, total: number, log: (line: string) => void) {
+  if (!out?.isTTY) return { log, stop: () => {} };
+  const bar = new cliProgress.SingleBar({
+    stream: out,
+    format: 'experiment [{bar}] {value}/{total} arms | ETA {eta_formatted} | {stage}',
+    barsize: 20,
+    hideCursor: true,
+    etaBuffer: 4,
+  }, cliProgress.Presets.shades_classic);
+  bar.start(total, 0, { stage: 'starting' });
+  return {
+    log: (line: string) => {
+      const stage = line.length > 90 ? `${line.slice(0, 87)}...` : line;
+      if (/: (evaluated in|skipped) /.test(line)) bar.increment(1, { stage });
+      else bar.update({ stage });
+    },
+    stop: () => bar.stop(),
+  };
 }
 
 /** The preset with the config's fractions, seeds and protocols (fine-tuning keeps the preset's subset of them). */

@@ -32,7 +32,7 @@ export function register(program: Command): void {
       const config = resolveConfig(opts);
       const { runExperimentJob, experimentSummary } = await import('../job.js');
       const log = opts.quiet ? () => {} : (line: string) => process.stderr.write(`${line}\n`);
-      const { doc, files } = await runExperimentJob(config, { out: opts.out, log });
+      const { doc, files } = await runExperimentJob(config, { out: opts.out, log, ...(opts.quiet ? {} : { progress: process.stderr }) });
       process.stdout.write(experimentSummary(doc));
       process.stdout.write(`wrote ${files.json}, ${files.md}, ${files.html}\n`);
     });

@@ -39,7 +39,7 @@ export function register(program: Command): void {
       });
 
       say('\n[2/2] experiment: pre-train every arm on the pool, evaluate on the labelled datasets');
-      const { doc, files } = await runExperimentJob(config, { out: opts.out, log: say, command: ['medssl', ...process.argv.slice(2)].join(' ') });
+      const { doc, files } = await runExperimentJob(config, { out: opts.out, log: say, progress: process.stderr, command: ['medssl', ...process.argv.slice(2)].join(' ') });
 
       process.stdout.write(`\n${experimentSummary(doc)}`);
       const minutes = (performance.now() - t0) / 60000;
