@@ -2,11 +2,13 @@
 // to the trainer (stages/train): `pretrainArm` turns an arm of the config into a pre-trained encoder, and
 // `initEncoder` builds the same architecture from scratch for "no pre-training".
 //
-// Until the trainer lands in this tree, only the arms that need no pre-training are provided: 'none' (fresh
-// initialisation per evaluation seed) and 'random' (one fixed random encoder, frozen: the floor of the linear probe).
-// Every other arm reports itself as not wired, and the runner records it as skipped instead of inventing numbers.
-// `trainerArms(deps)` is the full provider once the trainer's pretrain()/loadEncoder() exist; `experimentArms` is the
-// one function `medssl experiment` calls, and the one line to change when wiring.
+// Three providers, from least to most:
+// - `defaultArms`: no trainer at all, for evaluation-only use and tests: 'none' (fresh initialisation per evaluation
+//   seed) and 'random' (one fixed random encoder, frozen: the floor of the linear probe). Any other arm throws
+//   ArmNotWired and the runner records it as skipped instead of inventing numbers.
+// - `trainerArms(deps)`: every arm kind, given a trainer's pretrain()/loadEncoder() and a source of batches.
+// - `experimentArms(config)`: trainerArms bound to stages/train and the cached pool; what `medssl experiment` and
+//   `medssl run` use.
 import type * as TF from '@tensorflow/tfjs';
 import { tf } from './tensorflow.js';
 import { MedsslError } from './failures.js';
@@ -43,7 +45,7 @@ export function standInEncoder(shape: [number, number, number], seed: number, wi
 
 export class ArmNotWired extends MedsslError {
   constructor(arm: ArmSpec) {
-    super('unsupported', arm.name, `arm kind "${arm.kind}" needs the trainer's pretrain(), which is not wired in this build`);
+    super('unsupported', arm.name, `arm kind "${arm.kind}" needs pre-training, which this provider (defaultArms) does not do: use experimentArms`);
   }
 }
 
