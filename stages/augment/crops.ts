@@ -4,9 +4,9 @@
 import type { AugmentConfig, CropConfig } from '../../schemas/config.js';
 import type { Crop, CropKind, CropSet, NormalizedImage } from '../../schemas/records.js';
 import type { RandomSource, RandomStream } from '../../pipeline/random.js';
-import { axisWeights, resampleBox, scratchSize } from './resample.js';
-import { GAMMA_TABLE_SIZE, applyBlur, applyGamma, applyRegionalEnergy, gammaTable, sumRange, type EnergyRegion } from './intensity.js';
-import { affineWithNoise, gammaAffineNoise } from './noise.js';
+import { axisWeights } from './resample.js';
+import { applyBlur, applyRegionalEnergy, type EnergyRegion } from './intensity.js';
+import { kernels, type Kernels } from './kernels.js';
 
 /** A crop box in continuous source pixel coordinates (x along columns, y along rows). */
 export interface CropBox { x: number; y: number; w: number; h: number }
@@ -75,10 +75,6 @@ export function intensityRange(image: NormalizedImage): [number, number] {
   return Number.isFinite(lo) ? [lo, hi] : [0, 1];
 }
 
-// Scratch for the horizontal pass, reused across crops of one thread (each worker has its own module instance).
-let scratch = new Float32Array(0);
-let plane = new Float32Array(0);
-
 export interface CropRequest {
   kind: CropKind;
   size: number;
@@ -93,47 +89,78 @@ export interface CropRequest {
 
 /** Resamples and augments one crop: the pixel work, with all random choices already made. */
 export function renderCrop(image: NormalizedImage, req: CropRequest): Float32Array {
+  const k = kernels();
+  const mark = k.mark();
+  try {
+    return renderCropFrom(k, uploadPlanes(k, image, req.channelOffset, req.channels), image, req);
+  } finally {
+    k.release(mark);
+  }
+}
+
+/** Places channels [first, first + count) of the image in the kernels' memory as planes; returns their pointers. */
+function uploadPlanes(k: Kernels, image: NormalizedImage, first: number, count: number): number[] {
+  if (image.channels === 1) return [k.put(image.data)];
+  const n = image.width * image.height;
+  const planes = Array.from({ length: count }, () => k.alloc(n));
+  const mark = k.mark();
+  const interleaved = k.put(image.data);
+  planes.forEach((plane, c) => k.fn.deinterleave(interleaved, n, image.channels, first + c, plane));
+  k.release(mark);
+  return planes;
+}
+
+/** renderCrop on planes already in the kernels' memory (multiCrop uploads an image once for all its crops). */
+function renderCropFrom(k: Kernels, planes: number[], image: NormalizedImage, req: CropRequest): Float32Array {
   const { size, box, channels } = req;
-  const n = size * size;
+  const n = size * size, count = n * channels;
   const xw = axisWeights(image.width, size, box.x, box.w, req.flip);
   const yw = axisWeights(image.height, size, box.y, box.h);
-  const need = scratchSize(xw, yw);
-  if (scratch.length < need) scratch = new Float32Array(need);
-  const out = new Float32Array(n * channels);
-  if (channels === 1) {
-    resampleBox(image.data, image.width, image.channels, req.channelOffset, xw, yw, out, scratch);
-  } else {
-    if (plane.length < n) plane = new Float32Array(n);
+  const mark = k.mark();
+  const crop = k.alloc(count);
+  if (channels === 1) k.resample(planes[0], image.width, xw, yw, crop);
+  else {
+    const plane = k.alloc(n);
     for (let c = 0; c < channels; c++) {
-      resampleBox(image.data, image.width, image.channels, req.channelOffset + c, xw, yw, plane, scratch);
-      for (let i = 0, o = c; i < n; i++, o += channels) out[o] = plane[i];
+      k.resample(planes[c], image.width, xw, yw, plane);
+      k.fn.interleave(plane, n, channels, c, crop);
     }
   }
+  augmentIntensity(k, crop, size, channels, req);
+  // A fresh buffer per crop: crop sets leave the worker by transfer.
+  const out = k.view(crop, count).slice();
+  k.release(mark);
+  return out;
+}
+
+/** The intensity chain on a crop in the kernels' memory: gamma, blur, energy, linear, noise (intensity.ts). */
+function augmentIntensity(k: Kernels, crop: number, size: number, channels: number, req: CropRequest): void {
+  const count = size * size * channels;
   const p = req.intensity;
   const [lo, hi] = req.range;
+  const gamma = p.gamma !== null && hi > lo;
   const energy = p.energy !== null;
+  const [a, b] = p.linear ?? [1, 0];
+  const sigma = p.noise ?? 0;
+  if (gamma && !energy && p.blur === null) {
+    // Nothing between gamma and the affine/noise step needs the crop: the whole chain in one pass.
+    k.gammaAffineNoise(crop, count, p.gamma as number, lo, hi, a, b, sigma, p.noiseState);
+    return;
+  }
   // The energy pivot is the crop mean after gamma: one pass computes both when gamma is on; a plain sum otherwise,
   // and nothing when energy is off (the mean is then unused).
   let mean = 0;
-  const [a, b] = p.linear ?? [1, 0];
-  const sigma = p.noise ?? 0;
-  if (p.gamma !== null && hi > lo && !energy && p.blur === null) {
-    // Nothing between gamma and the affine/noise step needs the crop: the whole chain in one pass.
-    gammaAffineNoise(out, gammaTable(p.gamma), GAMMA_TABLE_SIZE, lo, hi, a, b, sigma, p.noiseState);
-    return out;
-  }
-  if (p.gamma !== null && hi > lo) mean = applyGamma(out, 0, out.length, gammaTable(p.gamma), lo, hi) / out.length;
-  else if (energy) mean = sumRange(out, 0, out.length) / out.length;
-  if (p.blur !== null) applyBlur(out, size, channels, p.blur);
+  if (gamma) mean = k.gamma(crop, count, p.gamma as number, lo, hi) / count;
+  else if (energy) mean = k.fn.sum(crop, count) / count;
+  if (p.blur !== null) applyBlur(k.view(crop, count), size, channels, p.blur);
   if (energy && p.region) {
-    applyRegionalEnergy(out, size, channels, mean, p.energy as number, p.region, a, b);
-    if (sigma > 0) affineWithNoise(out, 1, 0, sigma, p.noiseState);
+    applyRegionalEnergy(k.view(crop, count), size, channels, mean, p.energy as number, p.region, a, b);
+    k.affineNoise(crop, count, 1, 0, sigma, p.noiseState);
   } else {
-    // a * (m + k (x - m)) + b = (a k) x + (a m (1 - k) + b), with k = 1 when energy is off; noise in the same pass.
-    const k = energy ? Math.sqrt(p.energy as number) : 1;
-    affineWithNoise(out, a * k, a * mean * (1 - k) + b, sigma, p.noiseState);
+    // a * (m + s (x - m)) + b = (a s) x + (a m (1 - s) + b), with s = sqrt(e), or 1 when energy is off.
+    const s = energy ? Math.sqrt(p.energy as number) : 1;
+    k.affineNoise(crop, count, a * s, a * mean * (1 - s) + b, sigma, p.noiseState);
   }
-  return out;
 }
 
 /** The crop list a config asks for: globals first, then locals (SwAV's order; the trainer assigns codes on globals). */
@@ -160,14 +187,21 @@ export function multiCrop(image: NormalizedImage, config: AugmentConfig, source:
   const channels = image.channels / renderings;
   const rendering = drawRendering(image, source, epoch);
   const range = intensityRange(image);
-  return cropPlan(config).map(({ kind, crop }, index) => {
-    const geometry = source.stream({ epoch, sample: image.id, crop: index, purpose: 'crop' });
-    const box = randomResizedBox(geometry, image.width, image.height, crop.scale, config.ratio);
-    const flip = geometry.uniform() < config.flip;
-    const intensity = drawIntensity(source.stream({ epoch, sample: image.id, crop: index, purpose: 'intensity' }), config, crop.size);
-    const data = renderCrop(image, { kind, size: crop.size, box, flip, intensity, channelOffset: rendering * channels, channels, range });
-    return { kind, size: crop.size, channels, data, params: cropParams(image, box, flip, intensity, rendering, renderings) };
-  });
+  const k = kernels();
+  const mark = k.mark();
+  try {
+    const planes = uploadPlanes(k, image, rendering * channels, channels);
+    return cropPlan(config).map(({ kind, crop }, index) => {
+      const geometry = source.stream({ epoch, sample: image.id, crop: index, purpose: 'crop' });
+      const box = randomResizedBox(geometry, image.width, image.height, crop.scale, config.ratio);
+      const flip = geometry.uniform() < config.flip;
+      const intensity = drawIntensity(source.stream({ epoch, sample: image.id, crop: index, purpose: 'intensity' }), config, crop.size);
+      const data = renderCropFrom(k, planes, image, { kind, size: crop.size, box, flip, intensity, channelOffset: rendering * channels, channels, range });
+      return { kind, size: crop.size, channels, data, params: cropParams(image, box, flip, intensity, rendering, renderings) };
+    });
+  } finally {
+    k.release(mark);
+  }
 }
 
 /** A CropSet for `image` at position `sample` of the epoch. */

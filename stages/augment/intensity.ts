@@ -9,7 +9,9 @@
 //   noise     x' = x + sigma * z,  z ~ N(0, 1)                          (see noise.ts)
 //   blur      separable Gaussian of standard deviation sigma pixels, edges repeated
 //
-// Global energy and linear are both affine, so they are folded into one multiply-add per value.
+// Global energy and linear are both affine, so they are folded into one multiply-add per value. Gamma, the affine
+// map and noise run in the WebAssembly SIMD kernels (kernels.ts); blur and regional energy, off by default, run here
+// on views of the kernels' memory.
 
 /**
  * Lookup table of u^g on [0, 1], read with linear interpolation: 1024 intervals. The largest error is next to 0,
@@ -29,39 +31,6 @@ export function gammaTable(g: number): Float32Array {
   for (let i = 1; i <= GAMMA_TABLE_SIZE; i++) t[i] = Math.exp(g * logTable[i]);
   t[GAMMA_TABLE_SIZE + 1] = 1; // guard for u == 1 exactly
   return t;
-}
-
-/**
- * Gamma on [lo, hi] for the values data[from, to), returning their sum (the crop mean falls out of the same pass).
- * Values are clamped into [lo, hi] first; resampling with non-negative weights keeps them there already.
- */
-export function applyGamma(data: Float32Array, from: number, to: number, table: Float32Array, lo: number, hi: number): number {
-  const span = hi - lo;
-  const toIndex = GAMMA_TABLE_SIZE / span;
-  let sum = 0;
-  for (let i = from; i < to; i++) {
-    let f = (data[i] - lo) * toIndex;
-    f = f < 0 ? 0 : f > GAMMA_TABLE_SIZE ? GAMMA_TABLE_SIZE : f;
-    const k = f | 0;
-    const a = table[k];
-    const v = lo + span * (a + (f - k) * (table[k + 1] - a));
-    data[i] = v;
-    sum += v;
-  }
-  return sum;
-}
-
-/** Sum of data[from, to) (the crop mean when gamma is off). */
-export function sumRange(data: Float32Array, from: number, to: number): number {
-  let sum = 0;
-  for (let i = from; i < to; i++) sum += data[i];
-  return sum;
-}
-
-/** x' = scale * x + shift over all values: global energy and linear folded together. */
-export function applyAffine(data: Float32Array, scale: number, shift: number): void {
-  if (scale === 1 && shift === 0) return;
-  for (let i = 0; i < data.length; i++) data[i] = scale * data[i] + shift;
 }
 
 /** Regional energy: a Gaussian bump centred at (cx, cy) (pixels) with standard deviation sigma (pixels). */

@@ -1,14 +1,16 @@
-// Per-pixel Gaussian noise at tens of millions of values per second.
+// Per-pixel Gaussian noise at hundreds of millions of values per second.
 //
 // Philox (pipeline/random.ts) decides everything about a crop, including the 128-bit state of the noise field
-// below; drawing every pixel from Philox itself would cost more than the whole crop. So the noise of one crop is
-// a xoshiro128** sequence (Blackman and Vigna, 2018) seeded from the crop's Philox stream: still a pure function of
-// (seed, epoch, sample, crop), hence identical whatever the worker count.
+// below; drawing every pixel from Philox itself would cost more than the whole crop. So the noise of one crop comes
+// from xoshiro128** (Blackman and Vigna, 2018) seeded from the crop's Philox stream: still a pure function of
+// (seed, epoch, sample, crop), hence identical whatever the worker count. The SIMD kernel (assembly/kernels.ts) runs
+// four generators side by side: lane 0 starts at the crop's state and lane l at that state jumped l * 2^64 steps
+// ahead (the generator's own jump polynomial), so the four sequences never overlap.
 //
 // Normal deviates come from an inverse-CDF table: 2^12 equiprobable bins, z_k = Phi^-1((k + 0.5) / 2^12), rescaled
 // so the table has mean 0 and variance 1 exactly. Each 32-bit draw gives two deviates (12 bits of each half). The
 // table is 16 KiB, so it stays in L1 cache; tails are cut at |z| = 3.7 (probability 2e-4 beyond), and the values are
-// quantised to 4096 levels: irrelevant for augmentation noise, and about twice as fast as a 2^16 table.
+// quantised to 4096 levels: irrelevant for augmentation noise.
 
 export const NORMAL_TABLE_BITS = 12;
 let table: Float32Array | null = null;
@@ -29,7 +31,7 @@ export function normalQuantile(p: number): number {
   return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
 }
 
-/** The shared table of 2^16 standard normal deviates (built once per thread). */
+/** The shared table of 2^12 standard normal deviates (built once per thread). */
 export function normalTable(): Float32Array {
   if (table) return table;
   const n = 1 << NORMAL_TABLE_BITS;
@@ -44,69 +46,37 @@ export function normalTable(): Float32Array {
   return table;
 }
 
-/**
- * x' = scale * x + shift + sigma * z over all of `data` (in place), z ~ N(0, 1) from the xoshiro128** state
- * (s0..s3, not all zero): the affine part of the augmentations and the noise in one pass. sigma 0 adds nothing.
- */
-export function affineWithNoise(data: Float32Array, scale: number, shift: number, sigma: number, state: readonly [number, number, number, number]): void {
-  const n = data.length;
-  if (sigma === 0) {
-    if (scale !== 1 || shift !== 0) for (let i = 0; i < n; i++) data[i] = scale * data[i] + shift;
-    return;
-  }
-  const z = normalTable();
-  let s0 = state[0] | 0, s1 = state[1] | 0, s2 = state[2] | 0, s3 = state[3] | 0;
-  if ((s0 | s1 | s2 | s3) === 0) s0 = 0x9e3779b9 | 0; // the all-zero state is a fixed point
-  // Pairs of values per draw. The odd last value is handled inside the loop, not after it: a branch after the loop
-  // that the interpreter never saw (the loop is optimised mid-call) would deoptimise the function on every call.
-  for (let i = 0; i < n; i += 2) {
-    const m = Math.imul(s1, 5);
-    const r = Math.imul((m << 7) | (m >>> 25), 9);
-    const t = s1 << 9;
-    s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = (s3 << 11) | (s3 >>> 21);
-    data[i] = scale * data[i] + shift + sigma * z[r >>> 20];
-    if (i + 1 < n) data[i + 1] = scale * data[i + 1] + shift + sigma * z[r & 0xfff];
-  }
+/** One xoshiro128** step of the state s (4 words), in place. */
+function xoshiroStep(s: Int32Array): void {
+  const t = s[1] << 9;
+  s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]; s[2] ^= t; s[3] = (s[3] << 11) | (s[3] >>> 21);
 }
 
-/** Adds sigma * N(0, 1) to every value of `data` (in place); see affineWithNoise. */
-export function addGaussianNoise(data: Float32Array, sigma: number, state: readonly [number, number, number, number]): void {
-  affineWithNoise(data, 1, 0, sigma, state);
-}
+// xoshiro128's jump polynomial: applying it advances the state by 2^64 steps.
+const JUMP = [0x8764000b, 0xf542d2d3, 0x6fa035c3, 0x77f2db5b];
 
-/**
- * Gamma on [lo, hi] (see intensity.ts, same table and interpolation), then x' = scale * x + shift + sigma * z, in one
- * pass: the whole intensity chain when no augmentation needs the crop mean in between.
- */
-export function gammaAffineNoise(
-  data: Float32Array, table: Float32Array, tableSize: number, lo: number, hi: number,
-  scale: number, shift: number, sigma: number, state: readonly [number, number, number, number],
-): void {
-  const z = normalTable();
-  const span = hi - lo, toIndex = tableSize / span;
-  // Fold lo + span * g into the affine map: scale * (lo + span * g) + shift = (scale * span) g + (scale * lo + shift).
-  const a = scale * span, b = scale * lo + shift;
-  let s0 = state[0] | 0, s1 = state[1] | 0, s2 = state[2] | 0, s3 = state[3] | 0;
-  if ((s0 | s1 | s2 | s3) === 0) s0 = 0x9e3779b9 | 0;
-  const n = data.length;
-  const last = tableSize;
-  // Pairs of values per draw, the odd last value inside the loop (see affineWithNoise).
-  for (let i = 0; i < n; i += 2) {
-    const m = Math.imul(s1, 5);
-    const r = Math.imul((m << 7) | (m >>> 25), 9);
-    const t = s1 << 9;
-    s2 ^= s0; s3 ^= s1; s1 ^= s2; s0 ^= s3; s2 ^= t; s3 = (s3 << 11) | (s3 >>> 21);
-    let f = (data[i] - lo) * toIndex;
-    f = f < 0 ? 0 : f > last ? last : f;
-    let k = f | 0;
-    let g0 = table[k];
-    data[i] = a * (g0 + (f - k) * (table[k + 1] - g0)) + b + sigma * z[r >>> 20];
-    if (i + 1 < n) {
-      f = (data[i + 1] - lo) * toIndex;
-      f = f < 0 ? 0 : f > last ? last : f;
-      k = f | 0;
-      g0 = table[k];
-      data[i + 1] = a * (g0 + (f - k) * (table[k + 1] - g0)) + b + sigma * z[r & 0xfff];
+function jump(s: Int32Array): void {
+  let t0 = 0, t1 = 0, t2 = 0, t3 = 0;
+  for (const word of JUMP) {
+    for (let b = 0; b < 32; b++) {
+      if (word & (1 << b)) { t0 ^= s[0]; t1 ^= s[1]; t2 ^= s[2]; t3 ^= s[3]; }
+      xoshiroStep(s);
     }
   }
+  s[0] = t0; s[1] = t1; s[2] = t2; s[3] = t3;
+}
+
+/**
+ * The four lane states of a crop's noise, as the SIMD kernel reads them: word w of lane l at index 4 w + l. Lane l is
+ * the crop's state jumped l times. The all-zero state, a fixed point of the generator, is replaced by a constant.
+ */
+export function noiseLanes(state: readonly [number, number, number, number]): Int32Array {
+  const s = Int32Array.from(state, (v) => v | 0);
+  if ((s[0] | s[1] | s[2] | s[3]) === 0) s[0] = 0x9e3779b9 | 0;
+  const lanes = new Int32Array(16);
+  for (let l = 0; l < 4; l++) {
+    if (l > 0) jump(s);
+    for (let w = 0; w < 4; w++) lanes[4 * w + l] = s[w];
+  }
+  return lanes;
 }

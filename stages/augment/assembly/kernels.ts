@@ -1,0 +1,314 @@
+// The augment stage's pixel kernels, in AssemblyScript, compiled to WebAssembly with 128-bit SIMD
+// (`npm run build:wasm`). V8 does not vectorise JavaScript loops; here every multiply-add of the resampler and every
+// step of the intensity chain works on four float32 values at once. Only non-relaxed SIMD is used: its results are
+// defined bit for bit by the WebAssembly specification, so crops stay identical on every machine.
+//
+// Pointers are byte offsets into this module's own memory. The JavaScript side (stages/augment/kernels.ts) lays
+// out the buffers above heapBase() and grows the memory; nothing here allocates.
+
+/** First byte the JavaScript side may use. */
+export function heapBase(): usize {
+  return (__heap_base + 15) & ~15;
+}
+
+// ---- layout ----------------------------------------------------------------------------------------------------
+
+/** dst[i] = src[i * channels + channel]: one channel of an interleaved image as a plane. */
+export function deinterleave(src: usize, n: i32, channels: i32, channel: i32, dst: usize): void {
+  const step = <usize>channels << 2;
+  let p = src + (<usize>channel << 2);
+  for (let i = 0; i < n; i++, p += step) store<f32>(dst + (<usize>i << 2), load<f32>(p));
+}
+
+/** dst[i * channels + channel] = plane[i]. */
+export function interleave(plane: usize, n: i32, channels: i32, channel: i32, dst: usize): void {
+  const step = <usize>channels << 2;
+  let p = dst + (<usize>channel << 2);
+  for (let i = 0; i < n; i++, p += step) store<f32>(p, load<f32>(plane + (<usize>i << 2)));
+}
+
+// ---- resampling (see resample.ts for the filter) ---------------------------------------------------------------
+
+/**
+ * The vertical pass over a plane of row stride `stride` floats: output row i (`span` values from column x0, written
+ * at row stride `outStride`) is the weighted sum of `taps` consecutive source rows from start[i]. Columns
+ * [span, outStride) are zeroed, so the horizontal pass may read a few values past a row's end (with weight 0).
+ */
+export function verticalPass(
+  src: usize, stride: i32, x0: i32, span: i32,
+  start: usize, weights: usize, taps: i32, rows: i32, out: usize, outStride: i32,
+): void {
+  const rowBytes = <usize>stride << 2;
+  for (let i = 0; i < rows; i++) {
+    const o = out + (<usize>(i * outStride) << 2);
+    const wb = weights + (<usize>(i * taps) << 2);
+    let r = src + (<usize>load<i32>(start + (<usize>i << 2)) * rowBytes) + (<usize>x0 << 2);
+    // The first tap writes the row, later taps add to it; two rows per sweep halve the loads and stores of `out`.
+    let w0 = load<f32>(wb);
+    let v0 = f32x4.splat(w0);
+    let j = 0;
+    for (; j + 4 <= span; j += 4) v128.store(o + (<usize>j << 2), f32x4.mul(v0, v128.load(r + (<usize>j << 2))));
+    for (; j < span; j++) store<f32>(o + (<usize>j << 2), w0 * load<f32>(r + (<usize>j << 2)));
+    let t = 1;
+    for (; t + 2 <= taps; t += 2) {
+      const r0 = r + rowBytes, r1 = r0 + rowBytes;
+      r = r1;
+      w0 = load<f32>(wb + (<usize>t << 2));
+      const w1 = load<f32>(wb + (<usize>(t + 1) << 2));
+      v0 = f32x4.splat(w0);
+      const v1 = f32x4.splat(w1);
+      j = 0;
+      for (; j + 4 <= span; j += 4) {
+        const p = o + (<usize>j << 2), q = <usize>j << 2;
+        v128.store(p, f32x4.add(v128.load(p), f32x4.add(f32x4.mul(v0, v128.load(r0 + q)), f32x4.mul(v1, v128.load(r1 + q)))));
+      }
+      for (; j < span; j++) {
+        const p = o + (<usize>j << 2), q = <usize>j << 2;
+        store<f32>(p, load<f32>(p) + (w0 * load<f32>(r0 + q) + w1 * load<f32>(r1 + q)));
+      }
+    }
+    if (t < taps) {
+      r += rowBytes;
+      w0 = load<f32>(wb + (<usize>t << 2));
+      v0 = f32x4.splat(w0);
+      j = 0;
+      for (; j + 4 <= span; j += 4) {
+        const p = o + (<usize>j << 2);
+        v128.store(p, f32x4.add(v128.load(p), f32x4.mul(v0, v128.load(r + (<usize>j << 2)))));
+      }
+      for (; j < span; j++) {
+        const p = o + (<usize>j << 2);
+        store<f32>(p, load<f32>(p) + w0 * load<f32>(r + (<usize>j << 2)));
+      }
+    }
+    for (j = span; j < outStride; j++) store<f32>(o + (<usize>j << 2), 0);
+  }
+}
+
+/** The four lane sums of a0..a3, as one vector: (sum a0, sum a1, sum a2, sum a3). */
+// @ts-ignore: decorator
+@inline function laneSums(a0: v128, a1: v128, a2: v128, a3: v128): v128 {
+  const s01 = f32x4.add(v128.shuffle<f32>(a0, a1, 0, 1, 4, 5), v128.shuffle<f32>(a0, a1, 2, 3, 6, 7));
+  const s23 = f32x4.add(v128.shuffle<f32>(a2, a3, 0, 1, 4, 5), v128.shuffle<f32>(a2, a3, 2, 3, 6, 7));
+  return f32x4.add(v128.shuffle<f32>(s01, s23, 0, 2, 4, 6), v128.shuffle<f32>(s01, s23, 1, 3, 5, 7));
+}
+
+/**
+ * The horizontal pass: out[i * n + j] = sum_t weights[j * taps4 + t] * src[i * srcStride + start[j] + t], with the
+ * taps zero-padded to taps4 (a multiple of 4) so each output sample is one or two vector products. Four outputs are
+ * reduced together (laneSums), so the reduction costs 9 shuffles and adds per four samples, not per sample.
+ */
+export function horizontalPass(src: usize, srcStride: i32, rows: i32, start: usize, weights: usize, taps4: i32, n: i32, out: usize): void {
+  const wStride = <usize>taps4 << 2;
+  for (let i = 0; i < rows; i++) {
+    const row = src + (<usize>(i * srcStride) << 2);
+    const o = out + (<usize>(i * n) << 2);
+    let j = 0;
+    if (taps4 === 4) {
+      for (; j + 4 <= n; j += 4) {
+        const s = start + (<usize>j << 2), w = weights + <usize>j * wStride;
+        const a0 = f32x4.mul(v128.load(row + (<usize>load<i32>(s) << 2)), v128.load(w));
+        const a1 = f32x4.mul(v128.load(row + (<usize>load<i32>(s, 4) << 2)), v128.load(w, 16));
+        const a2 = f32x4.mul(v128.load(row + (<usize>load<i32>(s, 8) << 2)), v128.load(w, 32));
+        const a3 = f32x4.mul(v128.load(row + (<usize>load<i32>(s, 12) << 2)), v128.load(w, 48));
+        v128.store(o + (<usize>j << 2), laneSums(a0, a1, a2, a3));
+      }
+    } else {
+      for (; j + 4 <= n; j += 4) {
+        const s = start + (<usize>j << 2), w = weights + <usize>j * wStride;
+        const p0 = row + (<usize>load<i32>(s) << 2), p1 = row + (<usize>load<i32>(s, 4) << 2);
+        const p2 = row + (<usize>load<i32>(s, 8) << 2), p3 = row + (<usize>load<i32>(s, 12) << 2);
+        let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+        for (let g: usize = 0; g < <usize>taps4 << 2; g += 16) {
+          a0 = f32x4.add(a0, f32x4.mul(v128.load(p0 + g), v128.load(w + g)));
+          a1 = f32x4.add(a1, f32x4.mul(v128.load(p1 + g), v128.load(w + wStride + g)));
+          a2 = f32x4.add(a2, f32x4.mul(v128.load(p2 + g), v128.load(w + 2 * wStride + g)));
+          a3 = f32x4.add(a3, f32x4.mul(v128.load(p3 + g), v128.load(w + 3 * wStride + g)));
+        }
+        v128.store(o + (<usize>j << 2), laneSums(a0, a1, a2, a3));
+      }
+    }
+    // The last n % 4 samples one at a time.
+    for (; j < n; j++) {
+      const p = row + (<usize>load<i32>(start + (<usize>j << 2)) << 2), w = weights + <usize>j * wStride;
+      let acc: f32 = 0;
+      for (let t = 0; t < taps4; t++) acc += load<f32>(w + (<usize>t << 2)) * load<f32>(p + (<usize>t << 2));
+      store<f32>(o + (<usize>j << 2), acc);
+    }
+  }
+}
+
+// ---- intensity (see intensity.ts and noise.ts for the formulas) -------------------------------------------------
+
+/** Four table reads: (table[k0], table[k1], table[k2], table[k3]). WebAssembly SIMD has no gather. */
+// @ts-ignore: decorator
+@inline function gather(table: usize, k: v128): v128 {
+  let r = f32x4.splat(load<f32>(table + (<usize>i32x4.extract_lane(k, 0) << 2)));
+  r = f32x4.replace_lane(r, 1, load<f32>(table + (<usize>i32x4.extract_lane(k, 1) << 2)));
+  r = f32x4.replace_lane(r, 2, load<f32>(table + (<usize>i32x4.extract_lane(k, 2) << 2)));
+  return f32x4.replace_lane(r, 3, load<f32>(table + (<usize>i32x4.extract_lane(k, 3) << 2)));
+}
+
+/** u^g read from the gamma table with linear interpolation; f is the table coordinate, clamped to [0, size]. */
+// @ts-ignore: decorator
+@inline function gammaLookup(table: usize, f: v128, last: v128): v128 {
+  const c = f32x4.min(f32x4.max(f, f32x4.splat(0)), last);
+  const k = i32x4.trunc_sat_f32x4_s(c);
+  const t0 = gather(table, k);
+  const t1 = gather(table + 4, k);
+  return f32x4.add(t0, f32x4.mul(f32x4.sub(c, f32x4.convert_i32x4_s(k)), f32x4.sub(t1, t0)));
+}
+
+/** Adds the four lanes of v to a float64 running sum (float32 partial sums would drift on large crops). */
+// @ts-ignore: decorator
+@inline function addLanes(acc: v128, v: v128): v128 {
+  return f64x2.add(f64x2.add(acc, f64x2.promote_low_f32x4(v)), f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1)));
+}
+
+/** Gamma on [lo, hi] in place, through the table of `size` intervals; returns the sum of the results. */
+export function gammaSum(data: usize, n: i32, table: usize, size: i32, lo: f32, hi: f32): f64 {
+  const span = hi - lo, toIndex = <f32>size / span;
+  const vlo = f32x4.splat(lo), vspan = f32x4.splat(span), vto = f32x4.splat(toIndex), last = f32x4.splat(<f32>size);
+  let acc = f64x2.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const p = data + (<usize>i << 2);
+    const g = gammaLookup(table, f32x4.mul(f32x4.sub(v128.load(p), vlo), vto), last);
+    const v = f32x4.add(vlo, f32x4.mul(vspan, g));
+    v128.store(p, v);
+    acc = addLanes(acc, v);
+  }
+  let sum = f64x2.extract_lane(acc, 0) + f64x2.extract_lane(acc, 1);
+  for (; i < n; i++) {
+    const p = data + (<usize>i << 2);
+    let f = (load<f32>(p) - lo) * toIndex;
+    f = f < 0 ? 0 : f > <f32>size ? <f32>size : f;
+    const k = <i32>f;
+    const t0 = load<f32>(table + (<usize>k << 2)), t1 = load<f32>(table + (<usize>(k + 1) << 2));
+    const v = lo + span * (t0 + (f - <f32>k) * (t1 - t0));
+    store<f32>(p, v);
+    sum += v;
+  }
+  return sum;
+}
+
+/** Sum of n values. */
+export function sum(data: usize, n: i32): f64 {
+  let acc = f64x2.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) acc = addLanes(acc, v128.load(data + (<usize>i << 2)));
+  let s = f64x2.extract_lane(acc, 0) + f64x2.extract_lane(acc, 1);
+  for (; i < n; i++) s += load<f32>(data + (<usize>i << 2));
+  return s;
+}
+
+// Gaussian noise: four xoshiro128** generators side by side, one per SIMD lane. `state` holds 16 words, word w of
+// lane l at index 4 w + l (so each word is one vector). Each step yields four 32-bit draws; the top 12 bits of draw
+// l are the deviate of value i + l, the low 12 bits that of value i + 4 + l. `normals` is the 2^12-entry table.
+let s0: v128 = i32x4.splat(0), s1: v128 = i32x4.splat(0), s2: v128 = i32x4.splat(0), s3: v128 = i32x4.splat(0);
+
+// @ts-ignore: decorator
+@inline function loadState(state: usize): void {
+  s0 = v128.load(state); s1 = v128.load(state, 16); s2 = v128.load(state, 32); s3 = v128.load(state, 48);
+}
+
+// @ts-ignore: decorator
+@inline function rotl(x: v128, k: i32): v128 {
+  return v128.or(i32x4.shl(x, k), i32x4.shr_u(x, 32 - k));
+}
+
+/** One xoshiro128** step in every lane; returns the four outputs. */
+// @ts-ignore: decorator
+@inline function nextDraws(): v128 {
+  const r = i32x4.mul(rotl(i32x4.mul(s1, i32x4.splat(5)), 7), i32x4.splat(9));
+  const t = i32x4.shl(s1, 9);
+  s2 = v128.xor(s2, s0); s3 = v128.xor(s3, s1); s1 = v128.xor(s1, s2); s0 = v128.xor(s0, s3);
+  s2 = v128.xor(s2, t); s3 = rotl(s3, 11);
+  return r;
+}
+
+/** Table indices of the deviates for values i..i+3 (top 12 bits) and i+4..i+7 (low 12 bits) of a step. */
+// @ts-ignore: decorator
+@inline function noiseIndexHigh(r: v128): v128 { return i32x4.shr_u(r, 20); }
+// @ts-ignore: decorator
+@inline function noiseIndexLow(r: v128): v128 { return v128.and(r, i32x4.splat(0xfff)); }
+
+/** x' = scale * x + shift + sigma * z over n values in place (sigma may be 0: then no draws are made). */
+export function affineNoise(data: usize, n: i32, scale: f32, shift: f32, sigma: f32, state: usize, normals: usize): void {
+  const a = f32x4.splat(scale), b = f32x4.splat(shift), sg = f32x4.splat(sigma);
+  if (sigma == 0) {
+    let i = 0;
+    for (; i + 4 <= n; i += 4) { const p = data + (<usize>i << 2); v128.store(p, f32x4.add(f32x4.mul(a, v128.load(p)), b)); }
+    for (; i < n; i++) { const p = data + (<usize>i << 2); store<f32>(p, scale * load<f32>(p) + shift); }
+    return;
+  }
+  loadState(state);
+  let i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const r = nextDraws();
+    const p = data + (<usize>i << 2);
+    v128.store(p, f32x4.add(f32x4.add(f32x4.mul(a, v128.load(p)), b), f32x4.mul(sg, gather(normals, noiseIndexHigh(r)))));
+    v128.store(p, f32x4.add(f32x4.add(f32x4.mul(a, v128.load(p, 16)), b), f32x4.mul(sg, gather(normals, noiseIndexLow(r)))), 16);
+  }
+  if (i < n) tailNoise(data, i, n, scale, shift, sigma, normals);
+}
+
+/** The last n % 8 values: one more step, its deviates taken in the same order as a full group's. */
+function tailNoise(data: usize, from: i32, n: i32, scale: f32, shift: f32, sigma: f32, normals: usize): void {
+  const r = nextDraws();
+  for (let i = from; i < n; i++) {
+    const l = i - from;
+    const word = laneOf(r, l & 3);
+    const index = l < 4 ? word >>> 20 : word & 0xfff;
+    const p = data + (<usize>i << 2);
+    store<f32>(p, scale * load<f32>(p) + shift + sigma * load<f32>(normals + (<usize>index << 2)));
+  }
+}
+
+// @ts-ignore: decorator
+@inline function laneOf(v: v128, l: i32): u32 {
+  return l == 0 ? <u32>i32x4.extract_lane(v, 0) : l == 1 ? <u32>i32x4.extract_lane(v, 1) : l == 2 ? <u32>i32x4.extract_lane(v, 2) : <u32>i32x4.extract_lane(v, 3);
+}
+
+/**
+ * Gamma on [lo, hi], then x' = scale * x + shift + sigma * z, in one pass (the whole chain when nothing in between
+ * needs the crop mean). sigma 0 makes no draws.
+ */
+export function gammaAffineNoise(
+  data: usize, n: i32, table: usize, size: i32, lo: f32, hi: f32,
+  scale: f32, shift: f32, sigma: f32, state: usize, normals: usize,
+): void {
+  const span = hi - lo, toIndex = <f32>size / span;
+  // scale * (lo + span * g) + shift = (scale * span) g + (scale * lo + shift)
+  const fa = scale * span, fb = scale * lo + shift;
+  const vlo = f32x4.splat(lo), vto = f32x4.splat(toIndex), last = f32x4.splat(<f32>size);
+  const a = f32x4.splat(fa), b = f32x4.splat(fb), sg = f32x4.splat(sigma);
+  if (sigma != 0) loadState(state);
+  let i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const p = data + (<usize>i << 2);
+    const g0 = gammaLookup(table, f32x4.mul(f32x4.sub(v128.load(p), vlo), vto), last);
+    const g1 = gammaLookup(table, f32x4.mul(f32x4.sub(v128.load(p, 16), vlo), vto), last);
+    let y0 = f32x4.add(f32x4.mul(a, g0), b), y1 = f32x4.add(f32x4.mul(a, g1), b);
+    if (sigma != 0) {
+      const r = nextDraws();
+      y0 = f32x4.add(y0, f32x4.mul(sg, gather(normals, noiseIndexHigh(r))));
+      y1 = f32x4.add(y1, f32x4.mul(sg, gather(normals, noiseIndexLow(r))));
+    }
+    v128.store(p, y0);
+    v128.store(p, y1, 16);
+  }
+  if (i < n) {
+    // Gamma on the tail, then its affine map and noise exactly as affineNoise's tail.
+    for (let q = i; q < n; q++) {
+      const p = data + (<usize>q << 2);
+      let f = (load<f32>(p) - lo) * toIndex;
+      f = f < 0 ? 0 : f > <f32>size ? <f32>size : f;
+      const k = <i32>f;
+      const t0 = load<f32>(table + (<usize>k << 2)), t1 = load<f32>(table + (<usize>(k + 1) << 2));
+      store<f32>(p, t0 + (f - <f32>k) * (t1 - t0));
+    }
+    if (sigma != 0) tailNoise(data, i, n, fa, fb, sigma, normals);
+    else for (let q = i; q < n; q++) { const p = data + (<usize>q << 2); store<f32>(p, fa * load<f32>(p) + fb); }
+  }
+}

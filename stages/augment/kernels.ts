@@ -1,0 +1,212 @@
+// The augment stage's WebAssembly SIMD kernels (source: stages/augment/assembly/kernels.ts, built by
+// `npm run build:wasm` into dist/). One instance per thread, compiled on first use. Its memory is managed here as a
+// bump arena: callers take a mark, allocate, run kernels on pointers, copy results out and release the mark.
+//
+// Views on the memory (`floats`, `ints`) are re-created whenever the memory grows, because growing detaches the
+// old buffer: take a view only after the last allocation it must outlive.
+import fs from 'node:fs';
+import path from 'node:path';
+import { packageRoot } from '../../pipeline/version.js';
+import { NORMAL_TABLE_BITS, noiseLanes, normalTable } from './noise.js';
+import type { AxisWeights } from './resample.js';
+import { GAMMA_TABLE_SIZE, gammaTable } from './intensity.js';
+
+/** Where the build puts the module (the same file serves the TypeScript sources under test and dist/). */
+export const KERNELS_WASM = path.join(packageRoot, 'dist', 'stages', 'augment', 'wasm', 'kernels.wasm');
+
+interface Exports {
+  memory: WebAssembly.Memory;
+  heapBase(): number;
+  deinterleave(src: number, n: number, channels: number, channel: number, dst: number): void;
+  interleave(plane: number, n: number, channels: number, channel: number, dst: number): void;
+  verticalPass(src: number, stride: number, x0: number, span: number, start: number, weights: number, taps: number, rows: number, out: number, outStride: number): void;
+  horizontalPass(src: number, srcStride: number, rows: number, start: number, weights: number, taps4: number, n: number, out: number): void;
+  gammaSum(data: number, n: number, table: number, size: number, lo: number, hi: number): number;
+  sum(data: number, n: number): number;
+  affineNoise(data: number, n: number, scale: number, shift: number, sigma: number, state: number, normals: number): void;
+  gammaAffineNoise(data: number, n: number, table: number, size: number, lo: number, hi: number, scale: number, shift: number, sigma: number, state: number, normals: number): void;
+}
+
+const PAGE = 65536;
+
+export class Kernels {
+  readonly fn: Exports;
+  /** The 2^12 normal deviates of noise.ts, placed once below the arena. */
+  readonly normals: number;
+  private top: number;
+  private readonly floor: number;
+  floats: Float32Array;
+  ints: Int32Array;
+
+  constructor(module: WebAssembly.Module) {
+    this.fn = new WebAssembly.Instance(module, {}).exports as unknown as Exports;
+    this.top = this.fn.heapBase();
+    this.floats = new Float32Array(this.fn.memory.buffer);
+    this.ints = new Int32Array(this.fn.memory.buffer);
+    const normals = normalTable();
+    if (normals.length !== 1 << NORMAL_TABLE_BITS) throw new Error('the noise kernel reads a 2^12-entry table');
+    this.normals = this.put(normals);
+    this.floor = this.top;
+  }
+
+  /** Allocates `count` 4-byte values, 16-byte aligned; returns the byte pointer. Contents are undefined. */
+  alloc(count: number): number {
+    const ptr = this.top;
+    const end = ptr + ((count * 4 + 15) & ~15);
+    const have = this.fn.memory.buffer.byteLength;
+    if (end > have) {
+      this.fn.memory.grow(Math.ceil((end - have) / PAGE));
+      this.floats = new Float32Array(this.fn.memory.buffer);
+      this.ints = new Int32Array(this.fn.memory.buffer);
+    }
+    this.top = end;
+    return ptr;
+  }
+
+  /** Copies values into fresh arena space. */
+  put(values: Float32Array | Int32Array): number {
+    const ptr = this.alloc(values.length);
+    (values instanceof Int32Array ? this.ints : this.floats).set(values, ptr >> 2);
+    return ptr;
+  }
+
+  mark(): number {
+    return this.top;
+  }
+
+  /** Frees everything allocated since `mark`. */
+  release(mark: number): void {
+    this.top = Math.max(this.floor, mark);
+  }
+
+  /** A view of `count` floats at `ptr` (valid until the next allocation). */
+  view(ptr: number, count: number): Float32Array {
+    return this.floats.subarray(ptr >> 2, (ptr >> 2) + count);
+  }
+
+  /**
+   * Resamples a plane (row stride `width` floats) at `src` through the separable filter into `out`
+   * (yw.start.length rows of xw.start.length values). The vertical pass runs first, as contiguous row sweeps over
+   * the columns the box reads; the horizontal pass then runs on the output rows only.
+   */
+  resample(src: number, width: number, xw: AxisWeights, yw: AxisWeights, out: number): void {
+    const mark = this.mark();
+    const outW = xw.start.length, outH = yw.start.length;
+    const span = xw.hi - xw.lo + 1;
+    // The horizontal pass reads taps4 values from start[j] <= span - taps, so up to 3 past the span: a 4-value
+    // zeroed margin keeps those reads inside the row.
+    const stride = span + 4;
+    const taps4 = (xw.taps + 3) & ~3;
+    const scratch = this.alloc(outH * stride);
+    const yStart = this.put(yw.start), yWeights = this.put(yw.weights);
+    const xStart = this.alloc(outW), xWeights = this.alloc(outW * taps4);
+    const ints = this.ints, floats = this.floats;
+    const xs = xStart >> 2, xwp = xWeights >> 2;
+    floats.fill(0, xwp, xwp + outW * taps4);
+    for (let j = 0; j < outW; j++) {
+      ints[xs + j] = xw.start[j] - xw.lo;
+      for (let t = 0; t < xw.taps; t++) floats[xwp + j * taps4 + t] = xw.weights[j * xw.taps + t];
+    }
+    this.fn.verticalPass(src, width, xw.lo, span, yStart, yWeights, yw.taps, outH, scratch, stride);
+    this.fn.horizontalPass(scratch, stride, outH, xStart, xWeights, taps4, outW, out);
+    this.release(mark);
+  }
+
+  /** Gamma g on [lo, hi] over n values at `data`, in place; returns their sum. */
+  gamma(data: number, n: number, g: number, lo: number, hi: number): number {
+    const mark = this.mark();
+    const sum = this.fn.gammaSum(data, n, this.put(gammaTable(g)), GAMMA_TABLE_SIZE, lo, hi);
+    this.release(mark);
+    return sum;
+  }
+
+  /** x' = scale * x + shift + sigma * z over n values at `data`, z from the crop's noise state. */
+  affineNoise(data: number, n: number, scale: number, shift: number, sigma: number, state: NoiseState): void {
+    if (sigma === 0 && scale === 1 && shift === 0) return;
+    const mark = this.mark();
+    this.fn.affineNoise(data, n, scale, shift, sigma, this.put(noiseLanes(state)), this.normals);
+    this.release(mark);
+  }
+
+  /** Gamma g on [lo, hi], then x' = scale * x + shift + sigma * z, in one pass. */
+  gammaAffineNoise(data: number, n: number, g: number, lo: number, hi: number, scale: number, shift: number, sigma: number, state: NoiseState): void {
+    const mark = this.mark();
+    const table = this.put(gammaTable(g)), lanes = this.put(noiseLanes(state));
+    this.fn.gammaAffineNoise(data, n, table, GAMMA_TABLE_SIZE, lo, hi, scale, shift, sigma, lanes, this.normals);
+    this.release(mark);
+  }
+}
+
+export type NoiseState = readonly [number, number, number, number];
+
+let compiled: WebAssembly.Module | null = null;
+let instance: Kernels | null = null;
+
+/** This thread's kernels. */
+export function kernels(): Kernels {
+  if (instance) return instance;
+  if (!compiled) {
+    let bytes: Buffer;
+    try {
+      bytes = fs.readFileSync(KERNELS_WASM);
+    } catch {
+      throw new Error(`the augment kernels are not built (${KERNELS_WASM} is missing): run \`npm run build\``);
+    }
+    // Synchronous compilation is fine in Node (the size limit applies to browsers' main threads only).
+    compiled = new WebAssembly.Module(bytes);
+  }
+  instance = new Kernels(compiled);
+  return instance;
+}
+
+// Typed-array entry points, for callers outside the crop loop (normalize, preview, tests): each copies its input into
+// the arena, runs one kernel and copies the result back.
+
+/**
+ * Resamples channel `channel` of an interleaved (height, width, channels) image through the separable filter
+ * (xw along columns, yw along rows) into `out` (yw rows x xw columns, one channel).
+ */
+export function resampleBox(src: Float32Array, width: number, channels: number, channel: number, xw: AxisWeights, yw: AxisWeights, out: Float32Array): void {
+  const k = kernels();
+  const mark = k.mark();
+  const n = src.length / channels;
+  let plane: number;
+  if (channels === 1) plane = k.put(src);
+  else {
+    const interleaved = k.put(src);
+    plane = k.alloc(n);
+    k.fn.deinterleave(interleaved, n, channels, channel, plane);
+  }
+  const dst = k.alloc(out.length);
+  k.resample(plane, width, xw, yw, dst);
+  out.set(k.view(dst, out.length));
+  k.release(mark);
+}
+
+/** Gamma g on [lo, hi] over `data` in place (see intensity.ts); returns the sum of the results. */
+export function applyGamma(data: Float32Array, g: number, lo: number, hi: number): number {
+  return inArena(data, (k, ptr) => k.gamma(ptr, data.length, g, lo, hi));
+}
+
+/** x' = scale * x + shift + sigma * z over `data` in place (see noise.ts); sigma 0 adds nothing. */
+export function affineWithNoise(data: Float32Array, scale: number, shift: number, sigma: number, state: NoiseState): void {
+  inArena(data, (k, ptr) => k.affineNoise(ptr, data.length, scale, shift, sigma, state));
+}
+
+/** Gamma, then the affine map and noise, in one pass over `data` in place. */
+export function gammaAffineNoise(data: Float32Array, g: number, lo: number, hi: number, scale: number, shift: number, sigma: number, state: NoiseState): void {
+  inArena(data, (k, ptr) => k.gammaAffineNoise(ptr, data.length, g, lo, hi, scale, shift, sigma, state));
+}
+
+function inArena<T>(data: Float32Array, run: (k: Kernels, ptr: number) => T): T {
+  const k = kernels();
+  const mark = k.mark();
+  try {
+    const ptr = k.put(data);
+    const result = run(k, ptr);
+    data.set(k.view(ptr, data.length));
+    return result;
+  } finally {
+    k.release(mark);
+  }
+}
