@@ -15,7 +15,8 @@ const source = random(seed);
 export default function makeCropSet(task: AugmentTask): unknown {
   const set: CropSet = cropSet(task.image, config, source, task.epoch, task.sample);
   const value = { set, input: task.image.data };
-  const buffers = [task.image.data.buffer, ...set.crops.map((c) => c.data.buffer)];
+  // The crops share one buffer (multiCrop); a buffer listed twice would make the transfer throw.
+  const buffers = [...new Set([task.image.data.buffer, ...set.crops.map((c) => c.data.buffer)])];
   // move() marks the wrapper so Piscina transfers `buffers` and unwraps `value` on the other side.
   return Piscina.move({ [Piscina.transferableSymbol]: buffers, [Piscina.valueSymbol]: value } as never);
 }

@@ -92,7 +92,9 @@ export function renderCrop(image: NormalizedImage, req: CropRequest): Float32Arr
   const k = kernels();
   const mark = k.mark();
   try {
-    return renderCropFrom(k, uploadPlanes(k, image, req.channelOffset, req.channels), image, req);
+    const out = new Float32Array(req.size * req.size * req.channels);
+    renderCropFrom(k, uploadPlanes(k, image, req.channelOffset, req.channels), image, req, out);
+    return out;
   } finally {
     k.release(mark);
   }
@@ -110,8 +112,8 @@ function uploadPlanes(k: Kernels, image: NormalizedImage, first: number, count: 
   return planes;
 }
 
-/** renderCrop on planes already in the kernels' memory (multiCrop uploads an image once for all its crops). */
-function renderCropFrom(k: Kernels, planes: number[], image: NormalizedImage, req: CropRequest): Float32Array {
+/** renderCrop on planes already in the kernels' memory (multiCrop uploads an image once for all its crops), into `out`. */
+function renderCropFrom(k: Kernels, planes: number[], image: NormalizedImage, req: CropRequest, out: Float32Array): void {
   const { size, box, channels } = req;
   const n = size * size, count = n * channels;
   const xw = axisWeights(image.width, size, box.x, box.w, req.flip);
@@ -127,10 +129,8 @@ function renderCropFrom(k: Kernels, planes: number[], image: NormalizedImage, re
     }
   }
   augmentIntensity(k, crop, size, channels, req);
-  // A fresh buffer per crop: crop sets leave the worker by transfer.
-  const out = k.view(crop, count).slice();
+  out.set(k.view(crop, count));
   k.release(mark);
-  return out;
 }
 
 /** The intensity chain on a crop in the kernels' memory: gamma, blur, energy, linear, noise (intensity.ts). */
@@ -187,16 +187,22 @@ export function multiCrop(image: NormalizedImage, config: AugmentConfig, source:
   const channels = image.channels / renderings;
   const rendering = drawRendering(image, source, epoch);
   const range = intensityRange(image);
+  const plan = cropPlan(config);
+  // One fresh buffer for the whole set, each crop a view on it: a set leaves a worker as one transfer, and the
+  // receiving thread tracks one buffer instead of one per crop.
+  const values = new Float32Array(plan.reduce((total, { crop }) => total + crop.size * crop.size * channels, 0));
   const k = kernels();
   const mark = k.mark();
   try {
     const planes = uploadPlanes(k, image, rendering * channels, channels);
-    return cropPlan(config).map(({ kind, crop }, index) => {
+    let offset = 0;
+    return plan.map(({ kind, crop }, index) => {
       const geometry = source.stream({ epoch, sample: image.id, crop: index, purpose: 'crop' });
       const box = randomResizedBox(geometry, image.width, image.height, crop.scale, config.ratio);
       const flip = geometry.uniform() < config.flip;
       const intensity = drawIntensity(source.stream({ epoch, sample: image.id, crop: index, purpose: 'intensity' }), config, crop.size);
-      const data = renderCropFrom(k, planes, image, { kind, size: crop.size, box, flip, intensity, channelOffset: rendering * channels, channels, range });
+      const data = values.subarray(offset, (offset += crop.size * crop.size * channels));
+      renderCropFrom(k, planes, image, { kind, size: crop.size, box, flip, intensity, channelOffset: rendering * channels, channels, range }, data);
       return { kind, size: crop.size, channels, data, params: cropParams(image, box, flip, intensity, rendering, renderings) };
     });
   } finally {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { packageRoot } from '../../pipeline/version.js';
 import { NORMAL_TABLE_BITS, noiseLanes, normalTable } from './noise.js';
 import type { AxisWeights } from './resample.js';
-import { GAMMA_TABLE_SIZE, gammaTable } from './intensity.js';
+import { GAMMA_TABLE_SIZE } from './intensity.js';
 
 /** Where the build puts the module (the same file serves the TypeScript sources under test and dist/). */
 export const KERNELS_WASM = path.join(packageRoot, 'dist', 'stages', 'augment', 'wasm', 'kernels.wasm');
@@ -21,6 +21,7 @@ interface Exports {
   interleave(plane: number, n: number, channels: number, channel: number, dst: number): void;
   verticalPass(src: number, stride: number, x0: number, span: number, start: number, weights: number, taps: number, rows: number, out: number, outStride: number): void;
   horizontalPass(src: number, srcStride: number, rows: number, start: number, weights: number, taps4: number, n: number, out: number): void;
+  gammaPairs(pairs: number, values: number, log2s: number, size: number, g: number): void;
   gammaSum(data: number, n: number, table: number, size: number, lo: number, hi: number): number;
   sum(data: number, n: number): number;
   affineNoise(data: number, n: number, scale: number, shift: number, sigma: number, state: number, normals: number): void;
@@ -33,6 +34,8 @@ export class Kernels {
   readonly fn: Exports;
   /** The 2^12 normal deviates of noise.ts, placed once below the arena. */
   readonly normals: number;
+  /** log2(k / GAMMA_TABLE_SIZE) for k = 0..GAMMA_TABLE_SIZE (padded to whole vectors), for the gamma tables. */
+  readonly log2s: number;
   private top: number;
   private readonly floor: number;
   floats: Float32Array;
@@ -46,6 +49,7 @@ export class Kernels {
     const normals = normalTable();
     if (normals.length !== 1 << NORMAL_TABLE_BITS) throw new Error('the noise kernel reads a 2^12-entry table');
     this.normals = this.put(normals);
+    this.log2s = this.put(Float32Array.from({ length: GAMMA_TABLE_SIZE + 4 }, (_, k) => (k <= GAMMA_TABLE_SIZE ? Math.log2(k / GAMMA_TABLE_SIZE) : 0)));
     this.floor = this.top;
   }
 
@@ -112,10 +116,19 @@ export class Kernels {
     this.release(mark);
   }
 
+  /** The table of u^g (see intensity.ts), in fresh arena space. */
+  gammaTable(g: number): number {
+    const pairs = this.alloc(2 * (GAMMA_TABLE_SIZE + 1));
+    const mark = this.mark();
+    this.fn.gammaPairs(pairs, this.alloc(GAMMA_TABLE_SIZE + 4), this.log2s, GAMMA_TABLE_SIZE, g);
+    this.release(mark);
+    return pairs;
+  }
+
   /** Gamma g on [lo, hi] over n values at `data`, in place; returns their sum. */
   gamma(data: number, n: number, g: number, lo: number, hi: number): number {
     const mark = this.mark();
-    const sum = this.fn.gammaSum(data, n, this.put(gammaTable(g)), GAMMA_TABLE_SIZE, lo, hi);
+    const sum = this.fn.gammaSum(data, n, this.gammaTable(g), GAMMA_TABLE_SIZE, lo, hi);
     this.release(mark);
     return sum;
   }
@@ -131,7 +144,7 @@ export class Kernels {
   /** Gamma g on [lo, hi], then x' = scale * x + shift + sigma * z, in one pass. */
   gammaAffineNoise(data: number, n: number, g: number, lo: number, hi: number, scale: number, shift: number, sigma: number, state: NoiseState): void {
     const mark = this.mark();
-    const table = this.put(gammaTable(g)), lanes = this.put(noiseLanes(state));
+    const table = this.gammaTable(g), lanes = this.put(noiseLanes(state));
     this.fn.gammaAffineNoise(data, n, table, GAMMA_TABLE_SIZE, lo, hi, scale, shift, sigma, lanes, this.normals);
     this.release(mark);
   }

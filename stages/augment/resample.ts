@@ -33,8 +33,7 @@ export function axisWeights(srcLength: number, outLength: number, offset: number
   // A fixed stride keeps the inner loops free of per-sample bounds.
   const taps = Math.max(1, Math.min(Math.ceil(2 * support - 1e-9), srcLength));
   const start = new Int32Array(outLength);
-  const weights = new Float32Array(outLength * taps);
-  const w = new Float64Array(taps);
+  const weights = new Float32Array(outLength * taps); // zero-filled: taps beyond the footprint stay 0
   let lo = srcLength, hi = 0;
   for (let o = 0; o < outLength; o++) {
     const i = reverse ? outLength - 1 - o : o;
@@ -44,24 +43,23 @@ export function axisWeights(srcLength: number, outLength: number, offset: number
     const last = Math.ceil(centre - 0.5 + support) - 1;
     // Shift the window left near the far edge so that start + taps - 1 stays inside the axis.
     const s0 = Math.min(Math.max(first, 0), srcLength - taps);
-    w.fill(0);
+    const base = o * taps - s0;
     let sum = 0;
     for (let k = first; k <= last; k++) {
       const d = Math.abs(k + 0.5 - centre) / support;
-      const weight = d < 1 ? 1 - d : 0;
-      if (weight === 0) continue;
+      if (d >= 1) continue;
       const kc = k < 0 ? 0 : k >= srcLength ? srcLength - 1 : k;
-      w[kc - s0] += weight;
-      sum += weight;
+      weights[base + kc] += 1 - d;
+      sum += 1 - d;
     }
     if (sum === 0) {
       // Degenerate footprint (a zero-width box): nearest pixel.
-      w[Math.min(Math.max(Math.floor(centre), 0), srcLength - 1) - s0] = 1;
+      weights[base + Math.min(Math.max(Math.floor(centre), 0), srcLength - 1)] = 1;
       sum = 1;
     }
     start[o] = s0;
-    const base = o * taps;
-    for (let t = 0; t < taps; t++) weights[base + t] = w[t] / sum;
+    const inv = 1 / sum;
+    for (let t = o * taps; t < (o + 1) * taps; t++) weights[t] *= inv;
     if (s0 < lo) lo = s0;
     if (s0 + taps - 1 > hi) hi = s0 + taps - 1;
   }

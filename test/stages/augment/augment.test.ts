@@ -13,7 +13,7 @@ import { testImage } from './helpers.js';
 
 const config = AugmentConfig.parse({ global: { count: 2, size: 28, scale: [0.4, 1] }, local: { count: 3, size: 14, scale: [0.05, 0.4] }, gamma: { p: 0.8 }, noise: { p: 0.8 } });
 const images = () => Array.from({ length: 12 }, (_, i) => testImage(`img-${i}`, 40 + (i % 3) * 7, 36, 1));
-const bytes = (sets: CropSet[]) => sets.map((s) => [s.id, s.sample, ...s.crops.map((c) => Buffer.from(c.data.buffer).toString('base64'))]);
+const bytes = (sets: CropSet[]) => sets.map((s) => [s.id, s.sample, ...s.crops.map((c) => Buffer.from(c.data.buffer, c.data.byteOffset, c.data.byteLength).toString('base64'))]);
 
 async function run(workers: number, input = images(), failures = new FailureLog()) {
   return firstValueFrom(from(input).pipe(augment({ failures, config, seed: 11, epoch: 3, workers }), toArray()));
