@@ -7,6 +7,7 @@ import type { RandomSource, RandomStream } from '../../pipeline/random.js';
 import { axisWeights } from './resample.js';
 import { applyBlur, applyRegionalEnergy, type EnergyRegion } from './intensity.js';
 import { kernels, type Kernels } from './kernels.js';
+import { uninitializedFloat32 } from '../../pipeline/memory.js';
 
 /** A crop box in continuous source pixel coordinates (x along columns, y along rows). */
 export interface CropBox { x: number; y: number; w: number; h: number }
@@ -92,7 +93,7 @@ export function renderCrop(image: NormalizedImage, req: CropRequest): Float32Arr
   const k = kernels();
   const mark = k.mark();
   try {
-    const out = new Float32Array(req.size * req.size * req.channels);
+    const out = uninitializedFloat32(req.size * req.size * req.channels);
     renderCropFrom(k, uploadPlanes(k, image, req.channelOffset, req.channels), image, req, out);
     return out;
   } finally {
@@ -190,7 +191,7 @@ export function multiCrop(image: NormalizedImage, config: AugmentConfig, source:
   const plan = cropPlan(config);
   // One fresh buffer for the whole set, each crop a view on it: a set leaves a worker as one transfer, and the
   // receiving thread tracks one buffer instead of one per crop.
-  const values = new Float32Array(plan.reduce((total, { crop }) => total + crop.size * crop.size * channels, 0));
+  const values = uninitializedFloat32(plan.reduce((total, { crop }) => total + crop.size * crop.size * channels, 0));
   const k = kernels();
   const mark = k.mark();
   try {

@@ -6,6 +6,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { z } from 'zod';
 import { FailureCode, NormalizedImage } from '../../schemas/records.js';
 import { packageVersion } from '../../pipeline/version.js';
+import { uninitializedFloat32 } from '../../pipeline/memory.js';
 
 /** Bumped whenever the key scheme or the value layout changes: older records then miss instead of misreading. */
 export const CACHE_SCHEMA_VERSION = 2;
@@ -443,16 +444,6 @@ export function byteUnshuffle(src: Uint8Array, size: number, out: Uint8Array): U
   }
   out.set(src.subarray(n * size), n * size);
   return out;
-}
-
-/**
- * A Float32Array on its own uninitialized ArrayBuffer (every byte is overwritten by the caller): skipping the zero
- * fill of `new Float32Array(n)` saves one of the three passes over each replayed array. Its own buffer (not
- * Buffer's shared pool) so it can be transferred between threads.
- */
-function uninitializedFloat32(count: number): Float32Array {
-  const bytes = Buffer.allocUnsafeSlow(count * 4);
-  return new Float32Array(bytes.buffer, bytes.byteOffset, count);
 }
 
 const align8 = (n: number) => (n + 7) & ~7;

@@ -190,24 +190,26 @@ export function gammaPairs(pairs: usize, values: usize, log2s: usize, size: i32,
   store<f32>(pairs + (<usize>size << 3), 0, 4);
 }
 
-/** u^g from the table with linear interpolation; f is the table coordinate, clamped to [0, size]. */
+/** u^g from the table with linear interpolation; f is the table coordinate, clamped to [0, size] (NaN to 0).
+ * pmin/pmax and floor map to single x86-64 instructions, where min/max and trunc_sat need NaN fix-ups; the index
+ * comes from the exponent trick (floor(c) + 2^23 has the integer in its low mantissa bits). */
 // @ts-ignore: decorator
 @inline function gammaLookup(pairs: usize, f: v128, last: v128): v128 {
-  const c = f32x4.min(f32x4.max(f, f32x4.splat(0)), last);
-  const k = i32x4.trunc_sat_f32x4_s(c);
-  const at = i32x4.shl(k, 3);
+  const c = f32x4.pmin(last, f32x4.pmax(f32x4.splat(0), f));
+  const fl = f32x4.floor(c);
+  const at = i32x4.shl(i32x4.sub(f32x4.add(fl, f32x4.splat(8388608)), i32x4.splat(0x4b000000)), 3);
   let a = v128.load64_zero(pairs + <usize>i32x4.extract_lane(at, 0));
   a = v128.load64_lane(pairs + <usize>i32x4.extract_lane(at, 1), a, 1);
   let b = v128.load64_zero(pairs + <usize>i32x4.extract_lane(at, 2));
   b = v128.load64_lane(pairs + <usize>i32x4.extract_lane(at, 3), b, 1);
   const t0 = v128.shuffle<f32>(a, b, 0, 2, 4, 6), step = v128.shuffle<f32>(a, b, 1, 3, 5, 7);
-  return f32x4.add(t0, f32x4.mul(f32x4.sub(c, f32x4.convert_i32x4_s(k)), step));
+  return f32x4.add(t0, f32x4.mul(f32x4.sub(c, fl), step));
 }
 
 /** The same lookup for one value. */
 // @ts-ignore: decorator
 @inline function gammaLookup1(pairs: usize, f: f32, size: i32): f32 {
-  const c = f < 0 ? <f32>0 : f > <f32>size ? <f32>size : f;
+  const c = f > 0 ? (f < <f32>size ? f : <f32>size) : <f32>0; // NaN to 0, as the vector lookup
   const k = <i32>c;
   const p = pairs + (<usize>k << 3);
   return load<f32>(p) + (c - <f32>k) * load<f32>(p, 4);

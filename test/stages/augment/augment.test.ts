@@ -31,10 +31,14 @@ describe('augment operator', () => {
     expect(two.map((s) => s.crops.map((c) => c.params))).toEqual(inline.map((s) => s.crops.map((c) => c.params)));
   });
 
-  it('gives the caller its image back after the transfer, and copies views on shared buffers', async () => {
+  it('consumes owned buffers, gives them back with retainInput, and never detaches a shared buffer', async () => {
+    const consumed = images();
+    const sets = await run(2, consumed);
+    expect(sets).toHaveLength(12);
+    consumed.forEach((img) => expect(img.data.byteLength).toBe(0));
     const input = images();
     const before = input.map((i) => i.data.slice());
-    await run(2, input);
+    await firstValueFrom(from(input).pipe(augment({ failures: new FailureLog(), config, seed: 11, epoch: 3, workers: 2, retainInput: true }), toArray()));
     input.forEach((img, i) => expect(img.data).toEqual(before[i]));
     // A view on a larger buffer (as a cache read returns) is copied, not detached.
     const big = new Float32Array(40 * 36 * 2);
@@ -43,6 +47,7 @@ describe('augment operator', () => {
     const img = { ...view, data: big.subarray(40 * 36) };
     await run(1, [img]);
     expect(big.byteLength).toBe(40 * 36 * 2 * 4);
+    expect(img.data.byteLength).toBe(40 * 36 * 4);
   });
 
   it('turns a bad image into a failure record and goes on with the others', async () => {
