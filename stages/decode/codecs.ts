@@ -109,12 +109,17 @@ export function useNativeJpeg(on: boolean): void {
   nativeJpeg = on;
 }
 
-/** Frames decoded per codec since the process started (the benchmark reports which path a syntax took). */
-export const codecUse: Partial<Record<CodecName | 'jpegDct', number>> = {};
+/**
+ * Frames each codec decoded, and codestreams it rejected, since the process started: which path a syntax took (the
+ * benchmark reports it) and that a fallback was exercised (tests).
+ */
+export const codecStats: Partial<Record<CodecName | 'jpegDct', { decoded: number; rejected: number }>> = {};
 
-/** Records that `name` decoded one frame. */
-export function countUse(name: CodecName | 'jpegDct'): void {
-  codecUse[name] = (codecUse[name] ?? 0) + 1;
+/** Records one frame decoded (or rejected) by `name`. */
+export function countUse(name: CodecName | 'jpegDct', ok = true): void {
+  const s = (codecStats[name] ??= { decoded: 0, rejected: 0 });
+  if (ok) s.decoded++;
+  else s.rejected++;
 }
 
 /** Decodes one codestream. The codec must have been loaded with loadCodec. */
@@ -134,6 +139,7 @@ export function decodeCodestream(name: CodecName, stream: Uint8Array, file: stri
     countUse(name);
     return frame;
   } catch (err) {
+    countUse(name, false);
     // A decoder that failed may hold half-decoded state: never reuse it.
     decoders.get(name)?.delete();
     decoders.delete(name);
