@@ -198,7 +198,14 @@ function codecFrame(stream: Uint8Array, g: ImageGeometry, enc: Extract<Encoding,
       c = decodeCodestream(codec, input, file, g.bitsAllocated);
     } catch (err) {
       if (!fallback || !(err instanceof MedsslError) || err.code !== 'decode-error') throw err;
-      c = decodeCodestream(fallback, input, file, g.bitsAllocated);
+      try {
+        c = decodeCodestream(fallback, input, file, g.bitsAllocated);
+      } catch (second) {
+        // Both refused it: the first codec's reason is the one to report (libjpeg-turbo's message names the damage,
+        // the WebAssembly builds often give only an exception number).
+        if (second instanceof MedsslError && second.code === 'decode-error') throw err;
+        throw second;
+      }
     }
   }
   if (c.components !== g.samples) throw new MedsslError('corrupt', file, `frame ${f} has ${c.components} components, SamplesPerPixel is ${g.samples}`);

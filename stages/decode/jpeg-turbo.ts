@@ -77,20 +77,20 @@ export function jpegTurbo(library: string): JpegTurbo {
     // A decompressor that failed mid-stream is not reused.
     tj3Destroy(handle);
     handle = open();
-    throw new Error(`${what}: ${message}`);
+    throw new Error(`${what}${message}`);
   };
   const version = String(/libjpeg-turbo version ([\d.]+)/.exec(fs.readFileSync(library, 'latin1'))?.[1] ?? 'unknown');
 
   return {
     version,
     decode(stream, components) {
-      if (tj3DecompressHeader(handle, stream, stream.length) !== 0) fail('header');
+      if (tj3DecompressHeader(handle, stream, stream.length) !== 0) fail('header: ');
       if (tj3Get(handle, TJPARAM_PRECISION) !== 8) throw new Error('not an 8-bit stream');
       const width = tj3Get(handle, TJPARAM_JPEGWIDTH);
       const height = tj3Get(handle, TJPARAM_JPEGHEIGHT);
       // Decoded straight into the array handed to the caller: no copy.
       const data = new Uint8Array(width * height * components);
-      if (tj3Decompress8(handle, stream, stream.length, data, 0, components === 1 ? TJPF_GRAY : TJPF_RGB) !== 0) fail('decode');
+      if (tj3Decompress8(handle, stream, stream.length, data, 0, components === 1 ? TJPF_GRAY : TJPF_RGB) !== 0) fail('');
       return { width, height, data };
     },
   };
