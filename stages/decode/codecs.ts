@@ -76,7 +76,7 @@ export async function loadCodec(name: CodecName): Promise<void> {
 }
 const loaded = new Map<CodecName, Wasm>();
 
-/** False for `jpegTurbo` when there is no native TensorFlow, or native JPEG decoding is switched off. */
+/** False for `jpegTurbo` when its library does not load here, or native JPEG decoding is switched off. */
 export function isLoaded(name: CodecName): boolean {
   if (name === 'jpegTurbo') return nativeJpeg && turboEngine !== undefined;
   return name === 'jpegLossless' ? losslessDecoderClass !== undefined : loaded.has(name);

@@ -39,7 +39,7 @@ export function encodingOf(ts: string, file: string): Encoding {
     case '1.2.840.10008.1.2.5':
       return { kind: 'rle' };
     case '1.2.840.10008.1.2.4.50': case '1.2.840.10008.1.2.4.51': case '1.2.840.10008.1.2.4.53': case '1.2.840.10008.1.2.4.55':
-      // Native libjpeg-turbo where native TensorFlow is loaded; its WebAssembly build takes what that cannot.
+      // Native libjpeg-turbo where its library loads; its WebAssembly build takes what that cannot (jpeg-turbo.ts).
       return { kind: 'codec', codec: 'jpegTurbo', family: 'jpeg', fallback: 'jpeg8' };
     case '1.2.840.10008.1.2.4.57': case '1.2.840.10008.1.2.4.70':
       return { kind: 'codec', codec: 'jpegLossless', family: 'jpeg' };
