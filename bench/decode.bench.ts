@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { codecStats, nativeJpegVersion } from '../stages/decode/codecs.js';
 import { decodeItem } from '../stages/decode/decode.js';
 import type { Benchmark, BenchResult } from './harness.js';
 
@@ -37,6 +38,7 @@ async function measure(name: string, file: string, seconds: number): Promise<Ben
   };
   for (let i = 0; i < 5; i++) await once(); // codec init, JIT warm-up
   outBytes = 0;
+  const before = structuredClone(codecStats);
   let n = 0;
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
@@ -49,11 +51,29 @@ async function measure(name: string, file: string, seconds: number): Promise<Ben
   // Everything runs on the main thread (the codecs are single-threaded WebAssembly), so CPU seconds measure one core
   // even when other processes share the machine; wall-clock figures are given too.
   const cpuSeconds = (cpu.user + cpu.system) / 1e6;
-  const config = { file: path.basename(file), fileBytes: bytes.length, images: n, wallSeconds: s, cpuSeconds, wallImagesPerSecond: n / s, pydicomImagesPerSecond: PYDICOM[name] ?? null };
+  const config = { file: path.basename(file), fileBytes: bytes.length, codec: codecsUsed(before), images: n, wallSeconds: s, cpuSeconds, wallImagesPerSecond: n / s, pydicomImagesPerSecond: PYDICOM[name] ?? null };
   return [
     { name: `decode/${name}`, unit: 'images/s per core', value: n / cpuSeconds, config },
     { name: `decode/${name}/MB`, unit: 'MB/s per core (decoded stored values)', value: outBytes / cpuSeconds / 1e6, config },
   ];
+}
+
+const CODECS: Record<string, string> = {
+  jpegTurbo: 'native libjpeg-turbo (TurboJPEG via koffi)',
+  jpeg8: '@cornerstonejs/codec-libjpeg-turbo-8bit (WebAssembly)',
+  jpegDct: 'jpeg-dct.ts (JavaScript)',
+  jpegLossless: 'jpeg-lossless-decoder-js (JavaScript)',
+  jpegLs: '@cornerstonejs/codec-charls (WebAssembly)',
+  j2k: '@cornerstonejs/codec-openjpeg (WebAssembly)',
+  htj2k: '@cornerstonejs/codec-openjph (WebAssembly)',
+};
+
+/** The codecs that decoded frames since `before` (the path a syntax took), or the stage's own code. */
+function codecsUsed(before: typeof codecStats): string {
+  const used = Object.entries(codecStats)
+    .filter(([k, v]) => v.decoded > (before[k as keyof typeof codecStats]?.decoded ?? 0))
+    .map(([k]) => (k === 'jpegTurbo' ? `${CODECS[k]} ${nativeJpegVersion()}` : CODECS[k] ?? k));
+  return used.length ? used.join(' + ') : 'stages/decode (JavaScript, node:zlib)';
 }
 
 export const benchmarks: Benchmark[] = SYNTAXES.map(([name, ts]) => ({

@@ -1,9 +1,11 @@
-// The image codecs: WebAssembly builds shipped inside npm (cornerstone codecs) and jpeg-lossless-decoder-js.
+// The image codecs: WebAssembly builds shipped inside npm (cornerstone codecs), jpeg-lossless-decoder-js, and native
+// libjpeg-turbo for 8-bit JPEG (jpeg-turbo.ts; the WebAssembly build is its fallback).
 // Each is loaded on first use and initialised once per process (their init is async), so `medssl decode` of an
-// uncompressed file never pays for WebAssembly it does not need.
+// uncompressed file never pays for a codec it does not need.
 
 import { createRequire } from 'node:module';
 import { MedsslError } from '../../pipeline/failures.js';
+import { type JpegTurbo, jpegTurbo, turboJpegLibrary } from './jpeg-turbo.js';
 
 const require = createRequire(import.meta.url);
 
@@ -19,7 +21,8 @@ export interface CodecFrame {
   data: Uint8Array | Uint16Array | Int16Array;
 }
 
-export type CodecName = 'jpeg8' | 'jpegLossless' | 'jpegLs' | 'j2k' | 'htj2k';
+/** `jpegTurbo`: native libjpeg-turbo (jpeg-turbo.ts); `jpeg8`: its WebAssembly build. */
+export type CodecName = 'jpegTurbo' | 'jpeg8' | 'jpegLossless' | 'jpegLs' | 'j2k' | 'htj2k';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Wasm = any;
@@ -54,8 +57,13 @@ interface LosslessDecoder {
   yDim: number;
 }
 
-/** Loads (once) the codecs `names` need. Call before decodeFrame; cheap when already loaded. */
+/** Loads (once) the codec `name`. Call before decodeCodestream; cheap when already loaded. */
 export async function loadCodec(name: CodecName): Promise<void> {
+  if (name === 'jpegTurbo') {
+    turbo ??= loadJpegTurbo();
+    await turbo;
+    return;
+  }
   if (name === 'jpegLossless') {
     if (!losslessDecoderClass) {
       const mod = (await import('jpeg-lossless-decoder-js')) as unknown as { Decoder: new () => LosslessDecoder };
@@ -68,20 +76,70 @@ export async function loadCodec(name: CodecName): Promise<void> {
 }
 const loaded = new Map<CodecName, Wasm>();
 
+/** False for `jpegTurbo` when its library does not load here, or native JPEG decoding is switched off. */
 export function isLoaded(name: CodecName): boolean {
+  if (name === 'jpegTurbo') return nativeJpeg && turboEngine !== undefined;
   return name === 'jpegLossless' ? losslessDecoderClass !== undefined : loaded.has(name);
+}
+
+let turbo: Promise<void> | undefined;
+let turboEngine: JpegTurbo | undefined;
+let nativeJpeg = process.env.MEDSSL_JPEG !== 'wasm';
+
+async function loadJpegTurbo(): Promise<void> {
+  const library = turboJpegLibrary();
+  if (!library) return;
+  try {
+    turboEngine = jpegTurbo(library);
+  } catch {
+    turboEngine = undefined; // the WebAssembly codec decodes everything
+  }
+}
+
+/** libjpeg-turbo's version when the native JPEG path is loaded. */
+export function nativeJpegVersion(): string | undefined {
+  return turboEngine?.version;
+}
+
+/**
+ * Native 8-bit JPEG decoding on (the default where the library loads; MEDSSL_JPEG=wasm starts it off) or off (every
+ * 8-bit JPEG through the WebAssembly build). For tests and for checking one path against the other.
+ */
+export function useNativeJpeg(on: boolean): void {
+  nativeJpeg = on;
+}
+
+/**
+ * Frames each codec decoded, and codestreams it rejected, since the process started: which path a syntax took (the
+ * benchmark reports it) and that a fallback was exercised (tests).
+ */
+export const codecStats: Partial<Record<CodecName | 'jpegDct', { decoded: number; rejected: number }>> = {};
+
+/** Records one frame decoded (or rejected) by `name`. */
+export function countUse(name: CodecName | 'jpegDct', ok = true): void {
+  const s = (codecStats[name] ??= { decoded: 0, rejected: 0 });
+  if (ok) s.decoded++;
+  else s.rejected++;
 }
 
 /** Decodes one codestream. The codec must have been loaded with loadCodec. */
 export function decodeCodestream(name: CodecName, stream: Uint8Array, file: string, bitsAllocated: number): CodecFrame {
   try {
+    let frame: CodecFrame;
     switch (name) {
       case 'jpegLossless':
-        return decodeJpegLossless(stream, bitsAllocated);
+        frame = decodeJpegLossless(stream, bitsAllocated);
+        break;
+      case 'jpegTurbo':
+        frame = decodeTurbo(stream);
+        break;
       default:
-        return decodeWasm(name, stream);
+        frame = decodeWasm(name, stream);
     }
+    countUse(name);
+    return frame;
   } catch (err) {
+    countUse(name, false);
     // A decoder that failed may hold half-decoded state: never reuse it.
     decoders.get(name)?.delete();
     decoders.delete(name);
@@ -119,6 +177,15 @@ function decodeWasm(name: CodecName, stream: Uint8Array): CodecFrame {
   copy.set(decoded.subarray(0, copy.length));
   const data = bytesPer === 1 ? copy : info.isSigned ? new Int16Array(copy.buffer) : new Uint16Array(copy.buffer);
   return { width: info.width, height: info.height, components: info.componentCount, precision: info.bitsPerSample, signed: !!info.isSigned, data };
+}
+
+function decodeTurbo(stream: Uint8Array): CodecFrame {
+  if (!turboEngine) throw new Error('native JPEG decoding is not loaded');
+  const h = jpegHeader(stream);
+  const components = h?.components;
+  if (components !== 1 && components !== 3) throw new Error(`${components ?? 'no'} components`);
+  const c = turboEngine.decode(stream, components);
+  return { ...c, components, precision: 8, signed: false };
 }
 
 function decodeJpegLossless(stream: Uint8Array, bitsAllocated: number): CodecFrame {
@@ -184,6 +251,41 @@ export function jpegHeader(s: Uint8Array): JpegHeader | undefined {
     p += 2 + len;
   }
   return undefined;
+}
+
+/**
+ * True when the stream's marker structure is whole (ITU T.81 B.1.1): well-formed segments from SOI, entropy-coded
+ * data in which 0xFF is only stuffed (FF 00) or a restart marker (FF D0..D7) until the next segment, an EOI, and only
+ * zero padding after it. libjpeg meets a truncation or a stray marker with a warning and decodes on with zeros; the
+ * native path cannot see its warnings, so a stream that fails this goes to the WebAssembly build, which rejects it.
+ */
+export function jpegSegmentsIntact(s: Uint8Array): boolean {
+  if (s.length < 4 || s[0] !== 0xff || s[1] !== 0xd8) return false;
+  let p = 2;
+  for (;;) {
+    if (p + 2 > s.length || s[p] !== 0xff) return false;
+    let m = s[p + 1];
+    while (m === 0xff && p + 2 < s.length) m = s[++p + 1]; // fill bytes before a marker
+    if (m === 0xd9) {
+      for (let q = p + 2; q < s.length; q++) if (s[q] !== 0) return false;
+      return true;
+    }
+    if (m === 0x00 || m === 0x01 || (m >= 0xd0 && m <= 0xd8)) return false; // no standalone marker belongs here
+    if (p + 4 > s.length) return false;
+    const len = (s[p + 2] << 8) | s[p + 3];
+    if (len < 2) return false;
+    p += 2 + len;
+    if (m !== 0xda) continue;
+    // Entropy-coded data up to the next marker that is not RSTn.
+    for (;;) {
+      p = s.indexOf(0xff, p);
+      if (p < 0 || p + 1 >= s.length) return false;
+      const next = s[p + 1];
+      if (next === 0x00 || (next >= 0xd0 && next <= 0xd7)) p += 2;
+      else if (next === 0xff) p++;
+      else break;
+    }
+  }
 }
 
 /**

@@ -6,7 +6,7 @@
 import zlib from 'node:zlib';
 import { MedsslError } from '../../pipeline/failures.js';
 import type { Dtype, PixelArray } from '../../schemas/records.js';
-import { type CodecFrame, type CodecName, decodeCodestream, jpegHeader, j2kSize, markAsRgb } from './codecs.js';
+import { type CodecFrame, type CodecName, countUse, decodeCodestream, isLoaded, type JpegHeader, jpegHeader, jpegSegmentsIntact, j2kSize, markAsRgb } from './codecs.js';
 import { decodeJpegDct } from './jpeg-dct.js';
 import { type DicomFile, type Element, GROUP, TAG, frameBytes, framesOf, getNumbers, getString, getUS, hex, nestedElement, numbersOf, sequenceItems } from './dicom.js';
 import { BYTES, CTORS, expandYbr422, interleave, keepLowBits, padFrame, typedCopy, unpackBits } from './pixels.js';
@@ -39,7 +39,8 @@ export function encodingOf(ts: string, file: string): Encoding {
     case '1.2.840.10008.1.2.5':
       return { kind: 'rle' };
     case '1.2.840.10008.1.2.4.50': case '1.2.840.10008.1.2.4.51': case '1.2.840.10008.1.2.4.53': case '1.2.840.10008.1.2.4.55':
-      return { kind: 'codec', codec: 'jpeg8', family: 'jpeg' };
+      // Native libjpeg-turbo where its library loads; its WebAssembly build takes what that cannot (jpeg-turbo.ts).
+      return { kind: 'codec', codec: 'jpegTurbo', family: 'jpeg', fallback: 'jpeg8' };
     case '1.2.840.10008.1.2.4.57': case '1.2.840.10008.1.2.4.70':
       return { kind: 'codec', codec: 'jpegLossless', family: 'jpeg' };
     case '1.2.840.10008.1.2.4.80': case '1.2.840.10008.1.2.4.81':
@@ -173,26 +174,38 @@ function codecFrame(stream: Uint8Array, g: ImageGeometry, enc: Extract<Encoding,
   let claimed: { width: number; height: number; components: number } | undefined;
   let input = stream;
   let highPrecision = false;
+  let { codec, fallback } = enc;
+  const dct = codec === 'jpegTurbo' || codec === 'jpeg8';
   if (enc.family === 'j2k') claimed = j2kSize(stream);
   else {
     const h = jpegHeader(stream);
     if (!h) throw new MedsslError('corrupt', file, `frame ${f} is not a JPEG codestream (no SOI/SOF marker)`);
     claimed = h;
-    if (enc.codec === 'jpeg8' && h.precision > 8) highPrecision = true;
-    if (enc.codec === 'jpeg8' && h.components === 3 && g.photometric === 'RGB' && !h.jfif && h.adobeTransform === undefined) input = markAsRgb(stream, h);
+    if (dct && h.precision > 8) highPrecision = true;
+    if (dct && h.components === 3 && g.photometric === 'RGB' && !h.jfif && h.adobeTransform === undefined) input = markAsRgb(stream, h);
+    if (codec === 'jpegTurbo' && !(isLoaded('jpegTurbo') && turboFits(h) && jpegSegmentsIntact(input))) ({ codec, fallback } = { codec: 'jpeg8', fallback: undefined });
   }
   if (claimed && (claimed.width > g.cols || claimed.height > g.rows || claimed.width * claimed.height === 0)) {
     throw new MedsslError('corrupt', file, `frame ${f} codestream is ${claimed.width} x ${claimed.height}, the header says ${g.cols} x ${g.rows}`);
   }
   // 12-bit DCT streams go to the decoder in jpeg-dct.ts (the WebAssembly libjpeg-turbo build is 8-bit only).
   let c: CodecFrame;
-  if (highPrecision) c = { ...decodeJpegDct(input, file, g.rows * g.cols * g.samples), signed: false };
-  else {
+  if (highPrecision) {
+    c = { ...decodeJpegDct(input, file, g.rows * g.cols * g.samples), signed: false };
+    countUse('jpegDct');
+  } else {
     try {
-      c = decodeCodestream(enc.codec, input, file, g.bitsAllocated);
+      c = decodeCodestream(codec, input, file, g.bitsAllocated);
     } catch (err) {
-      if (!enc.fallback || !(err instanceof MedsslError) || err.code !== 'decode-error') throw err;
-      c = decodeCodestream(enc.fallback, input, file, g.bitsAllocated);
+      if (!fallback || !(err instanceof MedsslError) || err.code !== 'decode-error') throw err;
+      try {
+        c = decodeCodestream(fallback, input, file, g.bitsAllocated);
+      } catch (second) {
+        // Both refused it: the first codec's reason is the one to report (libjpeg-turbo's message names the damage,
+        // the WebAssembly builds often give only an exception number).
+        if (second instanceof MedsslError && second.code === 'decode-error') throw err;
+        throw second;
+      }
     }
   }
   if (c.components !== g.samples) throw new MedsslError('corrupt', file, `frame ${f} has ${c.components} components, SamplesPerPixel is ${g.samples}`);
@@ -212,8 +225,16 @@ function codecFrame(stream: Uint8Array, g: ImageGeometry, enc: Extract<Encoding,
   }
   if (c.width < g.cols || c.height < g.rows) data = padFrame(data, c.width, c.height, g.cols, g.rows, g.samples);
   // JPEG DCT and J2K decoders return RGB for colour streams (YCbCr / RCT / ICT inverted).
-  const photometric = g.samples === 3 && (enc.codec === 'jpeg8' || enc.family === 'j2k') ? 'RGB' : g.photometric;
+  const photometric = g.samples === 3 && (dct || enc.family === 'j2k') ? 'RGB' : g.photometric;
   return { data, samples: g.samples, dtype: g.dtype, photometric };
+}
+
+/**
+ * Streams the native JPEG path takes: 8-bit grey or 3-component (4-component CMYK/YCCK stays with the WebAssembly
+ * build), with an intact marker structure (a truncated or damaged one goes where today's errors come from).
+ */
+function turboFits(h: JpegHeader): boolean {
+  return h.precision === 8 && (h.components === 1 || h.components === 3);
 }
 
 function truncated(file: string, expected: number, got: number): MedsslError {
