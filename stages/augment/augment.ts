@@ -42,7 +42,8 @@ export function augment(opts: AugmentOptions): OperatorFunction<NormalizedImage,
   return (source$) => new Observable<CropSet>((subscriber) => {
     const script = workerScript('./augment.worker.js', import.meta.url);
     const workerData: AugmentWorkerData = { config: opts.config, seed: opts.seed };
-    const pool = new Piscina({ filename: script.filename, execArgv: script.execArgv, minThreads: threads, maxThreads: threads, workerData, idleTimeout: 60_000 });
+    // recordTiming off: piscina would otherwise keep run- and wait-time histograms, main-thread work on every task.
+    const pool = new Piscina({ filename: script.filename, execArgv: script.execArgv, minThreads: threads, maxThreads: threads, workerData, idleTimeout: 60_000, recordTiming: false });
     const finished = new Map<number, CropSet | null>();
     const slots = new SharedSlots(4 * threads);
     let arrived = 0, emitted = 0, inputDone = false, closed = false;
