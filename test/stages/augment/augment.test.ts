@@ -48,6 +48,13 @@ describe('augment operator', () => {
     await run(1, [img]);
     expect(big.byteLength).toBe(40 * 36 * 2 * 4);
     expect(img.data.byteLength).toBe(40 * 36 * 4);
+    // An image in shared memory is read in place: still attached, and its crops are the pure function's.
+    const sharedImage = { ...view, data: new Float32Array(new SharedArrayBuffer(view.data.byteLength)) };
+    sharedImage.data.set(view.data);
+    const [set] = await run(2, [sharedImage]);
+    expect(sharedImage.data.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(Array.from(sharedImage.data)).toEqual(Array.from(view.data));
+    expect(bytes([set])).toEqual(bytes([cropSet(view, config, random(11), 3, 0)]));
   });
 
   it('turns a bad image into a failure record and goes on with the others', async () => {
