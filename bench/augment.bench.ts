@@ -16,6 +16,7 @@ import { random } from '../pipeline/random.js';
 import { readNpy } from '../stages/source/npy.js';
 import { normalizeImage } from '../stages/normalize/normalize.js';
 import { augment, multiCrop } from '../stages/augment/augment.js';
+import { CropBuffers } from '../stages/augment/buffers.js';
 
 export const BENCH_AUGMENT = AugmentConfig.parse({
   global: { count: 2, size: 224, scale: [0.14, 1] },
@@ -68,11 +69,16 @@ async function pool(image: NormalizedImage, sets: number, workers: number): Prom
   }
   // One subscription: the clock starts when the warm-up sets are out, so thread start and JIT warm-up of the
   // workers are not in the figure (they are paid once per run, not per set).
+  // The consumer hands each set's buffer back, as toBatches does in the training pipeline (CropBuffers).
+  const buffers = new CropBuffers();
   let count = 0, c0 = process.cpuUsage(), t0 = 0;
   await lastValueFrom(gate.source(images()).pipe(
-    augment({ failures, config: BENCH_AUGMENT, seed: 0, epoch: 0, workers }),
+    augment({ failures, config: BENCH_AUGMENT, seed: 0, epoch: 0, workers, buffers }),
     settle(gate),
-    tap(() => { if (++count === warm) { c0 = process.cpuUsage(); t0 = performance.now(); } }),
+    tap((set) => {
+      buffers.release(set);
+      if (++count === warm) { c0 = process.cpuUsage(); t0 = performance.now(); }
+    }),
   ));
   const seconds = (performance.now() - t0) / 1000;
   if (count !== warm + sets || failures.records.length) throw new Error(`pool made ${count} of ${warm + sets} sets: ${JSON.stringify(failures.records[0])}`);

@@ -11,6 +11,7 @@ import type { Batch, NormalizedImage } from '../schemas/records.js';
 import { CacheDataset } from '../stages/cache/replay.js';
 import { augment } from '../stages/augment/augment.js';
 import { toBatches } from '../stages/augment/batch.js';
+import { CropBuffers } from '../stages/augment/buffers.js';
 import { FailureLog } from './failures.js';
 import { Gate, settle } from './flow.js';
 import { ingestInputs, preparationHash } from './prepare.js';
@@ -74,11 +75,13 @@ export function poolBatches(pool: TrainingPool, config: Config, opts: BatchesOpt
   const numLabels = opts.numLabels ?? 0;
   const images = pool.dataset.epoch({ seed: opts.seed, epoch: opts.epoch, readers: config.cache.readers, verify: config.cache.verify, failures });
   const limited = opts.steps === undefined ? images : take(images, opts.steps * config.train.batchSize);
+  // Crop sets live only between augment and toBatches here, so their buffers go back to the workers.
+  const buffers = new CropBuffers();
   return opts.gate.source(limited).pipe(
     map((image) => (numLabels === 0 || (keepLabel && !keepLabel(image)) ? withoutLabel(image) : image)),
-    augment({ failures, config: config.augment, seed: opts.seed, epoch: opts.epoch }),
+    augment({ failures, config: config.augment, seed: opts.seed, epoch: opts.epoch, buffers }),
     settle(opts.gate),
-    toBatches({ batchSize: config.train.batchSize, numLabels, dropLast: true, stratify: config.train.clustering === 'uni-modal' ? 'modality' : 'none' }),
+    toBatches({ batchSize: config.train.batchSize, numLabels, dropLast: true, stratify: config.train.clustering === 'uni-modal' ? 'modality' : 'none', buffers }),
   );
 }
 

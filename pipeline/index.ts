@@ -10,8 +10,9 @@ export { decode, decodeItem, decodeFile, privacyKey, type DecodeOptions, type De
 export { normalize, normalizeImage, modalityRule, foregroundZScore, unitScale, resampleToSpacing, type NormalizeOptions, type ModalityRule } from '../stages/normalize/normalize.js';
 export { hounsfieldWindow, modalityLut, percentiles, otsuThreshold } from '../stages/normalize/intensity.js';
 export { augment, resolveWorkers, type AugmentOptions } from '../stages/augment/augment.js';
-export { multiCrop, cropSet, randomResizedBox, drawIntensity, drawRendering, renderCrop, cropPlan, intensityRange, type CropBox, type IntensityParams } from '../stages/augment/crops.js';
+export { multiCrop, cropSet, cropSetValues, randomResizedBox, drawIntensity, drawRendering, renderCrop, cropPlan, intensityRange, type CropBox, type IntensityParams } from '../stages/augment/crops.js';
 export { toBatches, stackBatch, composeStratified, type BatchOptions } from '../stages/augment/batch.js';
+export { CropBuffers } from '../stages/augment/buffers.js';
 // Evaluation (stages/evaluate): metrics, splits, protocols, perturbations, the experiment runner and its reports.
 export { rocAuc, delongAuc, aucWithCi, combineSeeds, midranks, type AucResult } from '../stages/evaluate/auc.js';
 export { labelFractions, type FractionOptions } from '../stages/evaluate/splits.js';

@@ -7,6 +7,8 @@ import type { CropSet, NormalizedImage } from '../../schemas/records.js';
 import { type FailureLog, toFailure } from '../../pipeline/failures.js';
 import { workerScript } from '../../pipeline/workers.js';
 import type { AugmentTask, AugmentWorkerData } from './augment.worker.js';
+import type { CropBuffers } from './buffers.js';
+import { cropSetValues } from './crops.js';
 
 export { multiCrop, cropSet, randomResizedBox, cropPlan, drawIntensity, renderCrop, type CropBox, type IntensityParams } from './crops.js';
 
@@ -24,6 +26,12 @@ export interface AugmentOptions {
    * throughput in the bench.
    */
   retainInput?: boolean;
+  /**
+   * Buffers to write crop sets into, shared with the consumer that releases them (`toBatches({ buffers })`). Each
+   * task takes an idle buffer, if one fits, to the worker and back, so the main thread receives no new large buffer
+   * per set. Without it every set arrives in a fresh buffer.
+   */
+  buffers?: CropBuffers;
 }
 
 /**
@@ -73,8 +81,10 @@ export function augment(opts: AugmentOptions): OperatorFunction<NormalizedImage,
       const slot = owned || shared ? null : slots.take(image.data.byteLength);
       const data = slot ? new Float32Array(slot, 0, image.data.length) : image.data;
       if (slot) data.set(image.data);
-      const task: AugmentTask = { image: { ...image, data }, epoch: opts.epoch, sample, retain: owned && (opts.retainInput ?? false) };
-      pool.run(task, { transferList: owned ? [data.buffer as ArrayBuffer] : [] }).then(
+      const output = opts.buffers?.take(4 * cropSetValues(opts.config, image.channels / (image.renderings ?? 1)));
+      const task: AugmentTask = { image: { ...image, data }, epoch: opts.epoch, sample, retain: owned && (opts.retainInput ?? false), output };
+      const transferList = [...(owned ? [data.buffer as ArrayBuffer] : []), ...(output ? [output] : [])];
+      pool.run(task, { transferList }).then(
         (r: { set?: CropSet; input?: Float32Array } | undefined) => {
           // The buffer came back: give the caller a usable image again.
           if (r?.input) image.data = r.input;

@@ -1,6 +1,7 @@
 // The batch stage: CropSet -> Batch, stacking crop v of every set into view v.
 import { Observable, type OperatorFunction } from 'rxjs';
 import type { Batch, CropSet } from '../../schemas/records.js';
+import type { CropBuffers } from './buffers.js';
 
 export interface BatchOptions {
   batchSize: number;
@@ -15,6 +16,11 @@ export interface BatchOptions {
   stratify?: 'none' | 'modality';
   /** 'modality' only: sets buffered before a batch is emitted anyway, with what is there. Default 4 x batchSize. */
   maxBuffered?: number;
+  /**
+   * Where to hand back each set's buffer once its batch is stacked (or the set dropped), for `augment` to reuse: the
+   * same CropBuffers given to `augment({ buffers })`. Only for sets nothing else reads afterwards.
+   */
+  buffers?: CropBuffers;
 }
 
 /**
@@ -35,12 +41,15 @@ export function toBatches(opts: BatchOptions): OperatorFunction<CropSet, Batch> 
     let buffered = 0, rotation = 0;
 
     const emit = (sets: CropSet[]) => {
-      if (sets.length === 0 || (opts.dropLast && sets.length < opts.batchSize)) return;
-      try {
-        subscriber.next(stackBatch(sets, step++, numLabels));
-      } catch (e) {
-        subscriber.error(e);
+      if (sets.length > 0 && !(opts.dropLast && sets.length < opts.batchSize)) {
+        try {
+          subscriber.next(stackBatch(sets, step++, numLabels));
+        } catch (e) {
+          subscriber.error(e);
+        }
       }
+      // The batch holds copies: the sets' buffers can carry new crops.
+      if (opts.buffers) for (const set of sets) opts.buffers.release(set);
     };
     const flush = () => {
       if (stratified) {

@@ -164,6 +164,11 @@ function augmentIntensity(k: Kernels, crop: number, size: number, channels: numb
   }
 }
 
+/** Float32 values in one crop set of images with `channels` channels per rendering. */
+export function cropSetValues(config: AugmentConfig, channels: number): number {
+  return cropPlan(config).reduce((total, { crop }) => total + crop.size * crop.size * channels, 0);
+}
+
 /** The crop list a config asks for: globals first, then locals (SwAV's order; the trainer assigns codes on globals). */
 export function cropPlan(config: AugmentConfig): Array<{ kind: CropKind; crop: CropConfig }> {
   return [
@@ -182,7 +187,7 @@ export function drawRendering(image: NormalizedImage, source: RandomSource, epoc
  * All crops of one image for one epoch. Random keys: (epoch, image id, crop index, 'crop' | 'intensity') and
  * (epoch, image id, 'rendering'); the result depends on nothing else.
  */
-export function multiCrop(image: NormalizedImage, config: AugmentConfig, source: RandomSource, epoch: number): Crop[] {
+export function multiCrop(image: NormalizedImage, config: AugmentConfig, source: RandomSource, epoch: number, output?: ArrayBuffer): Crop[] {
   const renderings = image.renderings ?? 1;
   if (image.channels % renderings !== 0) throw new RangeError(`${image.id}: ${image.channels} channels do not split into ${renderings} renderings`);
   const channels = image.channels / renderings;
@@ -191,7 +196,9 @@ export function multiCrop(image: NormalizedImage, config: AugmentConfig, source:
   const plan = cropPlan(config);
   // One fresh buffer for the whole set, each crop a view on it: a set leaves a worker as one transfer, and the
   // receiving thread tracks one buffer instead of one per crop.
-  const values = uninitializedFloat32(plan.reduce((total, { crop }) => total + crop.size * crop.size * channels, 0));
+  // A reused buffer (CropBuffers) when one big enough is given; its leading values are overwritten in full.
+  const total = cropSetValues(config, channels);
+  const values = output && output.byteLength >= total * 4 ? new Float32Array(output, 0, total) : uninitializedFloat32(total);
   const k = kernels();
   const mark = k.mark();
   try {
@@ -212,9 +219,9 @@ export function multiCrop(image: NormalizedImage, config: AugmentConfig, source:
 }
 
 /** A CropSet for `image` at position `sample` of the epoch. */
-export function cropSet(image: NormalizedImage, config: AugmentConfig, source: RandomSource, epoch: number, sample: number): CropSet {
+export function cropSet(image: NormalizedImage, config: AugmentConfig, source: RandomSource, epoch: number, sample: number, output?: ArrayBuffer): CropSet {
   return {
-    id: image.id, epoch, sample, modality: image.modality, crops: multiCrop(image, config, source, epoch),
+    id: image.id, epoch, sample, modality: image.modality, crops: multiCrop(image, config, source, epoch, output),
     ...(image.label ? { label: image.label } : {}), ...(image.patientKey ? { patientKey: image.patientKey } : {}),
   };
 }

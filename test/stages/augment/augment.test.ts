@@ -6,8 +6,10 @@ import { describe, expect, it } from 'vitest';
 import { AugmentConfig } from '../../../schemas/config.js';
 import type { CropSet } from '../../../schemas/records.js';
 import { FailureLog } from '../../../pipeline/failures.js';
+import { Gate, settle } from '../../../pipeline/flow.js';
 import { random } from '../../../pipeline/random.js';
 import { augment, cropSet } from '../../../stages/augment/augment.js';
+import { CropBuffers } from '../../../stages/augment/buffers.js';
 import { projectRoot } from '../../shared.js';
 import { testImage } from './helpers.js';
 
@@ -55,6 +57,30 @@ describe('augment operator', () => {
     expect(sharedImage.data.buffer).toBeInstanceOf(SharedArrayBuffer);
     expect(Array.from(sharedImage.data)).toEqual(Array.from(view.data));
     expect(bytes([set])).toEqual(bytes([cropSet(view, config, random(11), 3, 0)]));
+  });
+
+  it('reuses released crop buffers: the same bytes as fresh ones, and few buffers in all', async () => {
+    const buffers = new CropBuffers();
+    const input = Array.from({ length: 40 }, (_, i) => testImage(`img-${i}`, 40 + (i % 3) * 7, 36, 1));
+    const inline = input.map((img, i) => bytes([cropSet(img, config, random(11), 3, i)])[0]);
+    const got: unknown[] = [];
+    // A gate of 4 lets an image in only when a set has left, and each set is released as toBatches would, so
+    // buffers can cycle: most tasks should carry a reused one.
+    // One idle buffer larger than a set needs, recognisable by its size when a set comes back in it.
+    const marked = 4 * (2 * 28 * 28 + 3 * 14 * 14) + 4096;
+    buffers.release({ crops: [{ data: new Float32Array(marked / 4) }] } as unknown as CropSet);
+    const sizes = new Set<number>();
+    const gate = new Gate({ window: 4 });
+    await new Promise<void>((resolve, reject) => {
+      gate.source(input).pipe(augment({ failures: new FailureLog(), config, seed: 11, epoch: 3, workers: 2, buffers }), settle(gate)).subscribe({
+        next: (set) => { got.push(bytes([set])[0]); sizes.add(set.crops[0].data.buffer.byteLength); buffers.release(set); },
+        error: reject,
+        complete: resolve,
+      });
+    });
+    expect(got).toEqual(inline);
+    expect(buffers.reused).toBeGreaterThanOrEqual(input.length / 2);
+    expect(sizes).toContain(marked);
   });
 
   it('turns a bad image into a failure record and goes on with the others', async () => {

@@ -2,6 +2,7 @@ import { firstValueFrom, from, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import type { CropSet } from '../../../schemas/records.js';
 import { toBatches } from '../../../stages/augment/batch.js';
+import { CropBuffers } from '../../../stages/augment/buffers.js';
 
 function set(i: number, modality = 'CT', epoch = 0, label?: number[]): CropSet {
   const crop = (size: number, kind: 'global' | 'local') => ({ kind, size, channels: 1, data: new Float32Array(size * size).fill(i), params: {} });
@@ -28,6 +29,28 @@ describe('toBatches', () => {
     expect(keep.map((b) => [b.epoch, b.step, b.ids.length])).toEqual([[0, 0, 2], [0, 1, 2], [0, 2, 1], [1, 3, 2]]);
     const drop = await batches(sets, { batchSize: 2, dropLast: true });
     expect(drop.map((b) => b.ids)).toEqual([['s0', 's1'], ['s2', 's3'], ['s5', 's6']]);
+  });
+
+  it('hands each set\'s buffer back once its batch is stacked, dropped sets included', async () => {
+    // Sets whose crops share one buffer, as augment makes them.
+    const shared = (i: number) => {
+      const values = new Float32Array(16 + 4).fill(i);
+      const s = set(i);
+      return { ...s, crops: [{ ...s.crops[0], data: values.subarray(0, 16) }, { ...s.crops[1], data: values.subarray(16) }] };
+    };
+    const buffers = new CropBuffers();
+    const out = await batches([0, 1, 2, 3, 4].map(shared), { batchSize: 2, dropLast: true, buffers });
+    expect(out.map((b) => b.ids)).toEqual([['s0', 's1'], ['s2', 's3']]);
+    // The batches hold copies made before the release.
+    expect(Array.from(out[1].views[0].data.subarray(16, 32))).toEqual(Array(16).fill(3));
+    expect(buffers.idle).toBe(5);
+    const taken = buffers.take(80);
+    expect(taken?.byteLength).toBe(80);
+    expect(buffers.take(81)).toBeUndefined();
+    // Crops on separate buffers are not taken: their owner may still read them.
+    const separate = new CropBuffers();
+    await batches([set(0), set(1)], { batchSize: 2, buffers: separate });
+    expect(separate.idle).toBe(0);
   });
 
   it('errors on sets whose crop layouts differ (a config mistake)', async () => {
