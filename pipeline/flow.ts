@@ -21,6 +21,7 @@ export class Gate {
   private emitted = 0;
   private settled = 0;
   private paused = false;
+  private holds = 0;
   private wake: (() => void) | null = null;
 
   constructor(opts: GateOptions) {
@@ -34,7 +35,21 @@ export class Gate {
   }
 
   private get open(): boolean {
-    return !this.paused && this.inFlight < this.window;
+    return !this.paused && this.holds === 0 && this.inFlight < this.window;
+  }
+
+  /**
+   * Lets nothing in until the matching `unhold`. `decode({ gate })` holds the gate while a file's frame count is
+   * unknown: otherwise the source would let further files in meanwhile, and each would later bring its extra frames
+   * on top of a full window.
+   */
+  hold(): void {
+    this.holds++;
+  }
+
+  unhold(): void {
+    if (this.holds > 0) this.holds--;
+    this.poke();
   }
 
   /**

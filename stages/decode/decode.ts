@@ -56,11 +56,20 @@ export function decode(opts: DecodeOptions): OperatorFunction<SourceItem, Decode
  */
 async function* admitFrames(frames: AsyncGenerator<DecodedImage>, gate: Gate): AsyncGenerator<DecodedImage> {
   let announced = 1, delivered = 0;
+  // No other file comes in until this one's frame count is known, so at most one file's frames exceed the window.
+  gate.hold();
+  let held = true;
+  const unhold = () => {
+    if (held) { held = false; gate.unhold(); }
+  };
   try {
     for await (const frame of frames) {
-      if (delivered === 0 && frame.frames > 1) {
-        announced = frame.frames;
-        gate.admit(announced - 1);
+      if (delivered === 0) {
+        if (frame.frames > 1) {
+          announced = frame.frames;
+          gate.admit(announced - 1);
+        }
+        unhold();
       }
       delivered++;
       yield frame;
@@ -68,6 +77,8 @@ async function* admitFrames(frames: AsyncGenerator<DecodedImage>, gate: Gate): A
   } catch (e) {
     if (delivered > 0) gate.release(announced - delivered - 1);
     throw e;
+  } finally {
+    unhold();
   }
   if (delivered < announced) gate.release(announced - Math.max(delivered, 1));
 }

@@ -55,6 +55,22 @@ describe('backpressure', () => {
     expect(peak).toBeLessThanOrEqual(4 + 10 + 2);
   });
 
+  it('a held gate lets nothing in until every hold is released', async () => {
+    const gate = new Gate({ window: 10 });
+    const seen: number[] = [];
+    gate.hold();
+    gate.hold();
+    const sub = gate.source([1, 2, 3]).subscribe((v) => seen.push(v));
+    await sleep(5);
+    gate.unhold();
+    await sleep(5);
+    expect(seen).toEqual([]);
+    gate.unhold();
+    await sleep(5);
+    expect(seen).toEqual([1, 2, 3]);
+    sub.unsubscribe();
+  });
+
   it('without a consumer the source stops at the window', async () => {
     let produced = 0;
     const gate = new Gate({ window: 5 });

@@ -2,6 +2,7 @@
 // a reference array yields exactly its frames (DICOM frames, NIfTI slices along k); every other file yields one
 // failure record; nothing else is lost or duplicated.
 import path from 'node:path';
+import { concatMap, delay, of } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { FailureLog } from '../../../pipeline/failures.js';
 import { Gate, pull, settle } from '../../../pipeline/flow.js';
@@ -9,6 +10,31 @@ import { decode } from '../../../stages/decode/decode.js';
 import { listSources } from '../../../stages/source/source.js';
 import { sharedData } from '../../shared.js';
 import { references } from './reference.js';
+
+describe('decode with a gate', () => {
+  it('lets no file in while another file\'s frame count is unknown: frames alive stay within the window plus one file', async () => {
+    // Twelve 10-frame files through a window of 8, and a slow stage before the settle point. Were files let in while
+    // a header is being read (the codec loads asynchronously), each would later bring 9 more frames on top of a full
+    // window.
+    const file = sharedData('dicom/pydicom-data/emri_small_jpeg_2k_lossless.dcm');
+    const gate = new Gate({ window: 8 });
+    const images$ = gate.source(Array.from({ length: 12 }, (_, i) => ({ id: `f${i}`, path: file }))).pipe(
+      decode({ failures: new FailureLog(gate), gate }),
+      concatMap((img) => of(img).pipe(delay(1))),
+      settle(gate),
+    );
+    let n = 0, peak = 0;
+    for await (const img of pull(images$, { gate, highWaterMark: 2 })) {
+      expect(img.frames).toBe(10);
+      n++;
+      peak = Math.max(peak, gate.inFlight);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    expect(n).toBe(120);
+    expect(gate.inFlight).toBe(0);
+    expect(peak).toBeLessThanOrEqual(8 + 10);
+  });
+});
 
 describe('source -> decode over the corpus', () => {
   it('emits every frame of every decodable file and one failure per bad file', async () => {
