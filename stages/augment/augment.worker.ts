@@ -1,30 +1,42 @@
-// Worker thread of the augment stage: makes the crop set of one image. The image's pixel buffer arrives
-// transferred; the crops leave transferred (with the image's buffer when the caller asked to retain it), so nothing
-// is copied either way.
+// Worker thread of the augment stage: renders the crops of a few images. Each image's pixel buffer arrives
+// transferred; its crops leave as their one buffer (transferred) and their params as numbers (renderCrops), with
+// the image's buffer when the caller asked to retain it. Nothing is copied, and no crop record is structured-cloned:
+// the main thread builds the records (cropsFrom), which costs it a fraction of deserializing them.
 import { Piscina } from 'piscina';
 import { random } from '../../pipeline/random.js';
 import type { AugmentConfig } from '../../schemas/config.js';
-import type { CropSet, NormalizedImage } from '../../schemas/records.js';
-import { cropSet } from './crops.js';
+import type { NormalizedImage } from '../../schemas/records.js';
+import { renderCrops } from './crops.js';
 
 export interface AugmentTask {
-  image: NormalizedImage;
+  items: Array<{
+    image: NormalizedImage;
+    retain: boolean;
+    /** A reused buffer for the crops (CropBuffers), when the stage had one idle. */
+    output?: ArrayBuffer;
+  }>;
   epoch: number;
-  sample: number;
-  retain: boolean;
-  /** A reused buffer for the crops (CropBuffers), when the stage had one idle. */
-  output?: ArrayBuffer;
 }
 export interface AugmentWorkerData { config: AugmentConfig; seed: number }
+/** Per item: renderCrops' output (the crops' values from offset 0 of `buffer`, and their params), or what it threw. */
+export type AugmentResult = { buffer: ArrayBuffer; params: Float64Array; input?: Float32Array } | { error: unknown };
 
 const { config, seed } = Piscina.workerData as AugmentWorkerData;
 const source = random(seed);
 
-export default function makeCropSet(task: AugmentTask): unknown {
-  const set: CropSet = cropSet(task.image, config, source, task.epoch, task.sample, task.output);
-  const value = task.retain ? { set, input: task.image.data } : { set };
-  // The crops share one buffer (multiCrop); a buffer listed twice would make the transfer throw.
-  const buffers = [...new Set([...(task.retain ? [task.image.data.buffer] : []), ...set.crops.map((c) => c.data.buffer)])];
-  // move() marks the wrapper so Piscina transfers `buffers` and unwraps `value` on the other side.
-  return Piscina.move({ [Piscina.transferableSymbol]: buffers, [Piscina.valueSymbol]: value } as never);
+export default function render(task: AugmentTask): unknown {
+  const transfer: ArrayBuffer[] = [];
+  const results = task.items.map(({ image, retain, output }): AugmentResult => {
+    try {
+      const { values, params } = renderCrops(image, config, source, task.epoch, output);
+      const buffer = values.buffer as ArrayBuffer;
+      transfer.push(buffer, ...(retain ? [image.data.buffer as ArrayBuffer] : []));
+      return { buffer, params, ...(retain ? { input: image.data } : {}) };
+    } catch (error) {
+      // One bad image fails alone; the others of its task go on.
+      return { error };
+    }
+  });
+  // move() marks the wrapper so Piscina transfers the buffers and unwraps `results` on the other side.
+  return Piscina.move({ [Piscina.transferableSymbol]: transfer, [Piscina.valueSymbol]: results } as never);
 }

@@ -188,58 +188,94 @@ export function drawRendering(image: NormalizedImage, source: RandomSource, epoc
  * (epoch, image id, 'rendering'); the result depends on nothing else.
  */
 export function multiCrop(image: NormalizedImage, config: AugmentConfig, source: RandomSource, epoch: number, output?: ArrayBuffer): Crop[] {
+  const { values, params } = renderCrops(image, config, source, epoch, output);
+  return cropsFrom(values, params, cropPlan(config), image.channels / (image.renderings ?? 1));
+}
+
+/**
+ * The work of multiCrop as plain numbers: every crop's pixels, one after the other in cropPlan order, and their
+ * params, PARAM_SLOTS per crop (writeParams). This is what a worker sends back: one buffer and one small array
+ * cross threads as two copies-free moves, where the crop records would be cloned object by object.
+ */
+export function renderCrops(image: NormalizedImage, config: AugmentConfig, source: RandomSource, epoch: number, output?: ArrayBuffer): { values: Float32Array; params: Float64Array } {
   const renderings = image.renderings ?? 1;
   if (image.channels % renderings !== 0) throw new RangeError(`${image.id}: ${image.channels} channels do not split into ${renderings} renderings`);
   const channels = image.channels / renderings;
   const rendering = drawRendering(image, source, epoch);
   const range = intensityRange(image);
   const plan = cropPlan(config);
-  // One fresh buffer for the whole set, each crop a view on it: a set leaves a worker as one transfer, and the
-  // receiving thread tracks one buffer instead of one per crop.
-  // A reused buffer (CropBuffers) when one big enough is given; its leading values are overwritten in full.
+  // One buffer for the whole set: a set leaves a worker as one transfer, and the receiving thread tracks one buffer
+  // instead of one per crop. A reused buffer (CropBuffers) when one big enough is given; its leading values are
+  // overwritten in full.
   const total = cropSetValues(config, channels);
   const values = output && output.byteLength >= total * 4 ? new Float32Array(output, 0, total) : uninitializedFloat32(total);
+  const params = new Float64Array(plan.length * PARAM_SLOTS);
   const k = kernels();
   const mark = k.mark();
   try {
     const planes = uploadPlanes(k, image, rendering * channels, channels);
     let offset = 0;
-    return plan.map(({ kind, crop }, index) => {
+    plan.forEach(({ kind, crop }, index) => {
       const geometry = source.stream({ epoch, sample: image.id, crop: index, purpose: 'crop' });
       const box = randomResizedBox(geometry, image.width, image.height, crop.scale, config.ratio);
       const flip = geometry.uniform() < config.flip;
       const intensity = drawIntensity(source.stream({ epoch, sample: image.id, crop: index, purpose: 'intensity' }), config, crop.size);
       const data = values.subarray(offset, (offset += crop.size * crop.size * channels));
       renderCropFrom(k, planes, image, { kind, size: crop.size, box, flip, intensity, channelOffset: rendering * channels, channels, range }, data);
-      return { kind, size: crop.size, channels, data, params: cropParams(image, box, flip, intensity, rendering, renderings) };
+      writeParams(params, index * PARAM_SLOTS, image, box, flip, intensity, renderings > 1 ? rendering : null);
     });
+    return { values, params };
   } finally {
     k.release(mark);
   }
 }
 
+/** The Crop records of renderCrops' output: crop i is a view of `values` after crops 0..i-1. */
+export function cropsFrom(values: Float32Array, params: Float64Array, plan: ReadonlyArray<{ kind: CropKind; crop: CropConfig }>, channels: number): Crop[] {
+  let offset = 0;
+  return plan.map(({ kind, crop }, index) => {
+    const data = values.subarray(offset, (offset += crop.size * crop.size * channels));
+    return { kind, size: crop.size, channels, data, params: readParams(params, index * PARAM_SLOTS) };
+  });
+}
+
 /** A CropSet for `image` at position `sample` of the epoch. */
 export function cropSet(image: NormalizedImage, config: AugmentConfig, source: RandomSource, epoch: number, sample: number, output?: ArrayBuffer): CropSet {
+  return cropSetOf(image, epoch, sample, multiCrop(image, config, source, epoch, output));
+}
+
+/** The CropSet record of `image`'s crops at position `sample` of the epoch. */
+export function cropSetOf(image: NormalizedImage, epoch: number, sample: number, crops: Crop[]): CropSet {
   return {
-    id: image.id, epoch, sample, modality: image.modality, crops: multiCrop(image, config, source, epoch, output),
+    id: image.id, epoch, sample, modality: image.modality, crops,
     ...(image.label ? { label: image.label } : {}), ...(image.patientKey ? { patientKey: image.patientKey } : {}),
   };
 }
 
-/** What a crop log records: the box, its area fraction and ratio, and each augmentation that fired. */
-export function cropParams(image: NormalizedImage, box: CropBox, flip: boolean, p: IntensityParams, rendering: number, renderings: number): Crop['params'] {
-  const params: Crop['params'] = {
-    box: [box.x, box.y, box.w, box.h],
-    scale: (box.w * box.h) / (image.width * image.height),
-    ratio: box.w / box.h,
-    flip,
-  };
-  if (renderings > 1) params.rendering = rendering;
-  if (p.gamma !== null) params.gamma = p.gamma;
-  if (p.energy !== null) params.energy = p.energy;
-  if (p.region) params.energyRegion = [p.region.cx, p.region.cy, p.region.sigma];
-  if (p.linear) { params.linearScale = p.linear[0]; params.linearShift = p.linear[1]; }
-  if (p.noise !== null) params.noiseSigma = p.noise;
-  if (p.blur !== null) params.blurSigma = p.blur;
+/** Numbers per crop in renderCrops' params: box (4), scale, ratio, flip, rendering, gamma, energy, energy region (3),
+ * linear scale and shift, noise sigma, blur sigma. NaN marks a value that does not apply. */
+export const PARAM_SLOTS = 17;
+
+/** What a crop log records: the box, its area fraction and ratio, and each augmentation that fired (readParams). */
+function writeParams(out: Float64Array, at: number, image: NormalizedImage, box: CropBox, flip: boolean, p: IntensityParams, rendering: number | null): void {
+  const region = p.region ? [p.region.cx, p.region.cy, p.region.sigma] : [NaN, NaN, NaN];
+  const [a, b] = p.linear ?? [NaN, NaN];
+  out.set([
+    box.x, box.y, box.w, box.h, (box.w * box.h) / (image.width * image.height), box.w / box.h, flip ? 1 : 0,
+    rendering ?? NaN, p.gamma ?? NaN, p.energy ?? NaN, ...region, a, b, p.noise ?? NaN, p.blur ?? NaN,
+  ], at);
+}
+
+/** A crop's params record from the numbers writeParams wrote at `at`: only the augmentations that fired. */
+export function readParams(v: Float64Array, at: number): Crop['params'] {
+  const params: Crop['params'] = { box: [v[at], v[at + 1], v[at + 2], v[at + 3]], scale: v[at + 4], ratio: v[at + 5], flip: v[at + 6] === 1 };
+  const has = (i: number) => !Number.isNaN(v[at + i]);
+  if (has(7)) params.rendering = v[at + 7];
+  if (has(8)) params.gamma = v[at + 8];
+  if (has(9)) params.energy = v[at + 9];
+  if (has(10)) params.energyRegion = [v[at + 10], v[at + 11], v[at + 12]];
+  if (has(13)) { params.linearScale = v[at + 13]; params.linearShift = v[at + 14]; }
+  if (has(15)) params.noiseSigma = v[at + 15];
+  if (has(16)) params.blurSigma = v[at + 16];
   return params;
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AugmentConfig } from '../../../schemas/config.js';
 import { random } from '../../../pipeline/random.js';
-import { cropSet, multiCrop, randomResizedBox } from '../../../stages/augment/crops.js';
+import { cropPlan, cropSet, drawIntensity, drawRendering, multiCrop, randomResizedBox } from '../../../stages/augment/crops.js';
 import { testImage } from './helpers.js';
 
 const quick = AugmentConfig.parse({ global: { count: 2, size: 28, scale: [0.4, 1] }, local: { count: 4, size: 14, scale: [0.05, 0.4] } });
@@ -60,6 +60,35 @@ describe('crop geometry', () => {
     }
     const none = AugmentConfig.parse({ flip: 0, gamma: { p: 0 }, energy: { p: 0 }, linear: { p: 0 }, noise: { p: 0 } });
     for (const c of multiCrop(testImage('c', 64, 64), none, random(3), 2)) expect(Object.keys(c.params).sort()).toEqual(['box', 'flip', 'ratio', 'scale']);
+  });
+
+  it('logs exactly the values drawn, so a crop can be replayed from its log', () => {
+    // Crops travel from workers as numbers and are logged from them: check them against the draws themselves.
+    const source = random(4);
+    for (const [config, image] of [
+      [AugmentConfig.parse({ gamma: { p: 1 }, energy: { p: 1, regional: true }, linear: { p: 1 }, noise: { p: 1 }, blur: { p: 1 }, local: { count: 2, size: 16, scale: [0.05, 0.4] } }), testImage('all', 60, 50, 3, { renderings: 3 })],
+      [AugmentConfig.parse({ gamma: { p: 0.5 }, energy: { p: 0.5 }, linear: { p: 0.5 }, noise: { p: 0.5 }, local: { count: 6, size: 16, scale: [0.05, 0.4] } }), testImage('some', 60, 50)],
+    ] as const) {
+      const crops = multiCrop(image, config, source, 5);
+      const renderings = image.renderings ?? 1;
+      crops.forEach((crop, index) => {
+        const { crop: size } = cropPlan(config)[index];
+        const geometry = source.stream({ epoch: 5, sample: image.id, crop: index, purpose: 'crop' });
+        const box = randomResizedBox(geometry, image.width, image.height, size.scale, config.ratio);
+        const flip = geometry.uniform() < config.flip;
+        const p = drawIntensity(source.stream({ epoch: 5, sample: image.id, crop: index, purpose: 'intensity' }), config, size.size);
+        expect(crop.params).toEqual({
+          box: [box.x, box.y, box.w, box.h], scale: (box.w * box.h) / (image.width * image.height), ratio: box.w / box.h, flip,
+          ...(renderings > 1 ? { rendering: drawRendering(image, source, 5) } : {}),
+          ...(p.gamma !== null ? { gamma: p.gamma } : {}),
+          ...(p.energy !== null ? { energy: p.energy } : {}),
+          ...(p.region ? { energyRegion: [p.region.cx, p.region.cy, p.region.sigma] } : {}),
+          ...(p.linear ? { linearScale: p.linear[0], linearShift: p.linear[1] } : {}),
+          ...(p.noise !== null ? { noiseSigma: p.noise } : {}),
+          ...(p.blur !== null ? { blurSigma: p.blur } : {}),
+        });
+      });
+    }
   });
 
   it('without augmentations, a full-image crop at native size returns the image; flip mirrors it', () => {
