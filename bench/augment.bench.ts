@@ -37,8 +37,18 @@ function ctSlice(): NormalizedImage {
 }
 
 /** Wall-clock rate and rate per CPU-second of the whole process (all threads): the second is what the work costs,
- * and stays meaningful when other processes share the cores. */
-interface Rate { wall: number; cpu: number }
+ * and stays meaningful when other processes share the cores. For the pool, also the CPU time per set of the main
+ * thread and of all other threads (the workers, and V8's helpers), where Linux tells it. */
+interface Rate { wall: number; cpu: number; mainMs?: number; otherMs?: number }
+
+/** This process's main thread's time on a CPU so far, in ns (Linux's schedstat), or undefined elsewhere. */
+function mainThreadNs(): number | undefined {
+  try {
+    return Number(fs.readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return undefined;
+  }
+}
 
 function cpuSeconds(since: NodeJS.CpuUsage): number {
   const u = process.cpuUsage(since);
@@ -71,22 +81,71 @@ async function pool(image: NormalizedImage, sets: number, workers: number): Prom
   // workers are not in the figure (they are paid once per run, not per set).
   // The consumer hands each set's buffer back, as toBatches does in the training pipeline (CropBuffers).
   const buffers = new CropBuffers();
-  let count = 0, c0 = process.cpuUsage(), t0 = 0;
+  let count = 0, c0 = process.cpuUsage(), t0 = 0, m0 = mainThreadNs();
   await lastValueFrom(gate.source(images()).pipe(
     augment({ failures, config: BENCH_AUGMENT, seed: 0, epoch: 0, workers, buffers }),
     settle(gate),
     tap((set) => {
       buffers.release(set);
-      if (++count === warm) { c0 = process.cpuUsage(); t0 = performance.now(); }
+      if (++count === warm) { c0 = process.cpuUsage(); t0 = performance.now(); m0 = mainThreadNs(); }
     }),
   ));
-  const seconds = (performance.now() - t0) / 1000;
+  const seconds = (performance.now() - t0) / 1000, cpu = cpuSeconds(c0), m1 = mainThreadNs();
   if (count !== warm + sets || failures.records.length) throw new Error(`pool made ${count} of ${warm + sets} sets: ${JSON.stringify(failures.records[0])}`);
-  return { wall: sets / seconds, cpu: sets / cpuSeconds(c0) };
+  const main = m0 === undefined || m1 === undefined ? undefined : (m1 - m0) / 1e9;
+  return { wall: sets / seconds, cpu: sets / cpu, ...(main === undefined ? {} : { mainMs: (1000 * main) / sets, otherMs: (1000 * (cpu - main)) / sets }) };
 }
 
 const cores = Math.max(1, os.availableParallelism());
 const config = { crops: '2x224 + 6x96', source: '512x512 CT slice, brain window', input: process.env.MEDSSL_BENCH_INPUT === 'view' ? 'view on a private buffer (copied)' : 'shared memory (read in place)', augmentations: 'gamma, linear, noise (p = 1), flip 0.5', cores, nodeFlags: process.execArgv.join(' '), peer: 'torchvision RandomResizedCrop ~310 sets/s on one core' };
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/**
+ * The pool with 1 worker and with one per core, in alternating rounds (1, all; all, 1; ...). This machine's speed
+ * drifts by tens of percent within minutes, so two long runs one after the other compare two different machines;
+ * each round's ratio compares runs a few seconds apart, and the median over rounds is what is reported, with the
+ * range beside it.
+ */
+async function rounds(image: NormalizedImage, sets: number, count: number): Promise<{ one: Rate[]; all: Rate[]; scaling: number[] }> {
+  const one: Rate[] = [], all: Rate[] = [], scaling: number[] = [];
+  for (let r = 0; r < count; r++) {
+    if (r % 2 === 0) {
+      one.push(await pool(image, sets, 1));
+      all.push(await pool(image, sets * Math.min(cores, 4), cores));
+    } else {
+      all.push(await pool(image, sets * Math.min(cores, 4), cores));
+      one.push(await pool(image, sets, 1));
+    }
+    scaling.push(all[r].wall / one[r].wall);
+  }
+  return { one, all, scaling };
+}
+
+/**
+ * What the pool's own overhead leaves of perfect scaling, from CPU times measured in the all-cores runs themselves
+ * (so a slow spell of the machine slows both sides alike). With W workers on W cores, each set costs m ms on the main
+ * thread and w ms elsewhere (workers and V8's helpers), so W cores make W / (m + w) sets per ms; one worker alone,
+ * with the main thread on another core, makes 1 / w. Their ratio, W / (1 + m / w), is the most the measured scaling
+ * can reach here; what it falls short of that is the machine's noise, or workers left idle.
+ */
+function ceiling(all: Rate[]): BenchResult[] {
+  const main = all.flatMap((r) => (r.mainMs === undefined ? [] : [r.mainMs]));
+  const other = all.flatMap((r) => (r.otherMs === undefined ? [] : [r.otherMs]));
+  if (main.length === 0) return [];
+  const m = median(main), w = median(other);
+  const perRound = { workers: cores, rounds: all.length, statistic: 'median over rounds', source: 'Linux schedstat of the main thread; process CPU time' };
+  return [
+    { name: 'augment/multicrop/main-thread-ms-per-set', unit: 'ms', value: m, config: { ...config, ...perRound, range: range(main) } },
+    { name: 'augment/multicrop/worker-ms-per-set', unit: 'ms', value: w, config: { ...config, ...perRound, range: range(other) } },
+    { name: 'augment/multicrop/scaling-ceiling', unit: 'x (all cores / 1 worker)', value: cores / (1 + m / w), config: { ...config, ...perRound, formula: 'cores / (1 + main / worker)' } },
+  ];
+}
+
+const range = (xs: number[]) => [Math.min(...xs), Math.max(...xs)].map((x) => Number(x.toFixed(3)));
 
 export const benchmarks: Benchmark[] = [
   {
@@ -94,20 +153,25 @@ export const benchmarks: Benchmark[] = [
     run: async (): Promise<BenchResult[]> => {
       const image = ctSlice();
       const sets = Number(process.env.MEDSSL_BENCH_SETS ?? 600);
+      const count = Number(process.env.MEDSSL_BENCH_ROUNDS ?? 9);
       const mainThread = inline(image, sets);
-      const one = await pool(image, sets, 1);
-      const all = await pool(image, sets * Math.min(cores, 4), cores);
+      const { one, all, scaling } = await rounds(image, sets, count);
       const load = os.loadavg()[0];
+      const wall = (rates: Rate[]) => median(rates.map((r) => r.wall));
+      const cpu = (rates: Rate[]) => median(rates.map((r) => r.cpu));
+      const perRound = { rounds: count, statistic: 'median over rounds', load };
       return [
         { name: 'augment/multicrop/main-thread', unit: 'sets/s', value: mainThread.wall, config: { ...config, workers: 0, sets, load } },
-        { name: 'augment/multicrop/1-worker', unit: 'sets/s', value: one.wall, config: { ...config, workers: 1, sets, load } },
-        { name: `augment/multicrop/${cores}-workers`, unit: 'sets/s', value: all.wall, config: { ...config, workers: cores, sets: sets * Math.min(cores, 4), load } },
-        { name: 'augment/multicrop/per-core', unit: 'sets/s/core', value: all.wall / cores, config: { ...config, workers: cores, load } },
-        { name: 'augment/multicrop/scaling', unit: 'x (all cores / 1 worker)', value: all.wall / one.wall, config: { ...config, workers: cores, load } },
+        { name: 'augment/multicrop/1-worker', unit: 'sets/s', value: wall(one), config: { ...config, workers: 1, sets, ...perRound, range: range(one.map((r) => r.wall)) } },
+        { name: `augment/multicrop/${cores}-workers`, unit: 'sets/s', value: wall(all), config: { ...config, workers: cores, sets: sets * Math.min(cores, 4), ...perRound, range: range(all.map((r) => r.wall)) } },
+        { name: 'augment/multicrop/per-core', unit: 'sets/s/core', value: wall(all) / cores, config: { ...config, workers: cores, ...perRound, range: range(all.map((r) => r.wall / cores)) } },
+        // Each round's all-cores rate over its own 1-worker rate, seconds apart: the drift between rounds cancels.
+        { name: 'augment/multicrop/scaling', unit: 'x (all cores / 1 worker)', value: median(scaling), config: { ...config, workers: cores, ...perRound, range: range(scaling) } },
         // Per CPU-second of the process (main thread + workers): independent of how busy the machine is.
         { name: 'augment/multicrop/main-thread-cpu', unit: 'sets/cpu-s', value: mainThread.cpu, config: { ...config, workers: 0 } },
-        { name: 'augment/multicrop/1-worker-cpu', unit: 'sets/cpu-s', value: one.cpu, config: { ...config, workers: 1 } },
-        { name: `augment/multicrop/${cores}-workers-cpu`, unit: 'sets/cpu-s', value: all.cpu, config: { ...config, workers: cores } },
+        { name: 'augment/multicrop/1-worker-cpu', unit: 'sets/cpu-s', value: cpu(one), config: { ...config, workers: 1, ...perRound } },
+        { name: `augment/multicrop/${cores}-workers-cpu`, unit: 'sets/cpu-s', value: cpu(all), config: { ...config, workers: cores, ...perRound } },
+        ...ceiling(all),
       ];
     },
   },
