@@ -55,9 +55,9 @@ function cpuSeconds(since: NodeJS.CpuUsage): number {
   return (u.user + u.system) / 1e6;
 }
 
-function inline(image: NormalizedImage, sets: number): Rate {
+function inline(image: NormalizedImage, sets: number, warm = 300): Rate {
   const source = random(0);
-  for (let i = 0; i < 300; i++) multiCrop({ ...image, id: `warm-${i}` }, BENCH_AUGMENT, source, 0);
+  for (let i = 0; i < warm; i++) multiCrop({ ...image, id: `warm-${i}` }, BENCH_AUGMENT, source, 0);
   const c0 = process.cpuUsage(), t0 = performance.now();
   for (let i = 0; i < sets; i++) multiCrop({ ...image, id: `ct-${i}` }, BENCH_AUGMENT, source, 0);
   return { wall: sets / ((performance.now() - t0) / 1000), cpu: sets / cpuSeconds(c0) };
@@ -110,9 +110,11 @@ function median(xs: number[]): number {
  * each round's ratio compares runs a few seconds apart, and the median over rounds is what is reported, with the
  * range beside it.
  */
-async function rounds(image: NormalizedImage, sets: number, count: number): Promise<{ one: Rate[]; all: Rate[]; scaling: number[] }> {
-  const one: Rate[] = [], all: Rate[] = [], scaling: number[] = [];
+async function rounds(image: NormalizedImage, sets: number, count: number): Promise<{ one: Rate[]; all: Rate[]; scaling: number[]; steadiness: number[] }> {
+  const one: Rate[] = [], all: Rate[] = [], scaling: number[] = [], steadiness: number[] = [];
   for (let r = 0; r < count; r++) {
+    // The same single-thread work before each round: how much the machine's own speed moves during the bench.
+    steadiness.push(inline(image, 100, 20).wall);
     if (r % 2 === 0) {
       one.push(await pool(image, sets, 1));
       all.push(await pool(image, sets * Math.min(cores, 4), cores));
@@ -122,7 +124,7 @@ async function rounds(image: NormalizedImage, sets: number, count: number): Prom
     }
     scaling.push(all[r].wall / one[r].wall);
   }
-  return { one, all, scaling };
+  return { one, all, scaling, steadiness };
 }
 
 /**
@@ -155,13 +157,15 @@ export const benchmarks: Benchmark[] = [
       const sets = Number(process.env.MEDSSL_BENCH_SETS ?? 600);
       const count = Number(process.env.MEDSSL_BENCH_ROUNDS ?? 9);
       const mainThread = inline(image, sets);
-      const { one, all, scaling } = await rounds(image, sets, count);
+      const { one, all, scaling, steadiness } = await rounds(image, sets, count);
       const load = os.loadavg()[0];
       const wall = (rates: Rate[]) => median(rates.map((r) => r.wall));
       const cpu = (rates: Rate[]) => median(rates.map((r) => r.cpu));
       const perRound = { rounds: count, statistic: 'median over rounds', load };
       return [
         { name: 'augment/multicrop/main-thread', unit: 'sets/s', value: mainThread.wall, config: { ...config, workers: 0, sets, load } },
+        // 100 sets on the main thread before each round; the spread is the machine's, since the work is the same.
+        { name: 'augment/multicrop/steadiness', unit: 'max / min sets/s', value: Math.max(...steadiness) / Math.min(...steadiness), config: { ...config, workers: 0, sets: 100, rounds: count, range: range(steadiness) } },
         { name: 'augment/multicrop/1-worker', unit: 'sets/s', value: wall(one), config: { ...config, workers: 1, sets, ...perRound, range: range(one.map((r) => r.wall)) } },
         { name: `augment/multicrop/${cores}-workers`, unit: 'sets/s', value: wall(all), config: { ...config, workers: cores, sets: sets * Math.min(cores, 4), ...perRound, range: range(all.map((r) => r.wall)) } },
         { name: 'augment/multicrop/per-core', unit: 'sets/s/core', value: wall(all) / cores, config: { ...config, workers: cores, ...perRound, range: range(all.map((r) => r.wall / cores)) } },
