@@ -4,7 +4,6 @@
 import type { AugmentConfig, CropConfig } from '../../schemas/config.js';
 import type { Crop, CropKind, CropSet, NormalizedImage } from '../../schemas/records.js';
 import type { RandomSource, RandomStream } from '../../pipeline/random.js';
-import { axisWeights } from './resample.js';
 import { applyBlur, applyRegionalEnergy, type EnergyRegion } from './intensity.js';
 import { kernels, type Kernels } from './kernels.js';
 import { uninitializedFloat32 } from '../../pipeline/memory.js';
@@ -117,9 +116,9 @@ function uploadPlanes(k: Kernels, image: NormalizedImage, first: number, count: 
 function renderCropFrom(k: Kernels, planes: number[], image: NormalizedImage, req: CropRequest, out: Float32Array): void {
   const { size, box, channels } = req;
   const n = size * size, count = n * channels;
-  const xw = axisWeights(image.width, size, box.x, box.w, req.flip);
-  const yw = axisWeights(image.height, size, box.y, box.h);
   const mark = k.mark();
+  const xw = k.axis(image.width, size, box.x, box.w, req.flip, 'columns');
+  const yw = k.axis(image.height, size, box.y, box.h, false, 'rows');
   const crop = k.alloc(count);
   if (channels === 1) k.resample(planes[0], image.width, xw, yw, crop);
   else {

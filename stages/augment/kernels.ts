@@ -21,6 +21,7 @@ interface Exports {
   interleave(plane: number, n: number, channels: number, channel: number, dst: number): void;
   verticalPass(src: number, stride: number, x0: number, span: number, start: number, weights: number, taps: number, rows: number, out: number, outStride: number): void;
   horizontalPass(src: number, srcStride: number, rows: number, start: number, weights: number, taps4: number, n: number, out: number): void;
+  axisWeights(srcLength: number, outLength: number, offset: number, extent: number, reverse: boolean, taps: number, stride: number, start: number, weights: number, bounds: number, relative: boolean): void;
   gammaPairs(pairs: number, values: number, log2s: number, size: number, g: number): void;
   gammaSum(data: number, n: number, table: number, size: number, lo: number, hi: number): number;
   sum(data: number, n: number): number;
@@ -89,30 +90,51 @@ export class Kernels {
   }
 
   /**
-   * Resamples a plane (row stride `width` floats) at `src` through the separable filter into `out`
-   * (yw.start.length rows of xw.start.length values). The vertical pass runs first, as contiguous row sweeps over
-   * the columns the box reads; the horizontal pass then runs on the output rows only.
+   * The tent-filter weights (resample.ts) mapping [offset, offset + extent) of an axis of `srcLength` pixels onto
+   * `outLength` samples, in fresh arena space; `reverse` mirrors the output. Laid out for the pass that reads them:
+   * rows (the vertical pass) take `taps` weights per sample and absolute starts; columns (the horizontal pass) take
+   * them padded to a multiple of 4, with starts relative to the first column read.
    */
-  resample(src: number, width: number, xw: AxisWeights, yw: AxisWeights, out: number): void {
+  axis(srcLength: number, outLength: number, offset: number, extent: number, reverse: boolean, use: 'rows' | 'columns'): ArenaAxis {
+    const support = Math.max(1, extent / outLength);
+    // An open interval of length 2 * support holds at most ceil(2 * support) pixel centres: that is the footprint
+    // (2 for plain bilinear). Never more taps than the axis has pixels, since every tap is clamped into the axis.
+    const taps = Math.max(1, Math.min(Math.ceil(2 * support - 1e-9), srcLength));
+    const stride = use === 'columns' ? (taps + 3) & ~3 : taps;
+    const start = this.alloc(outLength), weights = this.alloc(outLength * stride), bounds = this.alloc(2);
+    this.fn.axisWeights(srcLength, outLength, offset, extent, reverse, taps, stride, start, weights, bounds, use === 'columns');
+    return { length: outLength, start, weights, taps, stride, lo: this.ints[bounds >> 2], hi: this.ints[(bounds >> 2) + 1] };
+  }
+
+  /** Weights computed elsewhere (AxisWeights), copied into the arena laid out as `axis` lays them out. */
+  putAxis(w: AxisWeights, use: 'rows' | 'columns'): ArenaAxis {
+    const length = w.start.length;
+    if (use === 'rows') return { length, start: this.put(w.start), weights: this.put(w.weights), taps: w.taps, stride: w.taps, lo: w.lo, hi: w.hi };
+    const stride = (w.taps + 3) & ~3;
+    const start = this.alloc(length), weights = this.alloc(length * stride);
+    const ints = this.ints, floats = this.floats, s = start >> 2, f = weights >> 2;
+    floats.fill(0, f, f + length * stride);
+    for (let j = 0; j < length; j++) {
+      ints[s + j] = w.start[j] - w.lo;
+      for (let t = 0; t < w.taps; t++) floats[f + j * stride + t] = w.weights[j * w.taps + t];
+    }
+    return { length, start, weights, taps: w.taps, stride, lo: w.lo, hi: w.hi };
+  }
+
+  /**
+   * Resamples a plane (row stride `width` floats) at `src` through the separable filter into `out` (y.length rows
+   * of x.length values). The vertical pass runs first, as contiguous row sweeps over the columns the box reads; the
+   * horizontal pass then runs on the output rows only.
+   */
+  resample(src: number, width: number, x: ArenaAxis, y: ArenaAxis, out: number): void {
     const mark = this.mark();
-    const outW = xw.start.length, outH = yw.start.length;
-    const span = xw.hi - xw.lo + 1;
-    // The horizontal pass reads taps4 values from start[j] <= span - taps, so up to 3 past the span: a 4-value
+    const span = x.hi - x.lo + 1;
+    // The horizontal pass reads x.stride values from a start <= span - taps, so up to 3 past the span: a 4-value
     // zeroed margin keeps those reads inside the row.
     const stride = span + 4;
-    const taps4 = (xw.taps + 3) & ~3;
-    const scratch = this.alloc(outH * stride);
-    const yStart = this.put(yw.start), yWeights = this.put(yw.weights);
-    const xStart = this.alloc(outW), xWeights = this.alloc(outW * taps4);
-    const ints = this.ints, floats = this.floats;
-    const xs = xStart >> 2, xwp = xWeights >> 2;
-    floats.fill(0, xwp, xwp + outW * taps4);
-    for (let j = 0; j < outW; j++) {
-      ints[xs + j] = xw.start[j] - xw.lo;
-      for (let t = 0; t < xw.taps; t++) floats[xwp + j * taps4 + t] = xw.weights[j * xw.taps + t];
-    }
-    this.fn.verticalPass(src, width, xw.lo, span, yStart, yWeights, yw.taps, outH, scratch, stride);
-    this.fn.horizontalPass(scratch, stride, outH, xStart, xWeights, taps4, outW, out);
+    const scratch = this.alloc(y.length * stride);
+    this.fn.verticalPass(src, width, x.lo, span, y.start, y.weights, y.taps, y.length, scratch, stride);
+    this.fn.horizontalPass(scratch, stride, y.length, x.start, x.weights, x.stride, x.length, out);
     this.release(mark);
   }
 
@@ -151,6 +173,9 @@ export class Kernels {
 }
 
 export type NoiseState = readonly [number, number, number, number];
+
+/** One axis's filter weights in the arena (Kernels.axis): byte pointers and the layout. */
+export interface ArenaAxis { length: number; start: number; weights: number; taps: number; stride: number; lo: number; hi: number }
 
 let compiled: WebAssembly.Module | null = null;
 let instance: Kernels | null = null;
@@ -191,7 +216,7 @@ export function resampleBox(src: Float32Array, width: number, channels: number, 
     k.fn.deinterleave(interleaved, n, channels, channel, plane);
   }
   const dst = k.alloc(out.length);
-  k.resample(plane, width, xw, yw, dst);
+  k.resample(plane, width, k.putAxis(xw, 'columns'), k.putAxis(yw, 'rows'), dst);
   out.set(k.view(dst, out.length));
   k.release(mark);
 }

@@ -30,6 +30,59 @@ export function interleave(plane: usize, n: i32, channels: i32, channel: i32, ds
 // ---- resampling (see resample.ts for the filter) ---------------------------------------------------------------
 
 /**
+ * Tent-filter weights along one axis: output sample o reads `taps` source indices from start[o], with weights at
+ * weights + 4 * o * stride (taps <= stride; the rest of each row is 0). `bounds` receives the smallest and largest
+ * index any tap reads; with `relative`, start[o] is then stored minus the smallest. The arithmetic is float64 with
+ * float32 storage, in the order resample.ts documents, so the weights do not depend on where they are computed.
+ */
+export function axisWeights(
+  srcLength: i32, outLength: i32, offset: f64, extent: f64, reverse: bool,
+  taps: i32, stride: i32, start: usize, weights: usize, bounds: usize, relative: bool,
+): void {
+  const scale = extent / <f64>outLength;
+  const support = Math.max(1, scale);
+  memory.fill(weights, 0, <usize>(outLength * stride) << 2);
+  let lo = srcLength, hi = 0;
+  for (let o = 0; o < outLength; o++) {
+    const i = reverse ? outLength - 1 - o : o;
+    const centre = offset + (<f64>i + 0.5) * scale;
+    // Source pixel k contributes when |k + 0.5 - centre| < support.
+    const first = <i32>Math.floor(centre - 0.5 - support) + 1;
+    const last = <i32>Math.ceil(centre - 0.5 + support) - 1;
+    // Shift the window left near the far edge so that start + taps - 1 stays inside the axis.
+    const s0 = min(max(first, 0), srcLength - taps);
+    const row = weights + (<usize>(o * stride) << 2);
+    let sum: f64 = 0;
+    for (let k = first; k <= last; k++) {
+      const d = Math.abs(<f64>k + 0.5 - centre) / support;
+      if (d >= 1) continue;
+      // Samples outside the axis repeat the edge pixel.
+      const kc = k < 0 ? 0 : k >= srcLength ? srcLength - 1 : k;
+      const w = row + (<usize>(kc - s0) << 2);
+      store<f32>(w, <f32>(<f64>load<f32>(w) + (1 - d)));
+      sum += 1 - d;
+    }
+    if (sum == 0) {
+      // Degenerate footprint (a zero-width box): nearest pixel.
+      const kc = min(max(<i32>Math.floor(centre), 0), srcLength - 1);
+      store<f32>(row + (<usize>(kc - s0) << 2), 1);
+      sum = 1;
+    }
+    store<i32>(start + (<usize>o << 2), s0);
+    const inv = 1 / sum;
+    for (let t = 0; t < taps; t++) {
+      const w = row + (<usize>t << 2);
+      store<f32>(w, <f32>(<f64>load<f32>(w) * inv));
+    }
+    if (s0 < lo) lo = s0;
+    if (s0 + taps - 1 > hi) hi = s0 + taps - 1;
+  }
+  store<i32>(bounds, lo);
+  store<i32>(bounds, hi, 4);
+  if (relative) for (let o = 0; o < outLength; o++) store<i32>(start + (<usize>o << 2), load<i32>(start + (<usize>o << 2)) - lo);
+}
+
+/**
  * The vertical pass over a plane of row stride `stride` floats: output row i (`span` values from column x0, written
  * at row stride `outStride`) is the weighted sum of `taps` consecutive source rows from start[i]. Columns
  * [span, outStride) are zeroed, so the horizontal pass may read a few values past a row's end (with weight 0).

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { axisWeights, resampleBox, type AxisWeights } from '../../../stages/augment/resample.js';
 import { applyBlur, applyRegionalEnergy } from '../../../stages/augment/intensity.js';
 import { normalQuantile, normalTable } from '../../../stages/augment/noise.js';
-import { affineWithNoise, applyGamma, gammaAffineNoise } from '../../../stages/augment/kernels.js';
+import { affineWithNoise, applyGamma, gammaAffineNoise, kernels } from '../../../stages/augment/kernels.js';
 
 function resample(src: Float32Array, w: number, h: number, box: [number, number, number, number], size: number, flip = false) {
   const xw = axisWeights(w, size, box[0], box[2], flip), yw = axisWeights(h, size, box[1], box[3]);
@@ -22,6 +22,21 @@ describe('area-correct resampling', () => {
         expect(a.start[i]).toBeGreaterThanOrEqual(0);
         expect(a.start[i] + a.taps - 1).toBeLessThan(len);
       }
+    }
+  });
+
+  it('lays out weights for the horizontal pass the same whether computed in the arena or copied in', () => {
+    // The crop loop computes column weights in place (Kernels.axis); resampleBox copies AxisWeights in (putAxis).
+    const k = kernels();
+    for (const [len, out, off, ext, flip] of [[512, 224, 10.3, 400.2, true], [28, 14, 3, 20, false], [100, 300, 0, 100, true], [5, 96, 0, 5, false], [512, 96, 500, 12, true]] as const) {
+      const mark = k.mark();
+      const a = k.axis(len, out, off, ext, flip, 'columns');
+      const b = k.putAxis(axisWeights(len, out, off, ext, flip), 'columns');
+      expect([a.taps, a.stride, a.lo, a.hi]).toEqual([b.taps, b.stride, b.lo, b.hi]);
+      expect(a.stride % 4).toBe(0);
+      expect(k.ints.slice(a.start >> 2, (a.start >> 2) + out)).toEqual(k.ints.slice(b.start >> 2, (b.start >> 2) + out));
+      expect(k.floats.slice(a.weights >> 2, (a.weights >> 2) + out * a.stride)).toEqual(k.floats.slice(b.weights >> 2, (b.weights >> 2) + out * b.stride));
+      k.release(mark);
     }
   });
 
