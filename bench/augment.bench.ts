@@ -63,37 +63,56 @@ function inline(image: NormalizedImage, sets: number, warm = 300): Rate {
   return { wall: sets / ((performance.now() - t0) / 1000), cpu: sets / cpuSeconds(c0) };
 }
 
-async function pool(image: NormalizedImage, sets: number, workers: number): Promise<Rate> {
+/** A running augment pipeline, fed on demand: `run(n)` lets n more images in and measures until their n sets are out. */
+interface Pool { run(sets: number): Promise<Rate>; stop(): Promise<void> }
+
+function startPool(image: NormalizedImage, workers: number): Pool {
   const failures = new FailureLog();
-  const warm = 150 * workers;
-  const window = 4 * workers;
-  const gate = new Gate({ window });
+  const gate = new Gate({ window: 4 * workers });
   // Each image is in shared memory, read by the worker in place: the main thread copies and allocates nothing per
   // set, as with an owned buffer (a cache read), which moves to the worker. A view on a private buffer would cost
   // one copy into a reused shared slot on the main thread (MEDSSL_BENCH_INPUT=view measures that).
   const view = process.env.MEDSSL_BENCH_INPUT === 'view';
   const backing = new Float32Array(view ? new ArrayBuffer((image.data.length + 16) * 4) : new SharedArrayBuffer(image.data.length * 4));
   backing.set(image.data, view ? 16 : 0);
-  function* images() {
-    for (let i = 0; i < warm + sets; i++) yield { ...image, id: `ct-${i}`, data: view ? backing.subarray(16) : backing };
+  // The source yields only what run() has asked for, then waits: between runs the pool is idle, its threads and
+  // compiled code kept, so a run measures steady work without thread start or warm-up.
+  let credit = 0, stopped = false, wake: (() => void) | null = null;
+  async function* images() {
+    for (let i = 0; ; i++) {
+      while (credit === 0 && !stopped) await new Promise<void>((resolve) => { wake = resolve; });
+      if (stopped) return;
+      credit--;
+      yield { ...image, id: `ct-${i}`, data: view ? backing.subarray(16) : backing };
+    }
   }
-  // One subscription: the clock starts when the warm-up sets are out, so thread start and JIT warm-up of the
-  // workers are not in the figure (they are paid once per run, not per set).
+  const poke = () => { const w = wake; wake = null; w?.(); };
   // The consumer hands each set's buffer back, as toBatches does in the training pipeline (CropBuffers).
   const buffers = new CropBuffers();
-  let count = 0, c0 = process.cpuUsage(), t0 = 0, m0 = mainThreadNs();
-  await lastValueFrom(gate.source(images()).pipe(
+  let count = 0, target = 0, reached: (() => void) | null = null;
+  const done = lastValueFrom(gate.source(images()).pipe(
     augment({ failures, config: BENCH_AUGMENT, seed: 0, epoch: 0, workers, buffers }),
     settle(gate),
     tap((set) => {
       buffers.release(set);
-      if (++count === warm) { c0 = process.cpuUsage(); t0 = performance.now(); m0 = mainThreadNs(); }
+      if (++count === target) reached?.();
     }),
-  ));
-  const seconds = (performance.now() - t0) / 1000, cpu = cpuSeconds(c0), m1 = mainThreadNs();
-  if (count !== warm + sets || failures.records.length) throw new Error(`pool made ${count} of ${warm + sets} sets: ${JSON.stringify(failures.records[0])}`);
-  const main = m0 === undefined || m1 === undefined ? undefined : (m1 - m0) / 1e9;
-  return { wall: sets / seconds, cpu: sets / cpu, ...(main === undefined ? {} : { mainMs: (1000 * main) / sets, otherMs: (1000 * (cpu - main)) / sets }) };
+  ), { defaultValue: undefined });
+  return {
+    async run(sets) {
+      const c0 = process.cpuUsage(), t0 = performance.now(), m0 = mainThreadNs();
+      await new Promise<void>((resolve) => { reached = resolve; target = count + sets; credit += sets; poke(); });
+      const seconds = (performance.now() - t0) / 1000, cpu = cpuSeconds(c0), m1 = mainThreadNs();
+      if (failures.records.length) throw new Error(`pool failed: ${JSON.stringify(failures.records[0])}`);
+      const main = m0 === undefined || m1 === undefined ? undefined : (m1 - m0) / 1e9;
+      return { wall: sets / seconds, cpu: sets / cpu, ...(main === undefined ? {} : { mainMs: (1000 * main) / sets, otherMs: (1000 * (cpu - main)) / sets }) };
+    },
+    async stop() {
+      stopped = true;
+      poke();
+      await done;
+    },
+  };
 }
 
 const cores = Math.max(1, os.availableParallelism());
@@ -105,24 +124,27 @@ function median(xs: number[]): number {
 }
 
 /**
- * The pool with 1 worker and with one per core, in alternating rounds (1, all; all, 1; ...). This machine's speed
- * drifts by tens of percent within minutes, so two long runs one after the other compare two different machines;
- * each round's ratio compares runs a few seconds apart, and the median over rounds is what is reported, with the
- * range beside it.
+ * The pool with 1 worker and with one per core, both started once and warmed up, then fed in alternating short runs
+ * (1, all; all, 1; ...). This machine's speed moves by tens of percent within seconds (the steadiness figure), so
+ * two long runs one after the other compare two different machines; each round's ratio compares runs a fraction of
+ * a second apart, and the median over many rounds is what is reported, with the range beside it.
  */
 async function rounds(image: NormalizedImage, sets: number, count: number): Promise<{ one: Rate[]; all: Rate[]; scaling: number[]; steadiness: number[] }> {
   const one: Rate[] = [], all: Rate[] = [], scaling: number[] = [], steadiness: number[] = [];
-  for (let r = 0; r < count; r++) {
-    // The same single-thread work before each round: how much the machine's own speed moves during the bench.
-    steadiness.push(inline(image, 100, 20).wall);
-    if (r % 2 === 0) {
-      one.push(await pool(image, sets, 1));
-      all.push(await pool(image, sets * Math.min(cores, 4), cores));
-    } else {
-      all.push(await pool(image, sets * Math.min(cores, 4), cores));
-      one.push(await pool(image, sets, 1));
+  const single = startPool(image, 1), every = startPool(image, cores);
+  try {
+    await single.run(300);
+    await every.run(300 * cores);
+    const runOne = async () => { one.push(await single.run(sets)); };
+    const runAll = async () => { all.push(await every.run(sets * cores)); };
+    for (let r = 0; r < count; r++) {
+      // The same single-thread work before each round: how much the machine's own speed moves during the bench.
+      if (r % 3 === 0) steadiness.push(inline(image, 100, 20).wall);
+      if (r % 2 === 0) { await runOne(); await runAll(); } else { await runAll(); await runOne(); }
+      scaling.push(all[r].wall / one[r].wall);
     }
-    scaling.push(all[r].wall / one[r].wall);
+  } finally {
+    await Promise.all([single.stop(), every.stop()]);
   }
   return { one, all, scaling, steadiness };
 }
@@ -154,20 +176,20 @@ export const benchmarks: Benchmark[] = [
     name: 'augment/multicrop',
     run: async (): Promise<BenchResult[]> => {
       const image = ctSlice();
-      const sets = Number(process.env.MEDSSL_BENCH_SETS ?? 600);
-      const count = Number(process.env.MEDSSL_BENCH_ROUNDS ?? 9);
-      const mainThread = inline(image, sets);
+      const sets = Number(process.env.MEDSSL_BENCH_SETS ?? 200);
+      const count = Number(process.env.MEDSSL_BENCH_ROUNDS ?? 30);
+      const mainThread = inline(image, 600);
       const { one, all, scaling, steadiness } = await rounds(image, sets, count);
       const load = os.loadavg()[0];
       const wall = (rates: Rate[]) => median(rates.map((r) => r.wall));
       const cpu = (rates: Rate[]) => median(rates.map((r) => r.cpu));
       const perRound = { rounds: count, statistic: 'median over rounds', load };
       return [
-        { name: 'augment/multicrop/main-thread', unit: 'sets/s', value: mainThread.wall, config: { ...config, workers: 0, sets, load } },
+        { name: 'augment/multicrop/main-thread', unit: 'sets/s', value: mainThread.wall, config: { ...config, workers: 0, sets: 600, load } },
         // 100 sets on the main thread before each round; the spread is the machine's, since the work is the same.
-        { name: 'augment/multicrop/steadiness', unit: 'max / min sets/s', value: Math.max(...steadiness) / Math.min(...steadiness), config: { ...config, workers: 0, sets: 100, rounds: count, range: range(steadiness) } },
+        { name: 'augment/multicrop/steadiness', unit: 'max / min sets/s', value: Math.max(...steadiness) / Math.min(...steadiness), config: { ...config, workers: 0, sets: 100, probes: steadiness.length, range: range(steadiness) } },
         { name: 'augment/multicrop/1-worker', unit: 'sets/s', value: wall(one), config: { ...config, workers: 1, sets, ...perRound, range: range(one.map((r) => r.wall)) } },
-        { name: `augment/multicrop/${cores}-workers`, unit: 'sets/s', value: wall(all), config: { ...config, workers: cores, sets: sets * Math.min(cores, 4), ...perRound, range: range(all.map((r) => r.wall)) } },
+        { name: `augment/multicrop/${cores}-workers`, unit: 'sets/s', value: wall(all), config: { ...config, workers: cores, sets: sets * cores, ...perRound, range: range(all.map((r) => r.wall)) } },
         { name: 'augment/multicrop/per-core', unit: 'sets/s/core', value: wall(all) / cores, config: { ...config, workers: cores, ...perRound, range: range(all.map((r) => r.wall / cores)) } },
         // Each round's all-cores rate over its own 1-worker rate, seconds apart: the drift between rounds cancels.
         { name: 'augment/multicrop/scaling', unit: 'x (all cores / 1 worker)', value: median(scaling), config: { ...config, workers: cores, ...perRound, range: range(scaling) } },
