@@ -38,7 +38,7 @@ export interface AugmentOptions {
  * Emits one CropSet per image, in arrival order (CropSet.sample = arrival index within the epoch), while up to
  * `workers` images are cropped in parallel. Crops depend only on (seed, epoch, image id, crop index), never on
  * the worker count or finishing order. An image that fails becomes a FailureRecord (stage 'augment') and its slot
- * is skipped; the others of its task go on (a crashed worker fails its whole task: up to 2 images that arrived
+ * is skipped; the others of its task go on (a crashed worker fails its whole task: up to 4 images that arrived
  * together). The pool starts on subscribe and is destroyed on complete, error or unsubscribe.
  *
  * The image's pixel buffer is transferred to the worker (not copied). By default it is not sent back: a stream
@@ -75,18 +75,22 @@ export function augment(opts: AugmentOptions): OperatorFunction<NormalizedImage,
       if (inputDone && emitted === arrived) subscriber.complete();
     };
 
-    // Images that arrive in one turn of the event loop (setImmediate runs after it) travel to a worker together, up
-    // to GROUP at a time, and their crops come back in one message: the main thread's cost per message (posting,
-    // waking, receiving) is shared. A source that yields one image per turn still gets tasks of one.
+    // Images that arrive in one turn of the event loop (setImmediate runs after it) travel to a worker together, and
+    // their crops come back in one message: the main thread's cost per message (posting, waking, receiving) is
+    // shared. A group is as large as leaves every worker two tasks of the most images the stage has held at once (with
+    // one, a worker idles while its result travels back), up to MAX_GROUP. A source that yields one image per turn
+    // still gets tasks of one.
     const pending: Array<{ image: NormalizedImage; sample: number }> = [];
-    let scheduled = false;
+    let scheduled = false, peak = 0;
+    const groupSize = () => Math.max(1, Math.min(MAX_GROUP, Math.floor(peak / (2 * threads))));
     const flush = () => {
       scheduled = false;
-      while (pending.length > 0 && !closed) dispatch(pending.splice(0, GROUP));
+      while (pending.length > 0 && !closed) dispatch(pending.splice(0, groupSize()));
     };
     const run = (image: NormalizedImage, sample: number) => {
       pending.push({ image, sample });
-      if (pending.length === GROUP) dispatch(pending.splice(0));
+      peak = Math.max(peak, arrived - emitted);
+      if (pending.length >= groupSize()) dispatch(pending.splice(0));
       else if (!scheduled) { scheduled = true; setImmediate(flush); }
     };
 
@@ -149,11 +153,11 @@ export function augment(opts: AugmentOptions): OperatorFunction<NormalizedImage,
 }
 
 /**
- * Most images per worker task. Pairs brought the main thread's time per set in the bench from about 80 us to 50 us;
- * fours saved little more, and with the bench's window of 4 images per worker they left a worker one task, so it
- * idled while its result travelled back (workers busy 91% of the time, against 94% with pairs).
+ * Most images per worker task. In the bench, pairs brought the main thread's time per set from about 80 us to 50 us,
+ * and fours to about 45 us. With the bench's window of 4 images per worker, fours left each worker one task, and it
+ * idled while its result travelled back (workers busy 91% of the time, against 94% with pairs): hence groupSize.
  */
-const GROUP = 2;
+const MAX_GROUP = 4;
 
 /** The worker count for a config value: 0 means one per core. */
 export function resolveWorkers(n: number): number {
