@@ -122,12 +122,16 @@ export function augment(opts: AugmentOptions): OperatorFunction<NormalizedImage,
           if (closed) return;
           group.forEach(({ image, sample }, i) => {
             const r = results[i];
-            if (!r || 'error' in r) return fail(image, sample, r ? r.error : new Error('augment worker returned no result'));
-            // The buffer came back: give the caller a usable image again.
-            if (r.input) image.data = r.input;
-            const channels = image.channels / (image.renderings ?? 1);
-            const values = new Float32Array(r.buffer, 0, pixels * channels);
-            finished.set(sample, cropSetOf(image, opts.epoch, sample, cropsFrom(values, r.params, plan, channels)));
+            try {
+              if (!r || 'error' in r) throw r ? r.error : new Error('augment worker returned no result');
+              // The buffer came back: give the caller a usable image again.
+              if (r.input) image.data = r.input;
+              const channels = image.channels / (image.renderings ?? 1);
+              const values = new Float32Array(r.buffer, 0, pixels * channels);
+              finished.set(sample, cropSetOf(image, opts.epoch, sample, cropsFrom(values, r.params, plan, channels)));
+            } catch (e) {
+              fail(image, sample, e);
+            }
           });
         },
         (e: unknown) => {
