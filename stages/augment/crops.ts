@@ -193,8 +193,8 @@ export function multiCrop(image: NormalizedImage, config: AugmentConfig, source:
 
 /**
  * The work of multiCrop as plain numbers: every crop's pixels, one after the other in cropPlan order, and their
- * params, PARAM_SLOTS per crop (writeParams). This is what a worker sends back: one buffer and one small array
- * cross threads as two copies-free moves, where the crop records would be cloned object by object.
+ * params, PARAM_SLOTS per crop (writeParams). This is what a worker sends back: the buffer moves, the small array
+ * of numbers is copied in one piece, where the crop records would be cloned object by object.
  */
 export function renderCrops(image: NormalizedImage, config: AugmentConfig, source: RandomSource, epoch: number, output?: ArrayBuffer): { values: Float32Array; params: Float64Array } {
   const renderings = image.renderings ?? 1;
