@@ -7,7 +7,7 @@ import type { Crop, DecodedImage, NormalizedImage } from '../schemas/records.js'
 import type { RandomSource } from './random.js';
 import { normalizeImage } from '../stages/normalize/normalize.js';
 import { drawRendering, intensityRange, multiCrop } from '../stages/augment/crops.js';
-import { axisWeights, resampleBox } from '../stages/augment/resample.js';
+import { resampleBox } from '../stages/augment/resample.js';
 import { writeNpy } from '../stages/source/npy.js';
 
 export interface PreviewOptions {
@@ -76,10 +76,9 @@ async function writeSheet(file: string, image: NormalizedImage, rendering: numbe
   const fit = SHEET_SOURCE / Math.max(image.height, image.width);
   const sh = Math.max(1, Math.round(image.height * fit)), sw = Math.max(1, Math.round(image.width * fit));
   const source = new Float32Array(sh * sw * channels);
-  const xw = axisWeights(image.width, sw, 0, image.width), yw = axisWeights(image.height, sh, 0, image.height);
   const plane = new Float32Array(sh * sw);
   for (let c = 0; c < channels; c++) {
-    resampleBox(image.data, image.width, image.channels, rendering * channels + c, xw, yw, plane);
+    resampleBox(image.data, image.width, image.channels, rendering * channels + c, { x: 0, y: 0, w: image.width, h: image.height }, sw, sh, plane);
     for (let i = 0, o = c; i < plane.length; i++, o += channels) source[o] = plane[i];
   }
   const tiles = [{ data: source, w: sw, h: sh, channels }, ...crops.map((c) => ({ data: c.data, w: c.size, h: c.size, channels: c.channels }))];

@@ -8,7 +8,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../../pipeline/version.js';
 import { NORMAL_TABLE_BITS, noiseLanes, normalTable } from './noise.js';
-import type { AxisWeights } from './resample.js';
 import { GAMMA_TABLE_SIZE } from './intensity.js';
 
 /** Where the build puts the module (the same file serves the TypeScript sources under test and dist/). */
@@ -106,21 +105,6 @@ export class Kernels {
     return { length: outLength, start, weights, taps, stride, lo: this.ints[bounds >> 2], hi: this.ints[(bounds >> 2) + 1] };
   }
 
-  /** Weights computed elsewhere (AxisWeights), copied into the arena laid out as `axis` lays them out. */
-  putAxis(w: AxisWeights, use: 'rows' | 'columns'): ArenaAxis {
-    const length = w.start.length;
-    if (use === 'rows') return { length, start: this.put(w.start), weights: this.put(w.weights), taps: w.taps, stride: w.taps, lo: w.lo, hi: w.hi };
-    const stride = (w.taps + 3) & ~3;
-    const start = this.alloc(length), weights = this.alloc(length * stride);
-    const ints = this.ints, floats = this.floats, s = start >> 2, f = weights >> 2;
-    floats.fill(0, f, f + length * stride);
-    for (let j = 0; j < length; j++) {
-      ints[s + j] = w.start[j] - w.lo;
-      for (let t = 0; t < w.taps; t++) floats[f + j * stride + t] = w.weights[j * w.taps + t];
-    }
-    return { length, start, weights, taps: w.taps, stride, lo: w.lo, hi: w.hi };
-  }
-
   /**
    * Resamples a plane (row stride `width` floats) at `src` through the separable filter into `out` (y.length rows
    * of x.length values). The vertical pass runs first, as contiguous row sweeps over the columns the box reads; the
@@ -201,10 +185,11 @@ export function kernels(): Kernels {
 // the arena, runs one kernel and copies the result back.
 
 /**
- * Resamples channel `channel` of an interleaved (height, width, channels) image through the separable filter
- * (xw along columns, yw along rows) into `out` (yw rows x xw columns, one channel).
+ * Resamples the box `box` (continuous pixel coordinates) of channel `channel` of an interleaved (height, width,
+ * channels) image onto an outWidth x outHeight grid through the tent filter (resample.ts), into `out` (one channel);
+ * `flip` mirrors it left to right.
  */
-export function resampleBox(src: Float32Array, width: number, channels: number, channel: number, xw: AxisWeights, yw: AxisWeights, out: Float32Array): void {
+export function resampleBox(src: Float32Array, width: number, channels: number, channel: number, box: { x: number; y: number; w: number; h: number }, outWidth: number, outHeight: number, out: Float32Array, flip = false): void {
   const k = kernels();
   const mark = k.mark();
   const n = src.length / channels;
@@ -215,9 +200,11 @@ export function resampleBox(src: Float32Array, width: number, channels: number, 
     plane = k.alloc(n);
     k.fn.deinterleave(interleaved, n, channels, channel, plane);
   }
-  const dst = k.alloc(out.length);
-  k.resample(plane, width, k.putAxis(xw, 'columns'), k.putAxis(yw, 'rows'), dst);
-  out.set(k.view(dst, out.length));
+  const x = k.axis(width, outWidth, box.x, box.w, flip, 'columns');
+  const y = k.axis(n / width, outHeight, box.y, box.h, false, 'rows');
+  const dst = k.alloc(outWidth * outHeight);
+  k.resample(plane, width, x, y, dst);
+  out.set(k.view(dst, outWidth * outHeight));
   k.release(mark);
 }
 

@@ -7,7 +7,7 @@ import type { DecodedImage, NormalizedImage } from '../../schemas/records.js';
 import { type FailureLog, MedsslError, guard } from '../../pipeline/failures.js';
 import { stableHash } from '../../pipeline/config.js';
 import type { RandomStream } from '../../pipeline/random.js';
-import { axisWeights, resampleBox } from '../augment/resample.js';
+import { resampleBox } from '../augment/resample.js';
 import { hounsfieldWindow, luma, modalityLut, otsuThreshold, percentileScale, percentiles, repeatChannels, ybrFullToRgb } from './intensity.js';
 
 export interface NormalizeOptions {
@@ -207,12 +207,10 @@ export function resampleToSpacing(
     throw new MedsslError('too-large', file, `resampling ${rows}x${cols} at ${from.join('x')} mm to ${to.join('x')} mm gives ${height}x${width} pixels (limit ${MAX_RESAMPLED_PIXELS})`);
   }
   if (height === rows && width === cols) return { data, height, width };
-  const xw = axisWeights(cols, width, 0, cols);
-  const yw = axisWeights(rows, height, 0, rows);
   const plane = new Float32Array(height * width);
   const out = new Float32Array(height * width * channels);
   for (let c = 0; c < channels; c++) {
-    resampleBox(data, cols, channels, c, xw, yw, plane);
+    resampleBox(data, cols, channels, c, { x: 0, y: 0, w: cols, h: rows }, width, height, plane);
     for (let i = 0, o = c; i < plane.length; i++, o += channels) out[o] = plane[i];
   }
   return { data: out, height, width };
