@@ -8,7 +8,7 @@ import { type FailureLog, toFailure } from '../../pipeline/failures.js';
 import { workerScript } from '../../pipeline/workers.js';
 import type { AugmentResult, AugmentTask, AugmentWorkerData } from './augment.worker.js';
 import type { CropBuffers } from './buffers.js';
-import { cropPlan, cropSetOf, cropsFrom } from './crops.js';
+import { cropPlan, cropSetOf, cropSetValues, cropsFrom } from './crops.js';
 
 export { multiCrop, cropSet, randomResizedBox, cropPlan, drawIntensity, renderCrop, type CropBox, type IntensityParams } from './crops.js';
 
@@ -57,7 +57,7 @@ export function augment(opts: AugmentOptions): OperatorFunction<NormalizedImage,
     // travels out (a third of the time with one worker in the bench).
     const pool = new Piscina({ filename: script.filename, execArgv: script.execArgv, minThreads: threads, maxThreads: threads, workerData, idleTimeout: 60_000, recordTiming: false, concurrentTasksPerWorker: 4 });
     const plan = cropPlan(opts.config);
-    const pixels = plan.reduce((total, { crop }) => total + crop.size * crop.size, 0);
+    const pixels = cropSetValues(opts.config, 1);
     const finished = new Map<number, CropSet | null>();
     const slots = new SharedSlots(4 * threads);
     let arrived = 0, emitted = 0, inputDone = false, closed = false;
