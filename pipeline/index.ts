@@ -41,6 +41,7 @@ export { replay, replay$, CacheDataset, type ReplayOptions } from '../stages/cac
 export { verifyCache, cacheStats, type VerifyReport, type CacheStats } from '../stages/cache/verify.js';
 export { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig, saltedKey, ingestInputs, PREPARE_VERSION, type IngestInputsOptions } from './prepare.js';
 export { packageVersion, packageRoot } from './version.js';
+export { tf, backendInfo, loadTensorflow, tensorflowLoaded, tensorflowEnvironment, type BackendInfo, type BackendName } from './tensorflow.js';
 export { runExperimentJob, experimentSummary, presetFor } from './job.js';
 export { openTrainingPool, poolBatches, poolStepsPerEpoch, poolGate, labelWidth, type TrainingPool, type PoolOptions, type BatchesOptions } from './batches.js';
 export { sinkhornKnopp, type SinkhornOptions } from '../stages/train/sinkhorn.js';

@@ -1,10 +1,14 @@
-// Loads TensorFlow once per process and says which backend it got.
+// Loads TensorFlow on first use, once per process, and says which backend and device it got.
 //
-// Order: tfjs-node-gpu where a GPU is visible, tfjs-node (the native CPU backend, built by
-// scripts/setup-tensorflow.mjs during `npm install`), then the pure-JS `cpu` backend with one loud warning.
+// Nothing here runs at import: a program that only decodes or caches never loads libtensorflow. The first property
+// read of `tf` or `backendInfo` loads it.
+//
+// Order: tfjs-node-gpu where its binding was provisioned (scripts/setup-tensorflow.mjs does that only where a GPU
+// driver is visible), tfjs-node (the native CPU backend), then the pure-JS `cpu` backend with one loud warning.
 // MEDSSL_BACKEND=cpu|tensorflow|tensorflow-gpu forces a choice (an unavailable forced backend is an error).
+// Where ops run is asked of the binding itself (the device its eager context places tensors on), never guessed from
+// nvidia-smi.
 
-import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import type * as TF from '@tensorflow/tfjs';
@@ -14,24 +18,29 @@ export type BackendName = 'tensorflow' | 'tensorflow-gpu' | 'cpu';
 
 export interface BackendInfo {
   backend: BackendName;
+  /** The device TensorFlow places this process's ops on, as its eager context reports it. */
+  device: 'CPU' | 'GPU';
   /** libtensorflow's version for the native backends; tfjs-core's for `cpu`. */
   tensorflowVersion: string;
   tfjsVersion: string;
   threads: { intraOp: number; interOp: number };
-  gpus: string[];
-  /** Why a faster backend was not used (empty when the best available was loaded). */
+  /** oneDNN kernels (TF_ENABLE_ONEDNN_OPTS): medssl turns them on unless the variable is set (stages/train/README.md, Speed). */
+  onednn: boolean;
+  /** Why a faster backend was not used, or what differs from the defaults (empty when nothing to say). */
   notes: string[];
 }
 
 const require = createRequire(import.meta.url);
 
-function visibleGpus(): string[] {
-  try {
-    return execFileSync('nvidia-smi', ['-L'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 })
-      .split('\n').map((l) => l.trim()).filter((l) => l.startsWith('GPU'));
-  } catch {
-    return [];
-  }
+/**
+ * Environment libtensorflow reads when it starts, set before the binding loads (an explicit value always wins).
+ * - TF_ENABLE_ONEDNN_OPTS: TensorFlow enables oneDNN by default only on some Intel CPUs; on the AMD EPYC it halves a
+ *   training step (bench/train.bench.ts, `train/onednn-off`).
+ * - TF_CPP_MIN_LOG_LEVEL: libtensorflow logs every kernel choice at INFO; keep warnings and errors.
+ */
+export function tensorflowEnvironment(env: NodeJS.ProcessEnv = process.env): void {
+  env.TF_CPP_MIN_LOG_LEVEL ??= '2';
+  env.TF_ENABLE_ONEDNN_OPTS ??= '1';
 }
 
 function threads() {
@@ -43,22 +52,28 @@ function threads() {
   };
 }
 
+interface NativeBinding { TF_Version?: string; isUsingGpuDevice?: () => boolean }
+
 function load(): { tf: Tf; info: BackendInfo } {
-  // libtensorflow logs every kernel choice at INFO; keep warnings and errors.
-  process.env.TF_CPP_MIN_LOG_LEVEL ??= '2';
+  tensorflowEnvironment();
   const forced = process.env.MEDSSL_BACKEND as BackendName | undefined;
   if (forced && !['cpu', 'tensorflow', 'tensorflow-gpu'].includes(forced)) {
     throw new Error(`MEDSSL_BACKEND must be cpu, tensorflow or tensorflow-gpu, got "${forced}"`);
   }
   const notes: string[] = [];
-  const gpus = forced === 'cpu' || forced === 'tensorflow' ? [] : visibleGpus();
+  const onednn = process.env.TF_ENABLE_ONEDNN_OPTS !== '0';
 
   const tryNative = (pkg: string, backend: BackendName) => {
     try {
       const tf = require(pkg) as Tf;
       if (tf.getBackend() !== 'tensorflow') throw new Error(`backend is ${tf.getBackend()}`);
-      const version = (tf.backend() as unknown as { binding?: { TF_Version?: string } }).binding?.TF_Version ?? 'unknown';
-      return { tf, info: { backend, tensorflowVersion: version, tfjsVersion: tf.version_core, threads: threads(), gpus, notes } };
+      const binding = (tf.backend() as unknown as { binding?: NativeBinding }).binding;
+      const device = binding?.isUsingGpuDevice?.() ? 'GPU' : 'CPU';
+      if (backend === 'tensorflow-gpu' && device === 'CPU') {
+        notes.push(`${pkg} loaded, but TensorFlow sees no GPU (driver, CUDA or cuDNN libraries missing): ops run on the CPU`);
+      }
+      const info: BackendInfo = { backend, device, tensorflowVersion: binding?.TF_Version ?? 'unknown', tfjsVersion: tf.version_core, threads: threads(), onednn, notes };
+      return { tf, info };
     } catch (e) {
       const msg = (e as Error).message.split('\n')[0];
       notes.push(`${pkg}: ${msg}`);
@@ -68,7 +83,8 @@ function load(): { tf: Tf; info: BackendInfo } {
   };
 
   if (forced !== 'cpu') {
-    if (forced === 'tensorflow-gpu' || (!forced && gpus.length > 0)) {
+    // The GPU binding is tried only where set-up provisioned it (an optional dependency with a built binding).
+    if (forced === 'tensorflow-gpu' || (!forced && gpuBindingProvisioned())) {
       const gpu = tryNative('@tensorflow/tfjs-node-gpu', 'tensorflow-gpu');
       if (gpu) return gpu;
     }
@@ -86,11 +102,41 @@ function load(): { tf: Tf; info: BackendInfo } {
       `  Fix: npm run setup:tensorflow (see README, "Native TensorFlow").\n${bar}\n`,
     );
   }
-  return { tf, info: { backend: 'cpu', tensorflowVersion: tf.version_core, tfjsVersion: tf.version_core, threads: { intraOp: 1, interOp: 1 }, gpus, notes } };
+  return { tf, info: { backend: 'cpu', device: 'CPU', tensorflowVersion: tf.version_core, tfjsVersion: tf.version_core, threads: { intraOp: 1, interOp: 1 }, onednn: false, notes } };
 }
 
-const loaded = load();
+/** Whether @tensorflow/tfjs-node-gpu is installed with a built binding (so loading it is worth trying). */
+function gpuBindingProvisioned(): boolean {
+  try {
+    const dir = require.resolve('@tensorflow/tfjs-node-gpu/package.json').replace(/package\.json$/, '');
+    return require('node:fs').readdirSync(`${dir}lib`, { recursive: true }).some((f: string) => String(f).endsWith('tfjs_binding.node'));
+  } catch {
+    return false;
+  }
+}
+
+let loaded: { tf: Tf; info: BackendInfo } | undefined;
+
+/** Loads TensorFlow now (it loads on first use otherwise) and returns the namespace and what was loaded. */
+export function loadTensorflow(): { tf: Tf; info: BackendInfo } {
+  return (loaded ??= load());
+}
+
+/** Whether TensorFlow has been loaded in this process (importing medssl does not load it). */
+export const tensorflowLoaded = (): boolean => loaded !== undefined;
+
+// `tf` and `backendInfo` are stand-ins that load TensorFlow on their first property read, so that importing a module
+// that trains costs nothing until it trains.
+const lazy = <T extends object>(get: () => T): T => new Proxy({} as T, {
+  get: (_t, p) => Reflect.get(get(), p),
+  has: (_t, p) => Reflect.has(get(), p),
+  ownKeys: () => Reflect.ownKeys(get()),
+  getOwnPropertyDescriptor: (_t, p) => {
+    const d = Reflect.getOwnPropertyDescriptor(get(), p);
+    return d ? { ...d, configurable: true } : undefined;
+  },
+});
 
 /** The TensorFlow.js namespace on the best available backend. */
-export const tf: Tf = loaded.tf;
-export const backendInfo: BackendInfo = loaded.info;
+export const tf: Tf = lazy(() => loadTensorflow().tf);
+export const backendInfo: BackendInfo = lazy(() => loadTensorflow().info);

@@ -4,7 +4,7 @@ import { packageVersion } from '../version.js';
 export function register(program: Command): void {
   program
     .command('info')
-    .description('show the TensorFlow backend, its version, threads and GPUs')
+    .description('show the TensorFlow backend, the device its ops run on, its version and threads')
     .option('--json', 'print one JSON object')
     .addHelpText('after', '\nExample:\n  $ medssl info --json\n  {"backend":"tensorflow","tensorflowVersion":"2.21.0",...}')
     .action(async (opts: { json?: boolean }) => {
@@ -13,8 +13,9 @@ export function register(program: Command): void {
         backend: backendInfo.backend,
         tensorflowVersion: backendInfo.tensorflowVersion,
         tfjsVersion: backendInfo.tfjsVersion,
+        device: backendInfo.device,
         threads: backendInfo.threads,
-        gpus: backendInfo.gpus,
+        onednn: backendInfo.onednn,
         version: packageVersion,
         node: process.versions.node,
         notes: backendInfo.notes,
@@ -27,8 +28,9 @@ export function register(program: Command): void {
         `medssl ${info.version}\n` +
         `backend      ${info.backend}${info.backend === 'cpu' ? '  (pure JS: slow; see README "Native TensorFlow")' : ''}\n` +
         `TensorFlow   ${info.tensorflowVersion} (tfjs ${info.tfjsVersion})\n` +
+        `device       ${info.device}  (where TensorFlow places this process's ops, as its runtime reports it)\n` +
         `threads      intra-op ${info.threads.intraOp}, inter-op ${info.threads.interOp}\n` +
-        `GPUs         ${info.gpus.length ? info.gpus.join('; ') : 'none'}\n` +
+        `oneDNN       ${info.onednn ? 'on' : 'off'}  (TF_ENABLE_ONEDNN_OPTS)\n` +
         (info.notes.length ? `notes        ${info.notes.join('\n             ')}\n` : ''),
       );
     });

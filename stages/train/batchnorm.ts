@@ -59,8 +59,17 @@ interface NativeBackend {
  * MEDSSL_FUSED_BN=0. `available` says whether they can be; tests switch `enabled` to compare both paths.
  */
 export const nativeKernels = {
-  available: backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu',
-  enabled: (backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu') && process.env.MEDSSL_FUSED_BN !== '0',
+  // Decided on first use, not at import: importing the trainer must not load TensorFlow.
+  override: undefined as boolean | undefined,
+  get available(): boolean {
+    return backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu';
+  },
+  get enabled(): boolean {
+    return this.override ?? (this.available && process.env.MEDSSL_FUSED_BN !== '0');
+  },
+  set enabled(on: boolean) {
+    this.override = on;
+  },
 };
 
 function nativeAttrs(backend: NativeBackend, forward: boolean) {
