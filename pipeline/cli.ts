@@ -10,6 +10,13 @@ import { MedsslError } from './failures.js';
 import { packageVersion } from './version.js';
 import { commands } from './commands/index.js';
 
+// `npm ci` checks the versions too (scripts/check-engines.mjs); this catches a newer install run on an older node.
+const [major, minor] = process.versions.node.split('.').map(Number);
+if (major < 20 || (major === 20 && minor < 19)) {
+  process.stderr.write(`medssl: Node.js ${process.versions.node} is too old: medssl needs Node.js >= 20.19\n`);
+  process.exit(1);
+}
+
 const program = new Command('medssl')
   .description('Self-supervised pre-training on medical images: decode, normalize, augment, cache, train (SwAV), evaluate.')
   .version(packageVersion)

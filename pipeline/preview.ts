@@ -1,7 +1,7 @@
 // What one sample looks like after normalize and augment: crops as .npy and .png, a contact sheet, the parameters.
 import fs from 'node:fs';
 import path from 'node:path';
-import sharp from 'sharp';
+import { PNG } from 'pngjs';
 import type { AugmentConfig, NormalizeConfig } from '../schemas/config.js';
 import type { Crop, DecodedImage, NormalizedImage } from '../schemas/records.js';
 import type { RandomSource } from './random.js';
@@ -64,10 +64,13 @@ export function toBytes(data: Float32Array, [lo, hi]: readonly [number, number])
   return out;
 }
 
+/** An 8-bit grey (1 channel) or RGB (3 channels) PNG. */
 async function writePng(file: string, bytes: Uint8Array, width: number, height: number, channels: number): Promise<void> {
-  let img = sharp(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), { raw: { width, height, channels: channels as 1 | 3 } });
-  if (channels === 1) img = img.toColourspace('b-w');
-  fs.writeFileSync(file, await img.png().toBuffer());
+  const png = PNG.sync.write(
+    { width, height, data: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) } as PNG,
+    { colorType: channels === 1 ? 0 : 2, inputColorType: channels === 1 ? 0 : 2, inputHasAlpha: false },
+  );
+  await fs.promises.writeFile(file, png);
 }
 
 /** The source (its drawn rendering, fitted into 256 x 256) then every crop at its own size, on one grey RGB row. */

@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { PNG } from 'pngjs';
+import { toBytes } from '../../../pipeline/preview.js';
 import { readNpy } from '../../../stages/source/npy.js';
 import { cli, fixture, sharedData } from '../../shared.js';
 
@@ -13,7 +15,7 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 async function preview(file: string, seed: number, out: string, ...extra: string[]) {
   const { stdout } = await exec(process.execPath, [cli, 'preview', file, '--seed', String(seed), '--out', out, ...extra], { timeout: 60_000 });
-  return JSON.parse(stdout) as { crops: Array<{ kind: string; size: number; params: Record<string, unknown> }>; image: { modality: string; renderings: number } };
+  return JSON.parse(stdout) as { crops: Array<{ kind: string; size: number; params: Record<string, unknown> }>; image: { modality: string; renderings: number; range: [number, number] } };
 }
 const files = (dir: string) => fs.readdirSync(dir).sort();
 const bytes = (dir: string) => files(dir).map((f) => fs.readFileSync(path.join(dir, f)).toString('base64'));
@@ -34,6 +36,14 @@ describe('medssl preview', () => {
     const crop = readNpy(fs.readFileSync(path.join(a, 'crop_2.npy')));
     expect([crop.dtype, crop.shape]).toEqual(['float32', [96, 96]]);
     expect(fs.readFileSync(path.join(a, 'sheet.png')).subarray(1, 4).toString()).toBe('PNG');
+    // The PNG holds exactly the 8-bit rendering of the crop's values over the image's range (grey, so R = G = B).
+    const png = PNG.sync.read(fs.readFileSync(path.join(a, 'crop_2.png')));
+    expect([png.width, png.height]).toEqual([96, 96]);
+    const want = toBytes(crop.data as Float32Array, report.image.range);
+    const grey = Uint8Array.from({ length: 96 * 96 }, (_, i) => png.data[4 * i]);
+    expect(Buffer.from(grey).equals(Buffer.from(want))).toBe(true);
+    const sheet = PNG.sync.read(fs.readFileSync(path.join(a, 'sheet.png')));
+    expect(sheet.width).toBeGreaterThan(256 + 2 * 224);
   });
 
   it('reads a MedMNIST entry with a quick config', async () => {
