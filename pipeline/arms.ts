@@ -177,7 +177,7 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
       const budgetSeconds = arm.kind === 'supervised' || arm.kind === 'hybrid' ? ctx.budgetSeconds / ctx.targets : ctx.budgetSeconds;
       const others = ctx.otherLabelled.map((d) => d.file).filter((f): f is string => !!f);
       if (arm.kind === 'supervised') {
-        if (others.length === 0) throw new MedsslError('invalid-value', arm.name, 'the supervised arm needs another labelled dataset with a file');
+        if (others.length === 0) throw new MedsslError('invalid-value', arm.name, 'needs a second labelled dataset to pre-train on: add another entry to evaluate.datasets (it pre-trains on one and is evaluated on the other)');
         return { inputs: others, cachePath: path.join(opts.cacheRoot, `labelled-${others.map(fileName).join('+')}`), labelled: () => true, budgetSeconds };
       }
       const names = new Set(others.map(fileName));
@@ -189,6 +189,11 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
     async pretrain({ config: armConfig, batches, runDir }) {
       const data = batches as ArmData;
       const pool = await openPool(data, armConfig);
+      if (pool.size < armConfig.train.batchSize) {
+        throw new MedsslError('invalid-value', runDir, pool.size === 0
+          ? `the pre-training pool is empty: none of ${data.inputs.length ? data.inputs.join(', ') : 'data.inputs (none given)'} gave a usable training image (see the ingest failures above)`
+          : `the pre-training pool has ${pool.size} images, fewer than one batch (train.batchSize ${armConfig.train.batchSize}): add data to data.inputs or lower train.batchSize`);
+      }
       const numLabels = data.labelled ? labelWidth(pool) : 0;
       const b = armConfig.train.batchSize;
       const full = Math.max(1, Math.floor(pool.size / b));

@@ -1,4 +1,5 @@
-// The commented starting config that `medssl config init` writes. A test checks it parses to the defaults' shape.
+// The commented starting config that `medssl config init` writes. A test checks that it names every key of the schema
+// and that every value it shows is the default (but the example inputs and datasets).
 export const CONFIG_TEMPLATE = `# medssl configuration. Every key is optional: a missing key takes the default shown here.
 # Relative paths are relative to this file. Check it with: medssl config check <this file>
 seed: 0                       # every random decision derives from (seed, epoch, sample, crop, purpose)
@@ -10,7 +11,7 @@ data:
   maxPixels: 67108864         # frames claiming more pixels are rejected from the header
   sliceAxis: 2                # volumes become 2-D slices along this voxel axis (0 = i, 1 = j, 2 = k)
   skipConstantFrames: true    # frames of one value (padding, empty mask slices) are not cached or trained on
-  privacySalt: change-me      # salt for the patient/study/series hashes: set your own per site
+  privacySalt: medssl         # salt for the patient/study/series hashes: the default is public, set your own per site
 
 normalize:                    # formulas in stages/normalize/README.md
   ct:
@@ -91,4 +92,10 @@ evaluate:                     # stages/evaluate/README.md
   preset: quick               # quick (about 10 minutes on 2 cores) or full
   datasets:                   # labelled MedMNIST-layout .npz files to evaluate on
     - { file: ./data/pneumoniamnist.npz, name: PneumoniaMNIST, modality: radiography }
+  # Optional keys without a default (uncomment to use):
+  # arms:                     # the rows of the table; absent = the paper's rows (PAPER_ARMS in stages/evaluate/experiment.ts)
+  #   - { name: no pre-training, kind: none }
+  #   - { name: SwAV multi-modal, kind: swav-multi-modal, train: { objective: swav, clustering: multi-modal } }
+  # budgetSeconds: 600        # the whole experiment's wall-clock budget, instead of the preset's; pre-training gets
+  #                           # its share of it, turned into optimizer steps (stages/evaluate/README.md)
 `;

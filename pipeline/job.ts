@@ -117,6 +117,34 @@ function fileDigest(file: string): { file: string; bytes: number; sha256: string
   return { file, bytes: buf.length, sha256: crypto.createHash('sha256').update(buf).digest('hex') };
 }
 
+/**
+ * What `medssl experiment` and `medssl run` print when the job is done: the table on stdout (or one JSON object with
+ * --json), every skipped arm on stderr with its reason, and the exit code: 1 when every pre-training arm was skipped
+ * (the table then compares nothing), else 0.
+ */
+export function reportExperiment(doc: ResultsDocument, files: { json: string; md: string; html: string }, opts: { json?: boolean }): number {
+  for (const s of doc.skipped) process.stderr.write(`medssl: arm "${s.name}" (${s.dataset}) skipped: ${s.reason}\n`);
+  if (opts.json) {
+    const table = doc.datasets.map((d) => ({
+      dataset: d.name,
+      arms: d.arms.map((a) => ({
+        name: a.name, kind: a.kind, status: a.status, ...(a.reason ? { reason: a.reason } : {}),
+        auc: Object.fromEntries(Object.entries(a.protocols).map(([p, byFraction]) => [p, Object.fromEntries(Object.entries(byFraction ?? {}).map(([f, r]) => [f, r.auc]))])),
+      })),
+    }));
+    process.stdout.write(`${JSON.stringify({ results: path.resolve(files.json), report: path.resolve(files.html), markdown: path.resolve(files.md), seconds: doc.seconds, overBudget: doc.overBudget, datasets: table, skipped: doc.skipped })}\n`);
+  } else {
+    process.stdout.write(experimentSummary(doc));
+    process.stdout.write(`report: ${path.resolve(files.html)}\n        ${path.resolve(files.md)}, ${path.resolve(files.json)}\n`);
+  }
+  const pretraining = doc.datasets.flatMap((d) => d.arms.filter((a) => a.kind !== 'none' && a.kind !== 'random'));
+  if (pretraining.length > 0 && pretraining.every((a) => a.status === 'skipped')) {
+    process.stderr.write('medssl: every pre-training arm was skipped, so the table compares nothing (reasons above)\n');
+    return 1;
+  }
+  return 0;
+}
+
 /** The results as a plain-text table per dataset and protocol (AUC at each label fraction). */
 export function experimentSummary(doc: ResultsDocument): string {
   const lines: string[] = [];

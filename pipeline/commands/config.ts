@@ -12,8 +12,9 @@ export function register(program: Command): void {
     .option('--force', 'overwrite an existing file')
     .description('write a commented starting config')
     .addHelpText('after', '\nExample:\n  $ medssl config init my-run.yaml && $EDITOR my-run.yaml')
-    .action((file: string, opts: { force?: boolean }) => {
-      if (fs.existsSync(file) && !opts.force) throw new Error(`${file} exists (use --force to overwrite)`);
+    .action(function (this: Command, file: string, opts: { force?: boolean }) {
+      // Refusing to overwrite is a usage error (exit 2), like any other bad flag or argument.
+      if (fs.existsSync(file) && !opts.force) this.error(`error: ${file} exists (use --force to overwrite)`, { exitCode: 2 });
       fs.writeFileSync(file, CONFIG_TEMPLATE);
       process.stderr.write(`medssl: wrote ${file}\n`);
     });

@@ -12,6 +12,7 @@ interface Options {
   preset?: 'quick' | 'full';
   out: string;
   quiet?: boolean;
+  json?: boolean;
 }
 
 export function register(program: Command): void {
@@ -27,14 +28,14 @@ export function register(program: Command): void {
     })
     .requiredOption('--out <dir>', 'output folder')
     .option('--quiet', 'no progress lines on stderr')
+    .option('--json', 'print the results as one JSON object on stdout (the table, skipped arms, report paths)')
     .addHelpText('after', '\nExamples:\n  $ medssl experiment --config fixtures/experiment.yaml --out runs/exp\n  $ medssl experiment --dataset pneumoniamnist.npz --modality radiography --preset quick --out runs/pneumonia')
     .action(async (opts: Options) => {
       const config = resolveConfig(opts);
-      const { runExperimentJob, experimentSummary } = await import('../job.js');
+      const { runExperimentJob, reportExperiment } = await import('../job.js');
       const log = opts.quiet ? () => {} : (line: string) => process.stderr.write(`${line}\n`);
       const { doc, files } = await runExperimentJob(config, { out: opts.out, log, ...(opts.quiet ? {} : { progress: process.stderr }) });
-      process.stdout.write(experimentSummary(doc));
-      process.stdout.write(`wrote ${files.json}, ${files.md}, ${files.html}\n`);
+      process.exitCode = reportExperiment(doc, files, { json: opts.json });
     });
 }
 
@@ -49,6 +50,9 @@ function resolveConfig(opts: Options): Config {
   if (opts.preset) config.evaluate.preset = opts.preset;
   if (config.evaluate.datasets.length === 0) throw new ConfigError(opts.config ?? 'defaults', ['evaluate.datasets: expected at least one labelled dataset (or pass --dataset FILE --modality M)']);
   for (const d of config.evaluate.datasets) if (!fs.existsSync(d.file)) throw new MedsslError('not-found', d.file, 'labelled dataset not found');
+  // Without data.inputs the pre-training pool is the evaluated datasets themselves: their training splits (the pool
+  // never reads val or test), with labels dropped for the self-supervised arms.
+  if (config.data.inputs.length === 0) config.data.inputs = config.evaluate.datasets.map((d) => d.file);
   return parseConfig(config, opts.config ?? 'defaults');
 }
 

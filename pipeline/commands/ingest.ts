@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
+import { failureLine, positiveInt } from './flags.js';
 
 interface IngestFlags {
   cache?: string;
   config?: string;
-  workers: string;
+  workers: number;
   shard?: string;
   compress?: boolean;
   json?: boolean;
@@ -14,10 +15,10 @@ export function register(program: Command): void {
   program
     .command('ingest')
     .description('decode and normalize INPUTs once into an LMDB cache (resumable, crash-safe, shardable)')
-    .argument('<input...>', 'folders, files and archives to ingest')
+    .argument('[input...]', 'folders, files and archives to ingest (default: data.inputs of --config)')
     .option('--cache <path>', 'cache folder, created if missing (default: cache.path of the config)')
     .option('--config <file>', 'YAML/JSON config (its normalize and data sections define the cached images)')
-    .option('--workers <n>', 'sources prepared at once, on worker threads when > 1', '1')
+    .option('--workers <n>', 'sources prepared at once, on worker threads when > 1', positiveInt('--workers'), 1)
     .option('--shard <i/n>', 'ingest only shard i of n (0-based; sources split by a stable hash of their id)')
     .option('--compress', 'byte-shuffle + deflate arrays where that saves at least 10% (also cache.compression)')
     .option('--trust-mtime', 'on a rerun, skip done files whose size, mtime and inode are unchanged without re-reading them')
@@ -27,6 +28,7 @@ export function register(program: Command): void {
       'A rerun skips sources already in the cache and completes an interrupted ingest.',
       'Examples:',
       '  $ medssl ingest data/ --cache cache/ --workers 2',
+      '  $ medssl ingest --config my.yaml --cache cache/             # the config\'s data.inputs',
       '  $ medssl ingest data/ --cache cache-1 --shard 1/3   # one of 3 machines',
     ].join('\n'))
     .action(async function (this: Command, inputs: string[], flags: IngestFlags) {
@@ -35,9 +37,7 @@ export function register(program: Command): void {
       const { ingestInputs } = await import('../prepare.js');
       const { parseShard } = await import('../../stages/cache/ingest.js');
 
-      const workers = Number(flags.workers);
-      // Bad flags are usage errors (exit 2), reported by commander.
-      if (!Number.isInteger(workers) || workers < 1) this.error(`error: --workers: expected a positive integer, got "${flags.workers}"`, { exitCode: 2 });
+      const workers = flags.workers;
       let shard;
       try {
         shard = flags.shard ? parseShard(flags.shard) : undefined;
@@ -47,6 +47,9 @@ export function register(program: Command): void {
       const config = loadConfig(flags.config);
       const cachePath = flags.cache ?? config.cache.path;
       if (!cachePath) this.error('error: no cache folder: pass --cache PATH or set cache.path in the config', { exitCode: 2 });
+      // Inputs on the command line win; without them, the config's data.inputs (resolved against the config's folder).
+      if (inputs.length === 0) inputs = config.data.inputs;
+      if (inputs.length === 0) this.error(`error: nothing to ingest: pass INPUT... or set data.inputs in ${flags.config ? flags.config : 'a config (--config FILE)'}`, { exitCode: 2 });
       const failures = new FailureLog();
       const summary = await ingestInputs(config, inputs, cachePath, {
         workers, failures, shard, progress: process.stderr,
@@ -55,10 +58,16 @@ export function register(program: Command): void {
       });
       // New failures, one line each (capped: a large archive can have many; `cache stats` lists the remembered ones).
       const shown = failures.records.slice(0, 20);
-      for (const f of shown) process.stderr.write(`medssl: ${f.file}${f.id && !f.file.endsWith(f.id) ? ` [${f.id}]` : ''}: ${f.code}: ${f.reason}\n`);
+      for (const f of shown) process.stderr.write(failureLine(f));
       if (failures.records.length > shown.length) {
         process.stderr.write(`medssl: ... and ${failures.records.length - shown.length} more failures (medssl cache stats ${cachePath})\n`);
       }
       if (flags.json) process.stdout.write(`${JSON.stringify({ ...summary, cache: cachePath, shard: flags.shard ?? null })}\n`);
+      // Partial failure is a usable cache (exit 0, the failures above); a cache that gained nothing from sources that
+      // all failed is not.
+      if (summary.images === 0 && summary.skipped === 0 && failures.records.length > 0) {
+        process.stderr.write(`medssl: nothing was ingested: all ${failures.records.length} failing source(s) above\n`);
+        process.exitCode = 1;
+      }
     });
 }

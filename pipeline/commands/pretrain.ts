@@ -1,9 +1,21 @@
 import path from 'node:path';
 import type { Command } from 'commander';
 import { MedsslError } from '../failures.js';
+import { failureLine, positiveInt } from './flags.js';
 
-// `medssl pretrain --config C --out RUN_DIR [--resume]`: one pre-training run. Batches come from
-// pipeline/batches.ts (`batchesFor`), the one place that knows where the data comes from.
+interface PretrainFlags {
+  config: string;
+  out: string;
+  resume?: boolean;
+  cache?: string;
+  workers: number;
+  steps?: number;
+  quiet?: boolean;
+  json?: boolean;
+}
+
+// `medssl pretrain --config C --out RUN_DIR [--resume]`: one pre-training run on the cached pool
+// (pipeline/batches.ts), with a progress line on stderr at least every 10 s.
 export function register(program: Command): void {
   program
     .command('pretrain')
@@ -11,38 +23,68 @@ export function register(program: Command): void {
     .requiredOption('--config <file>', 'YAML or JSON config')
     .requiredOption('--out <dir>', 'run folder')
     .option('--resume', 'continue the run in --out from its checkpoint')
-    .addHelpText('after', '\nExample:\n  $ medssl pretrain --config swav.yaml --out runs/swav\n  $ medssl pretrain --config swav.yaml --out runs/swav --resume')
     .option('--cache <dir>', 'LMDB cache of the pool (default: cache.path, else RUN_DIR/cache)')
-    .option('--workers <n>', 'ingest threads', '1')
-    .action(async (opts: { config: string; out: string; resume?: boolean; cache?: string; workers: string }) => {
+    .option('--workers <n>', 'ingest threads', positiveInt('--workers'), 1)
+    .option('--steps <n>', 'exactly N optimizer steps (smoke runs, benchmarks) instead of train.epochs', positiveInt('--steps'))
+    .option('--quiet', 'no progress lines on stderr')
+    .option('--json', 'print the run summary as one JSON object on stdout')
+    .addHelpText('after', [
+      '',
+      'Examples:',
+      '  $ medssl pretrain --config swav.yaml --out runs/swav',
+      '  $ medssl pretrain --config swav.yaml --out runs/swav --resume',
+      '  $ medssl pretrain --config swav.yaml --out runs/smoke --steps 20',
+    ].join('\n'))
+    .action(async (opts: PretrainFlags) => {
       const { loadConfig } = await import('../config.js');
       const { openTrainingPool, poolBatches, poolStepsPerEpoch, poolGate, labelWidth } = await import('../batches.js');
       const { FailureLog } = await import('../failures.js');
       const { pretrain } = await import('../../stages/train/pretrain.js');
+      const { trainingProgress } = await import('../../stages/train/progress.js');
       const config = loadConfig(opts.config);
       if (config.data.inputs.length === 0) throw new MedsslError('not-found', opts.config, 'data.inputs is empty: nothing to pre-train on');
       const gate = poolGate(config);
       const failures = new FailureLog(gate);
       // Decode and normalize once into the cache (resumable); every epoch replays it in a seeded order.
       const pool = await openTrainingPool(config, {
-        cachePath: opts.cache ?? config.cache.path ?? path.join(opts.out, 'cache'), workers: Number(opts.workers) || 1, failures, progress: process.stderr,
+        cachePath: opts.cache ?? config.cache.path ?? path.join(opts.out, 'cache'), workers: opts.workers, failures, ...(opts.quiet ? {} : { progress: process.stderr }),
       });
+      for (const f of failures.records.slice(0, 20)) process.stderr.write(failureLine(f));
       const labelled = config.train.objective === 'supervised' || config.train.objective === 'hybrid';
       const numLabels = labelled ? labelWidth(pool) : 0;
       if (config.train.objective === 'supervised' && numLabels === 0) throw new MedsslError('invalid-value', opts.config, 'objective "supervised" needs labelled inputs (an .npz with <split>_labels, or a manifest with labels)');
+      const stepsPerEpoch = poolStepsPerEpoch(pool, config);
+      if (stepsPerEpoch < 1) throw new MedsslError('invalid-value', opts.config, `the pool has ${pool.size} images, fewer than one batch (train.batchSize ${config.train.batchSize})`);
+      const totalSteps = opts.steps ?? config.train.epochs * stepsPerEpoch;
+      const progress = opts.quiet ? null : trainingProgress(process.stderr, { totalSteps, batchSize: config.train.batchSize });
       try {
         const result = await pretrain({
-          config, runDir: opts.out, resume: opts.resume, gate,
-          stepsPerEpoch: poolStepsPerEpoch(pool, config),
-          batches: (epoch) => poolBatches(pool, config, { seed: config.seed, epoch, gate, failures, numLabels, steps: poolStepsPerEpoch(pool, config) }),
+          config, runDir: opts.out, resume: opts.resume, gate, stepsPerEpoch, steps: opts.steps,
+          batches: (epoch) => poolBatches(pool, config, { seed: config.seed, epoch, gate, failures, numLabels, steps: stepsPerEpoch }),
           onEvent: (e) => {
+            progress?.observe(e);
+            if (opts.quiet) return;
             if (e.type === 'epoch') process.stderr.write(`epoch ${e.epoch}: mean loss ${e.meanLoss.toFixed(4)}, ${e.steps} steps, ${(e.images / e.seconds).toFixed(1)} images/s, waiting ${(100 * e.waitFraction).toFixed(1)}%\n`);
             if (e.type === 'alarm') process.stderr.write(`alarm (${e.kind}) at step ${e.step}: ${e.message}\n`);
           },
         });
-        process.stdout.write(`${JSON.stringify({ runDir: path.resolve(result.runDir), cache: path.resolve(pool.cachePath), images: pool.size, steps: result.steps, firstLoss: result.firstLoss, lastLoss: result.lastLoss, alarms: result.alarms.length, failures: failures.records.length })}\n`);
+        progress?.stop();
+        const summary = {
+          runDir: path.resolve(result.runDir), cache: path.resolve(pool.cachePath), images: pool.size, steps: result.steps,
+          firstLoss: result.firstLoss, lastLoss: result.lastLoss, alarms: result.alarms.length, failures: failures.records.length,
+          encoder: path.resolve(result.encoder),
+        };
+        if (opts.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+        else {
+          process.stdout.write(`pretrained ${summary.steps} steps on ${summary.images} images: loss ${fmt(summary.firstLoss)} -> ${fmt(summary.lastLoss)}` +
+            `${summary.alarms ? `, ${summary.alarms} alarm(s)` : ''}${summary.failures ? `, ${summary.failures} file(s) could not be used` : ''}\n` +
+            `encoder: ${summary.encoder}\nmetrics: ${path.join(summary.runDir, 'metrics.jsonl')}\n`);
+        }
       } finally {
+        progress?.stop();
         await pool.close();
       }
     });
 }
+
+const fmt = (x: number | null) => (x === null ? '-' : x.toFixed(4));

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { packageRoot } from '../version.js';
+import { failureLine, positiveInt } from './flags.js';
 
 // The main job: the bundled experiment from a fresh clone to a report. Ingest the pool into an LMDB cache, then
 // pre-train every arm of the paper's table on it and evaluate them (pipeline/job.ts), then print the table.
@@ -12,14 +13,15 @@ export function register(program: Command): void {
     .option('--config <file>', 'experiment config', path.join(packageRoot, 'fixtures', 'experiment.yaml'))
     .option('--out <dir>', 'run folder (the cache inside it is reused by a second run)', 'runs/main')
     .option('--preset <name>', 'quick (about 10 minutes on 2 cores) or full')
-    .option('--workers <n>', 'ingest threads', '2')
+    .option('--workers <n>', 'ingest threads', positiveInt('--workers'), 2)
+    .option('--json', 'print the results as one JSON object on stdout (the table, skipped arms, report paths)')
     .addHelpText('after', '\nExamples:\n  $ medssl run\n  $ medssl run --config my-experiment.yaml --out runs/mine')
-    .action(async (opts: { config: string; out: string; preset?: string; workers: string }) => {
+    .action(async (opts: { config: string; out: string; preset?: string; workers: number; json?: boolean }) => {
       const { loadConfig } = await import('../config.js');
       const { ConfigError } = await import('../../schemas/config.js');
       const { FailureLog } = await import('../failures.js');
       const { ingestInputs } = await import('../prepare.js');
-      const { runExperimentJob, experimentSummary } = await import('../job.js');
+      const { runExperimentJob, reportExperiment } = await import('../job.js');
       const { backendInfo } = await import('../tensorflow.js');
       const config = loadConfig(opts.config);
       if (opts.preset) {
@@ -35,18 +37,18 @@ export function register(program: Command): void {
       say('\n[1/2] ingest: decode and normalize the pool into the cache');
       const failures = new FailureLog();
       const summary = await ingestInputs(config, config.data.inputs, path.join(opts.out, 'cache', 'pool'), {
-        workers: Math.max(1, Number(opts.workers) || 1), failures, progress: process.stderr,
+        workers: opts.workers, failures, progress: process.stderr,
       });
 
       say('\n[2/2] experiment: pre-train every arm on the pool, evaluate on the labelled datasets');
       const { doc, files } = await runExperimentJob(config, { out: opts.out, log: say, progress: process.stderr, command: ['medssl', ...process.argv.slice(2)].join(' ') });
 
-      process.stdout.write(`\n${experimentSummary(doc)}`);
+      // Files that could not be used go to stderr, as `medssl ingest` prints them; stdout carries the results.
+      for (const f of failures.records) process.stderr.write(failureLine(f));
+      process.exitCode = reportExperiment(doc, files, { json: opts.json });
       const minutes = (performance.now() - t0) / 60000;
-      process.stdout.write(`\nreport: ${path.resolve(files.html)}\n        ${path.resolve(files.md)}, ${path.resolve(files.json)}\n`);
-      process.stdout.write(`done in ${minutes.toFixed(1)} min; ${summary.images} images cached (${summary.skipped} sources already cached)`);
-      process.stdout.write(failures.records.length ? `; ${failures.records.length} file(s) could not be used:\n` : '; every file was usable\n');
-      for (const f of failures.records) process.stdout.write(`  ${f.file}: ${f.code}: ${f.reason}\n`);
+      say(`done in ${minutes.toFixed(1)} min; ${summary.images} images cached (${summary.skipped} sources already cached); ` +
+        (failures.records.length ? `${failures.records.length} file(s) could not be used (above)` : 'every file was usable'));
       if (!fs.existsSync(files.html)) process.exitCode = 1;
     });
 }

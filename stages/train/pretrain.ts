@@ -27,6 +27,11 @@ export interface PretrainOptions {
   stepsPerEpoch?: number;
   /** Live events (e.g. a progress bar); metrics.jsonl gets them all anyway. */
   onEvent?: (e: MetricsEvent) => void;
+  /**
+   * Exactly this many optimizer steps in all (smoke runs, benchmarks): the schedules span them, and as many epochs are
+   * replayed as they need, instead of train.epochs.
+   */
+  steps?: number;
 }
 
 export interface PretrainResult {
@@ -47,7 +52,8 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
   const t = config.train;
   const stepsPerEpoch = t.stepsPerEpoch ?? opts.stepsPerEpoch;
   if (!stepsPerEpoch) throw new MedsslError('invalid-value', 'config', 'train.stepsPerEpoch is not set and the data source did not say');
-  const totalSteps = t.epochs * stepsPerEpoch;
+  const totalSteps = opts.steps ?? t.epochs * stepsPerEpoch;
+  const epochs = Math.ceil(totalSteps / stepsPerEpoch);
   fs.mkdirSync(runDir, { recursive: true });
   const metricsFile = path.join(runDir, 'metrics.jsonl');
   let trainer: Trainer | undefined;
@@ -65,13 +71,13 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
 
   const gate = opts.gate ?? new Gate({ window: t.highWaterMark + 1 });
   const source$ = typeof opts.batches === 'function'
-    ? range(startEpoch, Math.max(t.epochs - startEpoch, 0)).pipe(concatMap((e) => defer(() => asObservable((opts.batches as (e: number) => BatchSource)(e)))))
+    ? range(startEpoch, Math.max(epochs - startEpoch, 0)).pipe(concatMap((e) => defer(() => asObservable((opts.batches as (e: number) => BatchSource)(e)))))
     : asObservable(opts.batches);
   let first: number | null = null, lastLoss: number | null = null, stepsThisRun = 0, checkpoint: string | null = null;
   const alarms: AlarmEvent[] = [];
   const events$ = source$.pipe(
     train({
-      config, totalSteps, gate, trainer, run: path.basename(path.resolve(runDir)),
+      config, totalSteps, gate, trainer, run: path.basename(path.resolve(runDir)), maxSteps: totalSteps,
       onTrainer: (tr) => { trainer = tr; },
       checkpoint: (tr, epoch) => saveCheckpoint(tr, runDir, epoch),
     }),

@@ -27,6 +27,8 @@ export interface TrainOptions {
   checkpoint?: (trainer: Trainer, epoch: number) => Promise<string>;
   /** Run name stamped on every event. */
   run?: string;
+  /** Stop once the trainer has made this many optimizer steps in all (`medssl pretrain --steps`). */
+  maxSteps?: number;
 }
 
 export function train(opts: TrainOptions): OperatorFunction<Batch, MetricsEvent> {
@@ -80,6 +82,7 @@ export function train(opts: TrainOptions): OperatorFunction<Batch, MetricsEvent>
         if (opts.checkpoint && t.checkpointEverySteps > 0 && trainer.position.step % t.checkpointEverySteps === 0) {
           emit({ type: 'checkpoint', step: trainer.position.step, epoch: batch.epoch, path: await opts.checkpoint(trainer, batch.epoch) });
         }
+        if (opts.maxSteps !== undefined && trainer.position.step >= opts.maxSteps) break;
       }
       if (!stopped) {
         await closeEpoch();

@@ -18,6 +18,25 @@ describe('config files', () => {
       if (typeof value === 'object') expect(Object.keys(raw[section]).sort(), section).toEqual(Object.keys(value).sort());
     }
     expect(() => parseConfig(raw)).not.toThrow();
+    // Keys without a default are shown commented out.
+    for (const optional of ['arms', 'budgetSeconds']) expect(CONFIG_TEMPLATE).toMatch(new RegExp(`^\\s*# ${optional}:`, 'm'));
+  });
+
+  it('shows the default value of every key, as it says (only the example inputs and datasets differ)', () => {
+    const raw = parse(CONFIG_TEMPLATE) as Record<string, Record<string, unknown>>;
+    const shown = parseConfig(raw) as unknown as Record<string, unknown>;
+    const defaults = parseConfig({}) as unknown as Record<string, Record<string, unknown>>;
+    const expected = { ...defaults, data: { ...defaults.data, inputs: raw.data.inputs }, evaluate: { ...defaults.evaluate, datasets: shown.evaluate && (shown.evaluate as Record<string, unknown>).datasets } };
+    const mismatches: string[] = [];
+    const compare = (a: unknown, b: unknown, where: string) => {
+      if (typeof a === 'number' && typeof b === 'number') {
+        if (Math.abs(a - b) > 1e-6 * Math.max(1, Math.abs(b))) mismatches.push(`${where}: template ${a}, default ${b}`);
+      } else if (a && b && typeof a === 'object' && typeof b === 'object') {
+        for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) compare((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${where}.${k}`);
+      } else if (a !== b) mismatches.push(`${where}: template ${JSON.stringify(a)}, default ${JSON.stringify(b)}`);
+    };
+    compare(shown, expected, 'config');
+    expect(mismatches).toEqual([]);
   });
 
   it('resolves relative paths against the config file', () => {
@@ -37,5 +56,11 @@ describe('config files', () => {
     const r = spawnSync(process.execPath, [cli, 'config', 'check', path.join(dir, 'bad.yaml')], { encoding: 'utf8' });
     expect(r.status).toBe(2);
     expect(r.stderr).toContain('train.batchSize: expected number, got string "lots"');
+    // Writing over an existing file is refused as a usage error, and the file is untouched.
+    fs.writeFileSync(file, 'mine\n');
+    const again = spawnSync(process.execPath, [cli, 'config', 'init', file], { encoding: 'utf8' });
+    expect(again.status).toBe(2);
+    expect(again.stderr).toContain('exists (use --force to overwrite)');
+    expect(fs.readFileSync(file, 'utf8')).toBe('mine\n');
   });
 });
