@@ -147,7 +147,7 @@ describe('medssl decode', () => {
   it('prints metadata and writes the stored values as .npy', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-dec-'));
     const out = path.join(dir, 'x.npy');
-    const meta = JSON.parse(execFileSync(process.execPath, [cli, 'decode', sharedData('dicom/pydicom/SC_rgb_rle_2frame.dcm'), '--npy', out], { encoding: 'utf8' }));
+    const meta = JSON.parse(execFileSync(process.execPath, [cli, 'decode', sharedData('dicom/pydicom/SC_rgb_rle_2frame.dcm'), '--npy', out, '--json'], { encoding: 'utf8' }));
     const ref = readJson<Record<string, any>>(sharedData('reference/dicom/pydicom/SC_rgb_rle_2frame.dcm.json'));
     expect(meta.shape).toEqual(ref.shape);
     const arr = readNpy(fs.readFileSync(out));

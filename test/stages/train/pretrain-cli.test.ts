@@ -24,7 +24,7 @@ describe('medssl pretrain', () => {
     const file = path.join(dir, 'c.yaml');
     fs.writeFileSync(file, config([sharedData('medmnist/pneumoniamnist.npz')]));
     const out = path.join(dir, 'run');
-    const summary = JSON.parse(execFileSync(process.execPath, [cli, 'pretrain', '--config', file, '--out', out], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+    const summary = JSON.parse(execFileSync(process.execPath, [cli, 'pretrain', '--config', file, '--out', out, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
     expect(summary.steps).toBe(2);
     expect(fs.existsSync(path.join(out, 'encoder', 'model.json'))).toBe(true);
     expect(readJsonl<MetricsEvent>(path.join(out, 'metrics.jsonl')).filter((e) => e.type === 'step')).toHaveLength(2);
@@ -33,7 +33,7 @@ describe('medssl pretrain', () => {
     expect(again.stderr.trim().split('\n').filter((l) => l.startsWith('medssl:'))).toEqual([`medssl: ${out}: already holds a run: pass --resume to continue it, or choose another --out`]);
     // Resuming a finished run with more epochs continues it.
     fs.writeFileSync(file, config([sharedData('medmnist/pneumoniamnist.npz')]).replace('epochs: 2', 'epochs: 3'));
-    const resumed = JSON.parse(execFileSync(process.execPath, [cli, 'pretrain', '--config', file, '--out', out, '--resume'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+    const resumed = JSON.parse(execFileSync(process.execPath, [cli, 'pretrain', '--config', file, '--out', out, '--resume', '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
     expect(resumed.steps).toBe(3);
   }, PURE_JS_TIMEOUT);
 
