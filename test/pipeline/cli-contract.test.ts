@@ -63,6 +63,23 @@ describe('medssl experiment --dataset', () => {
   });
 });
 
+describe('medssl run', () => {
+  it('prints the table on stdout and the files it could not use on stderr', () => {
+    const dir = tmp();
+    tinyArchive(path.join(dir, 'tiny.npz'));
+    fs.writeFileSync(path.join(dir, 'broken.dcm'), Buffer.concat([Buffer.alloc(128), Buffer.from('DICM'), Buffer.alloc(10)]));
+    fs.writeFileSync(path.join(dir, 'c.yaml'), small([
+      'data: { inputs: [tiny.npz, broken.dcm] }',
+      'evaluate: { budgetSeconds: 1, fractions: [1], seeds: [0], protocols: [linear], datasets: [{ file: tiny.npz, modality: radiography }], arms: [{ name: none, kind: none }, { name: SwAV, kind: swav-multi-modal }] }',
+    ]));
+    const r = run(['run', '--config', path.join(dir, 'c.yaml'), '--out', path.join(dir, 'out'), '--workers', '1']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain('linear probe');
+    expect(r.stdout).not.toContain('broken.dcm');
+    expect(r.stderr).toMatch(/medssl: .*broken\.dcm: \w+/);
+  });
+});
+
 describe('medssl ingest', () => {
   it('takes its inputs from --config when none are given, and exits 1 when nothing could be ingested', () => {
     const dir = tmp();
