@@ -215,7 +215,7 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
 export function freshEncoder(config: Config, channels: number, seed: number): Encoder {
   const store = new ParamStore(seed);
   try {
-    const spec = encoderSpec(config.model, channels);
+    const spec = encoderSpec(config.model, channels, config.augment.global.size);
     addEncoderParams(store, spec);
     return encoderModel(store, spec);
   } finally {

@@ -51,7 +51,7 @@ model:                        # stages/train/README.md
   arch: resnet                # resnet18, resnet50, or resnet with the knobs below
   width: 16                   # channels of the first stage (64 in ResNet-18/50)
   depth: [1, 1, 1, 1]         # residual blocks per stage
-  stem: null                  # imagenet (7x7/2 + max pool) or small (3x3/1); null: small for resnet, imagenet otherwise
+  stem: null                  # imagenet (7x7/2 + max pool) or small (3x3/1); null: resnet follows the crops (small up to 96 px), resnet18/50 imagenet
   projection: { hidden: 256, out: 64 }
   prototypes: 64              # K
 

@@ -106,7 +106,7 @@ export const ModelConfig = z.strictObject({
   width: z.number().int().positive().default(16),
   /** Residual blocks per stage. */
   depth: z.array(z.number().int().positive()).min(1).default([1, 1, 1, 1]),
-  /** 'imagenet': 7x7/2 conv + max pool; 'small': one 3x3/1 conv (small images). Default: small for `resnet`, imagenet otherwise. */
+  /** 'imagenet': 7x7/2 conv + max pool; 'small': one 3x3/1 conv. Default: `resnet` follows the global crop size (small up to 96 px), resnet18/50 imagenet. */
   stem: z.enum(['imagenet', 'small']).nullable().default(null),
   projection: z.strictObject({ hidden: z.number().int().positive().default(256), out: z.number().int().positive().default(64) }).prefault({}),
   prototypes: z.number().int().positive().default(64),

@@ -21,12 +21,20 @@ export interface EncoderSpec {
   featureDim: number;
 }
 
-/** Resolves the model section: resnet18 and resnet50 have their published shapes; `resnet` takes width and depth. */
-export function encoderSpec(model: ModelConfig, channels: number): EncoderSpec {
+/** The largest crop the small stem is meant for: above it, a 3x3/1 stem keeps full-resolution maps through stage 1. */
+export const SMALL_STEM_MAX_SIZE = 96;
+
+/**
+ * Resolves the model section: resnet18 and resnet50 have their published shapes; `resnet` takes width and depth.
+ * With `model.stem` null the stem follows the crops: `resnet` gets the small stem for global crops up to
+ * SMALL_STEM_MAX_SIZE px and the ImageNet stem above (a 3x3/1 stem on 224 px crops keeps 224 x 224 maps and trains at
+ * about 1 image/s on 2 cores); resnet18/50 always get their published ImageNet stem.
+ */
+export function encoderSpec(model: ModelConfig, channels: number, cropSize?: number): EncoderSpec {
   const block = model.arch === 'resnet50' ? 'bottleneck' : 'basic';
   const width = model.arch === 'resnet' ? model.width : 64;
   const depth = model.arch === 'resnet18' ? [2, 2, 2, 2] : model.arch === 'resnet50' ? [3, 4, 6, 3] : model.depth;
-  const stem = model.stem ?? (model.arch === 'resnet' ? 'small' : 'imagenet');
+  const stem = model.stem ?? (model.arch === 'resnet' && (cropSize === undefined || cropSize <= SMALL_STEM_MAX_SIZE) ? 'small' : 'imagenet');
   const expansion = block === 'bottleneck' ? 4 : 1;
   return { channels, block, stem, width, depth, featureDim: width * 2 ** (depth.length - 1) * expansion };
 }

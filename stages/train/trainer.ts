@@ -52,7 +52,7 @@ export class Trainer {
       throw new RangeError(`objective ${t.objective} needs labelled batches (numLabels >= 1)`);
     }
     this.store = new ParamStore(config.seed);
-    this.spec = encoderSpec(config.model, channels);
+    this.spec = encoderSpec(config.model, channels, config.augment.global.size);
     addEncoderParams(this.store, this.spec);
     if (t.objective !== 'supervised') {
       addProjectionParams(this.store, { featureDim: this.spec.featureDim, hidden: config.model.projection.hidden, out: config.model.projection.out });

@@ -133,6 +133,15 @@ describe('encoder export', () => {
     expect(r50.depth).toEqual([3, 4, 6, 3]);
     expect(r18.stem).toBe('imagenet');
   });
+
+  it('gives the small ResNet the stem its crops need', () => {
+    const base = { ...tinyConfig().model, arch: 'resnet' as const, stem: null };
+    expect(encoderSpec(base, 1, 28).stem).toBe('small');
+    expect(encoderSpec(base, 1, 96).stem).toBe('small');
+    expect(encoderSpec(base, 1, 224).stem).toBe('imagenet');
+    expect(encoderSpec({ ...base, stem: 'small' }, 1, 224).stem).toBe('small');
+    expect(encoderSpec({ ...base, arch: 'resnet18' }, 1, 28).stem).toBe('imagenet');
+  });
 });
 
 describe('native kernels', () => {
