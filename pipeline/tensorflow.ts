@@ -54,6 +54,42 @@ function threads() {
 
 interface NativeBinding { TF_Version?: string; isUsingGpuDevice?: () => boolean }
 
+/**
+ * libtensorflow writes start-up notices straight to file descriptor 2 while it loads ("All log messages before
+ * absl::InitializeLog() ...", "oneDNN custom operations are on ...", CPU feature hints), whatever TF_CPP_MIN_LOG_LEVEL
+ * says. On Linux, stderr is redirected to a temporary file while the binding loads (dup/dup2 through koffi, which
+ * medssl already uses); known notices are dropped and anything else is passed on. Elsewhere the load is unchanged.
+ */
+const NOTICES = [/All log messages before absl::InitializeLog/, /oneDNN custom operations are on/, /cpu_feature_guard/, /To enable the following instructions/, /rebuild TensorFlow with the appropriate compiler flags/];
+
+function withoutNotices<T>(load: () => T): T {
+  if (process.platform !== 'linux') return load();
+  let libc: { dup: (fd: number) => number; dup2: (a: number, b: number) => number; close: (fd: number) => number } | null = null;
+  try {
+    const koffi = require('koffi') as { load(name: string): { func(sig: string): (...a: number[]) => number } };
+    const lib = koffi.load('libc.so.6');
+    libc = { dup: lib.func('int dup(int)'), dup2: lib.func('int dup2(int, int)'), close: lib.func('int close(int)') };
+  } catch {
+    return load();
+  }
+  const fs = require('node:fs') as typeof import('node:fs');
+  const file = require('node:path').join(os.tmpdir(), `medssl-tf-load-${process.pid}.log`);
+  const saved = libc.dup(2);
+  const tmp = fs.openSync(file, 'w+');
+  libc.dup2(tmp, 2);
+  try {
+    return load();
+  } finally {
+    libc.dup2(saved, 2);
+    libc.close(saved);
+    fs.closeSync(tmp);
+    const text = fs.readFileSync(file, 'utf8');
+    fs.rmSync(file, { force: true });
+    const kept = text.split('\n').filter((l) => l.trim() && !NOTICES.some((n) => n.test(l)));
+    if (kept.length) process.stderr.write(`${kept.join('\n')}\n`);
+  }
+}
+
 function load(): { tf: Tf; info: BackendInfo } {
   tensorflowEnvironment();
   const forced = process.env.MEDSSL_BACKEND as BackendName | undefined;
@@ -65,7 +101,7 @@ function load(): { tf: Tf; info: BackendInfo } {
 
   const tryNative = (pkg: string, backend: BackendName) => {
     try {
-      const tf = require(pkg) as Tf;
+      const tf = withoutNotices(() => require(pkg) as Tf);
       if (tf.getBackend() !== 'tensorflow') throw new Error(`backend is ${tf.getBackend()}`);
       const binding = (tf.backend() as unknown as { binding?: NativeBinding }).binding;
       const device = binding?.isUsingGpuDevice?.() ? 'GPU' : 'CPU';

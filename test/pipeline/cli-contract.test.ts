@@ -183,6 +183,15 @@ describe('the first hour', () => {
     if (r.before[1] !== null && r.backend !== 'cpu') expect([r.before[1], r.after[1]]).toEqual([false, true]);
   });
 
+  it('medssl info says where ops run, and loading TensorFlow prints none of its start-up notices', () => {
+    const r = run(['info', '--json'], { TF_CPP_MIN_LOG_LEVEL: '' });
+    expect(r.status).toBe(0);
+    const info = JSON.parse(r.stdout);
+    expect(['CPU', 'GPU']).toContain(info.device);
+    expect(info.onednn).toBe(info.backend !== 'cpu');
+    if (info.backend !== 'cpu') expect(r.stderr).toBe('');
+  });
+
   it('refuses to install with a Node.js or npm older than it needs, in one line', () => {
     const check = path.join(projectRoot, 'scripts', 'check-engines.mjs');
     const ok = spawnSync(process.execPath, [check], { encoding: 'utf8', env: { ...process.env, npm_config_user_agent: 'npm/11.0.0 node/v20.19.0' } });
