@@ -1,91 +1,192 @@
-// Trainer throughput on the native backend: the small ResNet (config defaults: width 16, one basic block per stage,
-// 3x3 stem) at 64x64 and 96x96, batch 64, 2 global + 6 local crops (local crops at the SwAV ratio 96/224, rounded
-// to a multiple of 4: 28 and 40 px). Batches are built before timing, so this is the trainer alone.
-// `train/waiting`: the trainer fed by a cache-backed pipeline (LMDB records -> seeded crops -> batches, through the
-// Gate and pull), reporting the fraction of wall time the trainer waited for data.
-// Variants run in child processes so that environment switches (fused batch norm off, oneDNN off, thread counts)
-// take effect at TensorFlow's start: MEDSSL_BENCH_VARIANTS=1 adds them (they take several minutes).
-import { execFileSync } from 'node:child_process';
+// Trainer throughput against PyTorch, side by side: `npm run bench -- train`.
+//
+// For each size of bench/train-sizes.json (64 px: the small ResNet; 128 and 224 px: ResNet-18 with its ImageNet stem)
+// one medssl worker and one PyTorch worker (bench/train-peer.py) are started fresh, each warms up, and then they run
+// the same SwAV step in alternating rounds (medssl, PyTorch NCHW, PyTorch channels-last, again), so that both see
+// the same machine: its speed drifts by up to 2.5x between hours. Each result line gives the medians and ranges over
+// the rounds; the `train/<size>/ratio` line is the median over rounds of medssl / (the faster PyTorch format in that
+// round). Peak RSS is per worker process, so per size. Without torch (no `.peer/bin/python`, nor
+// MEDSSL_PEER_PYTHON) the peer is skipped with one line and medssl's figures still print.
+//
+// Other results: `train/waiting` (the trainer fed from an LMDB cache through the Gate: the fraction of time it waits
+// for data), `train/recipes` (the documented recipes' images/s), and with MEDSSL_BENCH_VARIANTS=1 the environment
+// variants (oneDNN off, one thread, composed batch norm) in alternating rounds with the default.
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Benchmark, BenchResult } from './harness.js';
 
 const here = fileURLToPath(import.meta.url);
-// bench/ from the sources, dist/bench/ once compiled; the shared data sits beside the project.
+// bench/ from the sources, dist/bench/ once compiled.
 const projectRoot = path.resolve(path.dirname(here), here.endsWith('.ts') ? '..' : path.join('..', '..'));
+const sizesFile = path.join(projectRoot, 'bench', 'train-sizes.json');
+const peerScript = path.join(projectRoot, 'bench', 'train-peer.py');
 const pneumonia = () => path.join(projectRoot, 'fixtures', 'data', 'medmnist', 'pneumoniamnist.npz');
 
-async function trainerRate(size: number, local: number, steps: number, label: string): Promise<BenchResult> {
-  const { tf, backendInfo } = await import('../pipeline/tensorflow.js');
-  const { parseConfig } = await import('../schemas/config.js');
-  const { Trainer } = await import('../stages/train/trainer.js');
-  const { assembleBatch, epochOrder, readMedmnist } = await import('../test/support/medmnist-batches.js');
-  const config = parseConfig({
-    augment: { global: { count: 2, size, scale: [0.14, 1] }, local: { count: 6, size: local, scale: [0.05, 0.14] } },
-    train: { batchSize: 64, optimizer: { name: 'lars', warmupSteps: 0 } },
-  });
-  const images = readMedmnist(pneumonia());
-  const order = epochOrder(images, config, 0, 0);
-  const batches = Array.from({ length: steps + 1 }, (_, s) => assembleBatch(images, order[s], config.augment, 0, 0, s));
-  const trainer = new Trainer(config, 1, 0);
-  await trainer.trainStep(batches[0], 100); // warm-up: kernel selection and allocation
-  const t0 = performance.now();
-  const c0 = process.cpuUsage();
-  for (let s = 1; s <= steps; s++) await trainer.trainStep(batches[s], 100);
-  const seconds = (performance.now() - t0) / 1000;
-  const cpu = process.cpuUsage(c0);
-  // On a shared machine wall time depends on the neighbours; CPU time per image does much less.
-  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
-  const params = trainer.store.count((n) => !/moving_/.test(n));
-  trainer.dispose();
-  void tf;
-  return {
-    name: `train/${label}/${size}px`, unit: 'images/s', value: (64 * steps) / seconds,
-    config: {
-      model: 'resnet width 16 depth [1,1,1,1] small stem', params, batch: 64, crops: `2x${size} + 6x${local}`, steps,
-      backend: backendInfo.backend, threads: backendInfo.threads, fusedBatchNorm: process.env.MEDSSL_FUSED_BN !== '0',
-      onednn: process.env.TF_ENABLE_ONEDNN_OPTS ?? 'default', load: os.loadavg()[0],
-      cpuSecondsPerImage: cpuSeconds / (64 * steps), imagesPerCpuSecond: (64 * steps) / cpuSeconds,
-    },
-  };
+type SizeConfig = Record<string, unknown> & { augment: { global: { count: number; size: number }; local: { count: number; size: number } }; train: { batchSize: number } };
+const readSizes = (): Record<string, SizeConfig> => (JSON.parse(fs.readFileSync(sizesFile, 'utf8')) as { sizes: Record<string, SizeConfig> }).sizes;
+
+/** Rounds and steps per round for each size (the 224 px ResNet-18 step takes tens of seconds on 2 cores). */
+const PLAN: Record<string, { rounds: number; steps: number }> = {
+  '64px': { rounds: 5, steps: 3 },
+  '128px': { rounds: 3, steps: 2 },
+  '224px': { rounds: 3, steps: 1 },
+};
+
+// ---------------------------------------------------------------- the medssl worker (a child process per size)
+
+/** Random-normal batches of the size's crop shapes: a step's speed does not depend on the data (as the peer does). */
+async function benchBatches(config: import('../schemas/config.js').Config, n: number) {
+  const { random } = await import('../pipeline/random.js');
+  const { global: g, local: l } = config.augment;
+  const b = config.train.batchSize;
+  const views = (epoch: number) => [...Array.from({ length: g.count }, () => ['global', g.size] as const), ...Array.from({ length: l.count }, () => ['local', l.size] as const)]
+    .map(([kind, size], v) => {
+      const rng = random(config.seed).stream({ epoch, crop: v, purpose: 'bench/train' });
+      const data = new Float32Array(b * size * size);
+      for (let i = 0; i < data.length; i++) data[i] = rng.normal();
+      return { kind, size, channels: 1, data };
+    });
+  return Array.from({ length: n }, (_, s) => ({
+    epoch: 0, step: s, ids: Array.from({ length: b }, (_, i) => `${s}/${i}`), modalities: Array(b).fill('CT'), views: views(s % 2), numLabels: 0,
+  }));
 }
 
-/** The bench/train-step.bench.ts net trained functionally (variableGrads + fused conv/bias/relu) instead of trainOnBatch. */
-async function functionalStepNet(steps: number): Promise<BenchResult> {
-  const { tf, backendInfo } = await import('../pipeline/tensorflow.js');
-  // Same shape as STEP_NET in train-step.bench.ts (not imported: that module runs its own child mode on --child).
-  const STEP_NET = { input: 64, channels: 1, batch: 64 };
-  const { random } = await import('../pipeline/random.js');
-  const rng = random(0).stream({ purpose: 'bench' });
-  const he = (shape: number[], fan: number) => tf.variable(tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * Math.sqrt(2 / fan)), shape));
-  const layers: Array<{ w: ReturnType<typeof he>; b: ReturnType<typeof he> | null; stride: number }> = [];
-  let c = STEP_NET.channels;
-  for (const [f, s, bias] of [[32, 1, true], [64, 2, false], [128, 2, false], [128, 1, false], [256, 2, false], [256, 1, false], [256, 1, false]] as const) {
-    layers.push({ w: he([3, 3, c, f], 9 * c), b: bias ? tf.variable(tf.zeros([f])) : null, stride: s });
-    c = f;
+async function medsslWorker(): Promise<void> {
+  const { backendInfo } = await import('../pipeline/tensorflow.js');
+  const { parseConfig } = await import('../schemas/config.js');
+  const { Trainer } = await import('../stages/train/trainer.js');
+  const sizes = readSizes();
+  let current: { size: string; trainer: InstanceType<typeof Trainer>; batches: Awaited<ReturnType<typeof benchBatches>> } | null = null;
+  process.stdout.write(`${JSON.stringify({ ready: true, backend: backendInfo.backend, threads: backendInfo.threads, onednn: backendInfo.onednn })}\n`);
+  for await (const line of readline.createInterface({ input: process.stdin })) {
+    const cmd = JSON.parse(line) as { size: string; steps: number };
+    if (!current || current.size !== cmd.size) {
+      current?.trainer.dispose();
+      const config = parseConfig(sizes[cmd.size]);
+      const trainer = new Trainer(config, 1, 0);
+      const batches = await benchBatches(config, 2);
+      await trainer.trainStep(batches[0], 1000); // warm-up: kernel selection, allocation
+      current = { size: cmd.size, trainer, batches };
+    }
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    let loss = NaN;
+    for (let s = 0; s < cmd.steps; s++) loss = (await current.trainer.trainStep(current.batches[s % 2], 1000)).loss;
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(c0);
+    const b = current.batches[0].ids.length;
+    const cfg = sizes[cmd.size];
+    const r: BenchResult = {
+      name: `train/${cmd.size}/medssl`, unit: 'images/s', value: (b * cmd.steps) / seconds,
+      config: {
+        backend: backendInfo.backend, device: backendInfo.device, onednn: backendInfo.onednn, threads: backendInfo.threads, steps: cmd.steps, batch: b,
+        crops: `${cfg.augment.global.count}x${cfg.augment.global.size} + ${cfg.augment.local.count}x${cfg.augment.local.size}`,
+        params: current.trainer.store.count((n) => !/moving_/.test(n)),
+        userSeconds: cpu.user / 1e6, systemSeconds: cpu.system / 1e6, peakRssMB: process.resourceUsage().maxRSS / 1024, loss,
+      },
+    };
+    process.stdout.write(`${JSON.stringify(r)}\n`);
   }
-  const d1 = he([256, 256], 256), b1 = tf.variable(tf.zeros([256])), d2 = he([256, 10], 256), b2 = tf.variable(tf.zeros([10]));
-  const x = tf.randomNormal([STEP_NET.batch, STEP_NET.input, STEP_NET.input, STEP_NET.channels]);
-  const y = tf.randomNormal([STEP_NET.batch, 10]);
-  const opt = tf.train.sgd(0.01);
-  const step = () => tf.tidy(() => {
-    opt.minimize(() => {
-      let h = x as Parameters<typeof tf.fused.conv2d>[0]['x'];
-      for (const l of layers) h = tf.fused.conv2d({ x: h, filter: l.w as never, strides: l.stride, pad: 'same', bias: l.b ?? undefined, activation: 'relu' });
-      const p = tf.mean(h, [1, 2]) as never;
-      const out = tf.fused.matMul({ a: tf.fused.matMul({ a: p, b: d1 as never, bias: b1, activation: 'relu' }), b: d2 as never, bias: b2 });
-      return tf.losses.meanSquaredError(y, out) as never;
-    });
-  });
-  step();
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) step();
-  await (layers[0].w as unknown as { data(): Promise<unknown> }).data();
-  const seconds = (performance.now() - t0) / 1000;
-  return { name: 'train-step/functional', unit: 'images/s', value: (STEP_NET.batch * steps) / seconds, config: { input: STEP_NET.input, batch: STEP_NET.batch, steps, backend: backendInfo.backend, load: os.loadavg()[0] } };
+  current?.trainer.dispose();
 }
+
+// ---------------------------------------------------------------- driving workers in alternating rounds
+
+class Worker {
+  private readonly lines: AsyncIterator<string>;
+  private constructor(private readonly child: ChildProcessWithoutNullStreams, readonly hello: Record<string, unknown>, lines: AsyncIterator<string>) {
+    this.lines = lines;
+  }
+
+  static async start(cmd: string, args: string[], env: Record<string, string> = {}): Promise<Worker> {
+    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stderr.on('data', (d: Buffer) => process.stderr.write(d));
+    const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+    const first = await lines.next();
+    if (first.done) throw new Error(`${path.basename(args[args.length - 1] ?? cmd)} ended before it was ready`);
+    return new Worker(child, JSON.parse(first.value) as Record<string, unknown>, lines);
+  }
+
+  async run(command: Record<string, unknown>): Promise<BenchResult> {
+    this.child.stdin.write(`${JSON.stringify(command)}\n`);
+    const next = await this.lines.next();
+    if (next.done) throw new Error('worker ended');
+    const r = JSON.parse(next.value) as BenchResult & { error?: string };
+    if (r.error) throw new Error(r.error);
+    return r;
+  }
+
+  stop(): void {
+    this.child.stdin.end();
+  }
+}
+
+/** The Python with torch for the peer: MEDSSL_PEER_PYTHON, else `.peer/bin/python` (bench/train-peer.py's set-up). */
+export function peerPython(): string | null {
+  const candidates = [process.env.MEDSSL_PEER_PYTHON, path.join(projectRoot, '.peer', 'bin', 'python')].filter((p): p is string => !!p);
+  for (const py of candidates) {
+    if (spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore', timeout: 60_000 }).status === 0) return py;
+  }
+  return null;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const range = (xs: number[]) => [Math.min(...xs), Math.max(...xs)];
+
+async function sideBySide(size: string): Promise<BenchResult[]> {
+  const plan = { ...PLAN[size], ...(process.env.MEDSSL_BENCH_ROUNDS ? { rounds: Number(process.env.MEDSSL_BENCH_ROUNDS) } : {}) };
+  const medssl = await Worker.start(process.execPath, [...process.execArgv, here, '--child', 'worker']);
+  const py = peerPython();
+  if (!py) process.stderr.write(`bench: train/${size}: PyTorch peer not run: no Python with torch (python3 -m venv .peer && .peer/bin/pip install torch==2.13.0 numpy, or set MEDSSL_PEER_PYTHON)\n`);
+  const peer = py ? await Worker.start(py, [peerScript]) : null;
+  const threads = os.availableParallelism();
+  const rounds: Array<{ medssl: BenchResult; nchw?: BenchResult; cl?: BenchResult }> = [];
+  try {
+    // Warm-ups (model build, first step) happen inside each worker's first command: run one untimed round.
+    await medssl.run({ size, steps: 1 });
+    if (peer) {
+      await peer.run({ size, steps: 1, format: 'nchw', threads });
+      await peer.run({ size, steps: 1, format: 'channels_last', threads });
+    }
+    for (let r = 0; r < plan.rounds; r++) {
+      const round: (typeof rounds)[number] = { medssl: await medssl.run({ size, steps: plan.steps }) };
+      if (peer) {
+        round.nchw = await peer.run({ size, steps: plan.steps, format: 'nchw', threads });
+        round.cl = await peer.run({ size, steps: plan.steps, format: 'channels_last', threads });
+      }
+      rounds.push(round);
+      process.stderr.write(`bench: train/${size} round ${r + 1}/${plan.rounds}: medssl ${round.medssl.value.toFixed(1)}` +
+        (peer ? `, PyTorch ${round.nchw!.value.toFixed(1)} (NCHW) / ${round.cl!.value.toFixed(1)} (channels-last)` : '') + ' images/s\n');
+    }
+  } finally {
+    medssl.stop();
+    peer?.stop();
+  }
+  const load = os.loadavg()[0];
+  const summary = (name: string, results: BenchResult[], extra: Record<string, unknown> = {}): BenchResult => ({
+    name, unit: 'images/s', value: median(results.map((x) => x.value)),
+    config: { ...results[results.length - 1].config, rounds: results.length, range: range(results.map((x) => x.value)), peakRssMB: Math.max(...results.map((x) => Number(x.config.peakRssMB))), load, ...extra },
+  });
+  const out = [summary(`train/${size}/medssl`, rounds.map((r) => r.medssl))];
+  if (peer) {
+    out.push(summary(`train/${size}/pytorch-nchw`, rounds.map((r) => r.nchw!)), summary(`train/${size}/pytorch-channels-last`, rounds.map((r) => r.cl!)));
+    const ratios = rounds.map((r) => r.medssl.value / Math.max(r.nchw!.value, r.cl!.value));
+    out.push({
+      name: `train/${size}/ratio`, unit: 'medssl / PyTorch', value: median(ratios),
+      config: { against: 'the faster PyTorch memory format of each round', rounds: ratios.length, range: range(ratios), perRound: ratios, torch: peer.hello.torch, load },
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- the trainer fed by the pipeline
 
 /** The trainer fed from an LMDB cache through Gate -> crops -> batches -> pull: how long does it wait for data? */
 async function waitingFraction(size: number, local: number, steps: number): Promise<BenchResult> {
@@ -132,29 +233,48 @@ async function waitingFraction(size: number, local: number, steps: number): Prom
   };
 }
 
-function child(args: string[], env: Record<string, string> = {}): BenchResult {
-  const out = execFileSync(process.execPath, [...process.execArgv, here, '--child', ...args], { env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+/** One worker's rate for one size, in a child with `env` (environment switches act when TensorFlow starts). */
+async function variantRounds(size: string, variants: Record<string, Record<string, string>>, rounds: number, steps: number): Promise<BenchResult[]> {
+  const workers = Object.fromEntries(await Promise.all(Object.entries(variants).map(async ([name, env]) => [name, await Worker.start(process.execPath, [...process.execArgv, here, '--child', 'worker'], env)] as const)));
+  const results: Record<string, BenchResult[]> = Object.fromEntries(Object.keys(variants).map((n) => [n, []]));
+  try {
+    for (const w of Object.values(workers)) await w.run({ size, steps: 1 });
+    for (let r = 0; r < rounds; r++) for (const [name, w] of Object.entries(workers)) results[name].push(await w.run({ size, steps }));
+  } finally {
+    for (const w of Object.values(workers)) w.stop();
+  }
+  const base = results.default;
+  return Object.entries(results).map(([name, rs]) => ({
+    name: `train/${size}/variant/${name}`, unit: 'images/s', value: median(rs.map((x) => x.value)),
+    config: { env: variants[name], rounds, range: range(rs.map((x) => x.value)), vsDefault: median(rs.map((x, i) => x.value / base[i].value)), onednn: rs[0].config.onednn, threads: rs[0].config.threads, load: os.loadavg()[0] },
+  }));
+}
+
+const sizes = fs.existsSync(sizesFile) ? Object.keys(readSizes()) : [];
+
+export const benchmarks: Benchmark[] = [
+  ...sizes.map((size) => ({ name: `train/${size}`, run: () => sideBySide(size) })),
+  { name: 'train/waiting', run: async () => [await child(['wait', '64', '28', '6'])] },
+  ...(process.env.MEDSSL_BENCH_VARIANTS ? [{
+    name: 'train/variants',
+    run: () => variantRounds('64px', {
+      default: {},
+      'onednn-off': { TF_ENABLE_ONEDNN_OPTS: '0' },
+      'intraop-1': { TF_NUM_INTRAOP_THREADS: '1', TF_NUM_INTEROP_THREADS: '1' },
+      'interop-1': { TF_NUM_INTEROP_THREADS: '1' },
+      'composed-bn': { MEDSSL_FUSED_BN: '0' },
+    }, 3, 3),
+  }] : []),
+];
+
+async function child(args: string[]): Promise<BenchResult> {
+  const { execFileSync } = await import('node:child_process');
+  const out = execFileSync(process.execPath, [...process.execArgv, here, '--child', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   return JSON.parse(out.trim().split('\n').pop() as string) as BenchResult;
 }
 
-const variants: Benchmark[] = process.env.MEDSSL_BENCH_VARIANTS ? [
-  { name: 'train/composed-bn', run: async () => [child(['rate', '64', '28', '4', 'composed-bn'], { MEDSSL_FUSED_BN: '0' })] },
-  { name: 'train/onednn-off', run: async () => [child(['rate', '64', '28', '4', 'onednn-off'], { TF_ENABLE_ONEDNN_OPTS: '0' })] },
-  { name: 'train/intraop-1', run: async () => [child(['rate', '64', '28', '4', 'intraop-1'], { TF_NUM_INTRAOP_THREADS: '1', TF_NUM_INTEROP_THREADS: '1' })] },
-] : [];
-
-export const benchmarks: Benchmark[] = [
-  { name: 'train/64px', run: async () => [child(['rate', '64', '28', '4', 'swav'])] },
-  { name: 'train/96px', run: async () => [child(['rate', '96', '40', '3', 'swav'])] },
-  { name: 'train/waiting', run: async () => [child(['wait', '64', '28', '6'])] },
-  { name: 'train-step/functional', run: async () => [child(['functional', '10'])] },
-  ...variants,
-];
-
 if (process.argv.includes('--child')) {
   const [kind, ...a] = process.argv.slice(process.argv.indexOf('--child') + 1);
-  const r = kind === 'rate' ? await trainerRate(Number(a[0]), Number(a[1]), Number(a[2]), a[3])
-    : kind === 'wait' ? await waitingFraction(Number(a[0]), Number(a[1]), Number(a[2]))
-      : await functionalStepNet(Number(a[0]));
-  process.stdout.write(`${JSON.stringify(r)}\n`);
+  if (kind === 'worker') await medsslWorker();
+  else process.stdout.write(`${JSON.stringify(await waitingFraction(Number(a[0]), Number(a[1]), Number(a[2])))}\n`);
 }
