@@ -121,6 +121,7 @@ function load(): { tf: Tf; info: BackendInfo } {
   if (forced !== 'cpu') {
     // The GPU binding is tried only where set-up provisioned it (an optional dependency with a built binding).
     if (forced === 'tensorflow-gpu' || (!forced && gpuBindingProvisioned())) {
+      notes.push(...preloadCuda());
       const gpu = tryNative('@tensorflow/tfjs-node-gpu', 'tensorflow-gpu');
       if (gpu) return gpu;
     }
@@ -149,6 +150,46 @@ function gpuBindingProvisioned(): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Loads the CUDA libraries that scripts/setup-cuda.mjs unpacked beside the GPU libtensorflow (deps/nvidia/<name>/lib),
+ * by absolute path and in dependency order, so that TensorFlow's later dlopen of each soname finds it loaded. Returns
+ * notes on what could not be loaded. Written from documentation; not run on a GPU.
+ */
+function preloadCuda(): string[] {
+  const ORDER = ['cuda_runtime', 'cuda_nvrtc', 'nvjitlink', 'cublas', 'cufft', 'curand', 'cusparse', 'cusolver', 'cudnn', 'nccl', 'cuda_cupti'];
+  const fs = require('node:fs') as typeof import('node:fs');
+  const path = require('node:path') as typeof import('node:path');
+  let root: string;
+  try {
+    root = path.join(path.dirname(require.resolve('@tensorflow/tfjs-node-gpu/package.json')), 'deps', 'nvidia');
+  } catch {
+    return [];
+  }
+  if (!fs.existsSync(root)) return ['no CUDA libraries beside the GPU library (npm run setup:tensorflow provisions them)'];
+  const notes: string[] = [];
+  let koffi: { load(p: string): unknown };
+  try {
+    koffi = require('koffi') as typeof koffi;
+  } catch (e) {
+    return [`koffi does not load, CUDA libraries not preloaded: ${(e as Error).message}`];
+  }
+  const rank = (name: string) => { const i = ORDER.indexOf(name); return i < 0 ? ORDER.length : i; };
+  for (const name of fs.readdirSync(root).sort((a, b) => rank(a) - rank(b))) {
+    const lib = path.join(root, name, 'lib');
+    if (!fs.existsSync(lib)) continue;
+    // Within a package, Lt before the rest (libcublas needs libcublasLt), the main library before its plug-ins.
+    const files = fs.readdirSync(lib).filter((f) => /\.so(\.\d+)*$/.test(f)).sort((a, b) => Number(/Lt/.test(b)) - Number(/Lt/.test(a)) || a.length - b.length);
+    for (const f of files) {
+      try {
+        koffi.load(path.join(lib, f));
+      } catch (e) {
+        notes.push(`CUDA library ${name}/${f} does not load: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+  }
+  return notes;
 }
 
 let loaded: { tf: Tf; info: BackendInfo } | undefined;

@@ -23,6 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { provisionCuda } from './setup-cuda.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(path.join(root, 'package.json'));
@@ -234,6 +235,18 @@ function hash(s) {
   return h.toString(16);
 }
 
+/** The CUDA libraries beside the GPU libtensorflow (scripts/setup-cuda.mjs); a failure leaves the binding on the CPU. */
+function cuda(depsLink) {
+  const deps = fs.realpathSync(depsLink);
+  if (fs.existsSync(path.join(deps, 'nvidia'))) return log(`CUDA libraries already beside the GPU library (${path.join(deps, 'nvidia')})`);
+  try {
+    const wheels = provisionCuda(deps, TF_VERSION);
+    log(`CUDA libraries for TensorFlow ${TF_VERSION} unpacked beside it: ${wheels.join(', ')}`);
+  } catch (e) {
+    log(`CUDA libraries not provisioned (${e.message}); TensorFlow will place ops on the CPU unless the system provides CUDA and cuDNN. \`medssl info\` tells.`);
+  }
+}
+
 function main() {
   if (process.env.MEDSSL_SKIP_TENSORFLOW_SETUP === '1') {
     log('MEDSSL_SKIP_TENSORFLOW_SETUP=1: skipped');
@@ -244,6 +257,7 @@ function main() {
     const gpu = provision('@tensorflow/tfjs-node-gpu', true);
     results.push(['tensorflow-gpu', gpu]);
     if (!gpu.ok) log(`GPU binding not available, using the CPU binding:\n  ${gpu.why}`);
+    else cuda(path.join(packageDir('@tensorflow/tfjs-node-gpu'), 'deps'));
   }
   const cpu = provision('@tensorflow/tfjs-node', false);
   results.push(['tensorflow', cpu]);
