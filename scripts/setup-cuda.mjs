@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 /** Unpacks every `nvidia/<name>/lib/*` entry of `wheel` into `deps/nvidia/<name>/lib`, refusing names that escape. */
-function unpackLibs(wheel, deps) {
+export function unpackLibs(wheel, deps) {
   const py = `
 import sys, zipfile, os, posixpath, shutil
 wheel, deps = sys.argv[1], os.path.realpath(sys.argv[2])
