@@ -1,7 +1,7 @@
 // SGD with momentum, LARS (You et al. 2017, as SwAV uses it through LARC without clipping) and AdamW
 // (Loshchilov & Hutter 2019), over named variables. Weight decay and the LARS trust ratio skip batch-norm
 // parameters and biases (`decays`). All updates stay on the device: no value is read back per step.
-import type { NamedTensorMap, Tensor, Variable } from '@tensorflow/tfjs';
+import type { NamedTensorMap, Scalar, Tensor, Variable } from '@tensorflow/tfjs';
 import { tf } from '../../pipeline/tensorflow.js';
 import type { OptimizerConfig } from '../../schemas/config.js';
 import { decays } from './params.js';
@@ -23,11 +23,14 @@ export class Optimizer {
     return s;
   }
 
-  /** Applies one update with learning rate `lr` to `vars` from `grads` (disposes nothing it was given). */
-  apply(vars: Map<string, Variable>, grads: NamedTensorMap, lr: number): void {
-    this.iterations++;
+  /**
+   * Applies one update with learning rate `lr` to `vars` from `grads` (disposes nothing it was given). `iteration` is
+   * the number of this update (Adam's bias corrections); without it the optimizer counts its own calls. The trainer
+   * passes both as tensors, so that a recorded step reads them as inputs (graph/).
+   */
+  apply(vars: Map<string, Variable>, grads: NamedTensorMap, lr: number | Scalar, iteration?: number | Scalar): void {
+    const t = iteration ?? ++this.iterations;
     const o = this.config;
-    const t = this.iterations;
     tf.tidy(() => {
       for (const [name, g] of Object.entries(grads)) {
         const w = vars.get(name);
@@ -39,8 +42,8 @@ export class Optimizer {
           const v = this.slot(`${name}/v`, w);
           m.assign(tf.add(tf.mul(m, b1), tf.mul(g, 1 - b1)));
           v.assign(tf.add(tf.mul(v, b2), tf.mul(tf.square(g), 1 - b2)));
-          const mHat = tf.div(m, 1 - b1 ** t);
-          const vHat = tf.div(v, 1 - b2 ** t);
+          const mHat = tf.div(m, tf.sub(1, tf.pow(b1, t)));
+          const vHat = tf.div(v, tf.sub(1, tf.pow(b2, t)));
           let update: Tensor = tf.div(mHat, tf.add(tf.sqrt(vHat), o.adamEpsilon));
           // Decoupled decay: shrink the weights directly, not through the adaptive moments.
           if (wd > 0) update = tf.add(update, tf.mul(w, wd));

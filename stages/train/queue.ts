@@ -19,7 +19,10 @@ export class EmbeddingQueue {
     return this.filled >= this.length;
   }
 
-  /** Pushes one [B, D] block of (detached) embeddings per assigned crop; the oldest rows fall off. */
+  /**
+   * Pushes one [B, D] block of (detached) embeddings per assigned crop; the oldest rows fall off. The fill count moves
+   * with `advance` (the trainer calls it once per step, whether the step ran eagerly or as a graph).
+   */
   push(embeddings: Tensor2D[]): void {
     const b = embeddings[0].shape[0];
     if (b > this.length) throw new RangeError(`queue length ${this.length} is shorter than the batch (${b})`);
@@ -28,7 +31,11 @@ export class EmbeddingQueue {
       old.dispose();
       return tf.keep(next);
     });
-    this.filled = Math.min(this.length, this.filled + b);
+  }
+
+  /** Counts `rows` more embeddings written (saturates at length). */
+  advance(rows: number): void {
+    this.filled = Math.min(this.length, this.filled + rows);
   }
 
   /** Scores [length, K] of every stored embedding against prototypes C [D, K], one per assigned crop. */

@@ -5,8 +5,15 @@
 // same resolution are stacked and go through the encoder together (as SwAV's multi-crop wrapper does, so each
 // resolution has its own batch statistics), the projection head and prototypes see all crops at once, and
 // the only value read back from the device is one small vector of metrics per step.
+//
+// On the native backends the step then runs as a TensorFlow graph (graph/): the second time a step of a given
+// structure runs eagerly, what it asks of TensorFlow is recorded, rebuilt as a graph and run in a session from then
+// on. Same ops, same attributes, one session run instead of ~3,000 eager dispatches. The step's per-step values
+// (crops, labels, group rows, learning rate, lambda, Adam's step) are named inputs; everything it updates
+// (parameters, optimizer slots, queues) is state, which stays in TensorFlow until `store`, `optimizer` or `queues`
+// is read. MEDSSL_GRAPH=0 keeps every step eager.
 import type { NamedTensorMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
+import { backendInfo, tf } from '../../pipeline/tensorflow.js';
 import type { Config } from '../../schemas/config.js';
 import type { Batch } from '../../schemas/records.js';
 import type { BnObservation } from './batchnorm.js';
@@ -19,6 +26,9 @@ import { addEncoderParams, encode, type EncoderSpec, encoderSpec, updateMovingSt
 import { lambdaAt, learningRate } from './schedule.js';
 import { sigmoidCrossEntropy } from './supervised-loss.js';
 import { assignedCodes, swavLoss } from './swav-loss.js';
+import { type Capture, GraphSteps, type StateSlot } from './graph/engine.js';
+import type { HostTensor } from './graph/graph-step.js';
+import { DT } from './graph/libtensorflow.js';
 
 /** What one step reports (numbers already read back from the device). */
 export interface StepResult {
@@ -40,28 +50,67 @@ export interface TrainerPosition {
 }
 
 export class Trainer {
-  readonly store: ParamStore;
-  readonly optimizer: Optimizer;
+  private readonly params: ParamStore;
+  private readonly opt: Optimizer;
+  private readonly embeddingQueues = new Map<string, EmbeddingQueue>();
   readonly spec: EncoderSpec;
-  readonly queues = new Map<string, EmbeddingQueue>();
   position: TrainerPosition = { step: 0, last: null };
+  /** Steps run as graphs (null: every step eager). */
+  private readonly graphs: GraphSteps | null;
 
   constructor(readonly config: Config, readonly channels: number, readonly numLabels: number) {
     const t = config.train;
     if ((t.objective === 'supervised' || t.objective === 'hybrid') && numLabels < 1) {
       throw new RangeError(`objective ${t.objective} needs labelled batches (numLabels >= 1)`);
     }
-    this.store = new ParamStore(config.seed);
+    const native = backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu';
+    this.graphs = native && process.env.MEDSSL_GRAPH !== '0' ? new GraphSteps(backendInfo.backend === 'tensorflow-gpu' ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node', backendInfo.threads) : null;
+    this.params = new ParamStore(config.seed);
+    const store = this.params;
     this.spec = encoderSpec(config.model, channels, config.augment.global.size);
-    addEncoderParams(this.store, this.spec);
+    addEncoderParams(store, this.spec);
     if (t.objective !== 'supervised') {
-      addProjectionParams(this.store, { featureDim: this.spec.featureDim, hidden: config.model.projection.hidden, out: config.model.projection.out });
+      addProjectionParams(store, { featureDim: this.spec.featureDim, hidden: config.model.projection.hidden, out: config.model.projection.out });
     }
     if (t.objective === 'swav' || t.objective === 'hybrid') {
-      if (!this.perModalityPrototypes) addPrototypes(this.store, prototypeName(null), config.model.projection.out, config.model.prototypes);
+      if (!this.perModalityPrototypes) addPrototypes(store, prototypeName(null), config.model.projection.out, config.model.prototypes);
     }
-    if (numLabels > 0 && (t.objective === 'supervised' || t.objective === 'hybrid')) addClassifierParams(this.store, this.spec.featureDim, numLabels);
-    this.optimizer = new Optimizer(t.optimizer);
+    if (numLabels > 0 && (t.objective === 'supervised' || t.objective === 'hybrid')) addClassifierParams(store, this.spec.featureDim, numLabels);
+    this.opt = new Optimizer(t.optimizer);
+  }
+
+  // Reading the state from outside brings it back from the graph session first (and the session re-reads it on its
+  // next step, so changes made through these are seen).
+  /** The named parameters and moving statistics. */
+  get store(): ParamStore {
+    this.graphs?.sync(this.stateSlots());
+    return this.params;
+  }
+
+  get optimizer(): Optimizer {
+    this.graphs?.sync(this.stateSlots());
+    return this.opt;
+  }
+
+  get queues(): Map<string, EmbeddingQueue> {
+    this.graphs?.sync(this.stateSlots());
+    return this.embeddingQueues;
+  }
+
+  /** Graph steps compiled so far, and steps run as graphs (for the record). */
+  get graphStats(): { compiled: number; graphSteps: number; eagerSteps: number; notes: string[] } {
+    return this.graphs?.stats ?? { compiled: 0, graphSteps: 0, eagerSteps: this.position.step, notes: ['graph steps off'] };
+  }
+
+  /** Everything a step reads and may replace, by name: parameters, optimizer slots, queue blocks. */
+  private stateSlots(): Map<string, StateSlot> {
+    const slots = new Map<string, StateSlot>();
+    for (const [name, v] of this.params.vars) slots.set(`param:${name}`, { get: () => v, set: (t) => v.assign(t) });
+    for (const [name, v] of this.opt.slots) slots.set(`slot:${name}`, { get: () => v, set: (t) => v.assign(t) });
+    for (const [key, q] of this.embeddingQueues) {
+      q.blocks.forEach((_, i) => slots.set(`queue:${key}:${i}`, { get: () => q.blocks[i], set: (t) => { q.blocks[i].dispose(); q.blocks[i] = tf.keep(t.clone()) as Tensor2D; } }));
+    }
+    return slots;
   }
 
   private get perModalityPrototypes(): boolean {
@@ -78,30 +127,90 @@ export class Trainer {
     const step = this.position.step;
     const lr = learningRate(t.optimizer, step, totalSteps);
     const lambda = t.objective === 'hybrid' ? lambdaAt(t, step) : undefined;
-    const b = batch.ids.length;
     const views = this.viewsFor(batch);
     const groups = modalityGroups(batch, t.clustering);
+    // State the step needs exists before it runs (a new modality's prototypes, queues): never created inside a step.
     if (this.usesSwav && this.perModalityPrototypes) {
-      for (const g of groups) addPrototypes(this.store, prototypeName(g.modality), this.config.model.projection.out, this.config.model.prototypes);
+      for (const g of groups) addPrototypes(this.params, prototypeName(g.modality), this.config.model.projection.out, this.config.model.prototypes);
     }
+    const queues = new Map(groups.map((g) => [g, this.usesSwav ? this.queueFor(g, batch.epoch) : null]));
+    const frozen = step < t.freezePrototypesSteps;
+    const inputs = this.stepInputs(batch, views, groups, lr, lambda);
+    // What fixes the step's graph: everything that changes which ops run or their shapes.
+    const key = [
+      t.objective, frozen, batch.ids.length, batch.views.map((v) => `${v.kind}${v.size}x${v.channels}`).join(','),
+      groups.map((g) => `${g.modality}:${g.size}:${g.rows ? 'rows' : 'all'}:${queues.get(g)?.full ? 'queue' : queues.get(g) ? 'filling' : '-'}`).join(','),
+      batch.labels && batch.numLabels > 0 ? `labels${batch.numLabels}` : '', batch.labelMask ? 'mask' : '',
+    ].join('|');
+
+    let values: Float32Array;
+    const graphs = this.graphs;
+    if (graphs?.ready(key)) {
+      values = graphs.run(key, inputs, this.stateSlots());
+    } else {
+      graphs?.sync(this.stateSlots());
+      const run = (capture?: Capture) => this.eagerStep(batch, views, groups, queues, frozen, inputs, capture);
+      const metrics = graphs?.wantsTrace(key) ? graphs.trace(key, this.stateSlots(), run, () => this.stateSlots()) : run().metrics;
+      values = (await metrics.data()) as Float32Array;
+      metrics.dispose();
+      graphs?.countEager();
+    }
+    // What a step changes outside the tensors, the same whether it ran eagerly or as a graph.
+    this.opt.iterations++;
+    for (const q of new Set(queues.values())) q?.advance(batch.ids.length);
+    this.position = { step: step + 1, last: { epoch: batch.epoch, step: batch.step } };
+    return this.result(values, lr, lambda);
+  }
+
+  /** The step's per-step values, by name: its only inputs besides the state. */
+  private stepInputs(batch: Batch, views: number[], groups: Group[], lr: number, lambda: number | undefined): Map<string, HostTensor> {
+    const b = batch.ids.length;
+    const inputs = new Map<string, HostTensor>();
+    const put = (name: string, dtype: number, shape: number[], data: Float32Array | Int32Array) =>
+      inputs.set(name, { dtype, shape, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+    for (const g of stackByResolution(batch, views)) put(`crops${g.size}`, DT.FLOAT, g.shape, g.data);
+    if (batch.labels && batch.numLabels > 0) {
+      put('labels', DT.FLOAT, [b, batch.numLabels], batch.labels);
+      if (batch.labelMask) put('mask', DT.FLOAT, [b], Float32Array.from(batch.labelMask));
+    }
+    for (const g of groups) if (g.rows) put(`rows:${g.modality}`, DT.INT32, [g.size], g.rows);
+    put('lr', DT.FLOAT, [], Float32Array.of(lr));
+    if (lambda !== undefined) put('lambda', DT.FLOAT, [], Float32Array.of(lambda));
+    // Adam's bias corrections use the step number of the update being made.
+    put('iteration', DT.FLOAT, [], Float32Array.of(this.opt.iterations + 1));
+    return inputs;
+  }
+
+  /** The step on tfjs tensors: forward, loss, gradients, update. Returns the metrics vector (not yet read). */
+  private eagerStep(batch: Batch, views: number[], groups: Group[], queues: Map<Group, EmbeddingQueue | null>, frozen: boolean, inputs: Map<string, HostTensor>, capture?: Capture): { metrics: Tensor1D } {
+    const t = this.config.train;
+    const store = this.params;
+    const b = batch.ids.length;
     const observed: BnObservation[] = [];
     const kept: { scores: Array<{ group: Group; assigned: Tensor2D[]; queue?: Tensor2D[]; z: Tensor2D[] }>; parts: Tensor[] } = { scores: [], parts: [] };
-
-    const inputs = stackByResolution(batch, views);
-    const labels = batch.labels && batch.numLabels > 0 ? tf.tensor2d(batch.labels, [b, batch.numLabels]) : null;
-    const mask = batch.labelMask ? tf.tensor1d(Float32Array.from(batch.labelMask)) : labels ? tf.ones([b]) as Tensor1D : null;
-    const frozen = step < t.freezePrototypesSteps;
-    const names = [...this.store.trainable].filter((n) => this.wanted(n, groups) && !(frozen && n.startsWith('prototypes')));
-    const varList = names.map((n) => this.store.get(n));
-
-    // Queues hold state across steps: create them outside the gradient's tidy scope.
-    const queues = new Map(groups.map((g) => [g, this.usesSwav ? this.queueFor(g, batch.epoch) : null]));
+    // Every per-step value enters through here, so a graph of this step knows them as its inputs.
+    const made = new Map<string, Tensor>();
+    const input = (name: string): Tensor => {
+      let x = made.get(name);
+      if (!x) {
+        const v = inputs.get(name) as HostTensor;
+        const data = v.dtype === DT.INT32 ? new Int32Array(v.bytes.buffer, v.bytes.byteOffset, v.bytes.byteLength / 4) : new Float32Array(v.bytes.buffer, v.bytes.byteOffset, v.bytes.byteLength / 4);
+        x = tf.tensor(data, v.shape, v.dtype === DT.INT32 ? 'int32' : 'float32');
+        made.set(name, x);
+      }
+      return x;
+    };
+    const stacked = stackedViews(batch, views).map((g) => ({ ...g, x: input(`crops${g.size}`) as Tensor4D }));
+    const labels = inputs.has('labels') ? input('labels') as Tensor2D : null;
+    const mask = inputs.has('mask') ? input('mask') as Tensor1D : labels ? tf.ones([b]) as Tensor1D : null;
+    const names = [...store.trainable].filter((n) => this.wanted(n, groups) && !(frozen && n.startsWith('prototypes')));
+    const varList = names.map((n) => store.get(n));
 
     const lossFn = (): Scalar => {
       // Encoder per resolution, then features back in view order.
       const featsByView: Tensor2D[] = new Array(views.length);
-      for (const g of inputs) {
-        const f = encode(this.store, this.spec, g.x, { training: true, observed });
+      for (const g of stacked) {
+        const f = encode(store, this.spec, g.x, { training: true, observed });
         g.views.forEach((v, i) => { featsByView[v] = tf.slice(f, [i * b, 0], [b, f.shape[1]]); });
       }
       const ordered = views.map((_, i) => featsByView[i]);
@@ -109,7 +218,7 @@ export class Trainer {
       if (t.objective === 'supervised' || t.objective === 'hybrid') {
         const globals = views.map((v, i) => ({ v, i })).filter((x) => batch.views[x.v].kind === 'global').map((x) => ordered[x.i]);
         if (labels && mask) {
-          const logits = classify(this.store, tf.concat(globals, 0) as Tensor2D);
+          const logits = classify(store, tf.concat(globals, 0) as Tensor2D);
           const y = tf.tile(labels, [globals.length, 1]) as Tensor2D;
           const m = tf.tile(mask, [globals.length]) as Tensor1D;
           sup = sigmoidCrossEntropy(logits, y, m);
@@ -122,7 +231,7 @@ export class Trainer {
           return sup;
         }
       }
-      const z = project(this.store, tf.concat(ordered, 0) as Tensor2D, { training: true, observed });
+      const z = project(store, tf.concat(ordered, 0) as Tensor2D, { training: true, observed });
       const zByView = views.map((_, i) => tf.slice(z, [i * b, 0], [b, z.shape[1]]) as Tensor2D);
       if (t.objective === 'simclr') {
         const loss = ntXentLoss(zByView[0], zByView[1], t.temperature);
@@ -131,8 +240,8 @@ export class Trainer {
       }
       let ssl: Tensor = tf.scalar(0);
       for (const g of groups) {
-        const c = this.store.get(prototypeName(this.perModalityPrototypes ? g.modality : null)) as Tensor as Tensor2D;
-        const rows = g.rows ? tf.tensor1d(g.rows, 'int32') : null;
+        const c = store.get(prototypeName(this.perModalityPrototypes ? g.modality : null)) as Tensor as Tensor2D;
+        const rows = g.rows ? input(`rows:${g.modality}`) : null;
         const zg = zByView.map((zv) => (rows ? tf.gather(zv, rows) : zv) as Tensor2D);
         const cropScores = zg.map((zv) => tf.matMul(zv, c) as Tensor2D);
         const queue = queues.get(g);
@@ -146,7 +255,7 @@ export class Trainer {
           z: t.cropsForAssign.map((a) => tf.keep(tf.clone(zg[a]))),
         });
       }
-      const total = sup ? tf.add(sup, tf.mul(ssl, lambda as number)) : ssl;
+      const total = sup ? tf.add(sup, tf.mul(ssl, input('lambda'))) : ssl;
       kept.parts = [tf.keep(tf.clone(total)), tf.keep(tf.clone(ssl)), ...(sup ? [tf.keep(tf.clone(sup))] : [])];
       return total as Scalar;
     };
@@ -158,25 +267,24 @@ export class Trainer {
       // variableGrads keys gradients by the engine's variable names; the optimizer works with parameter names.
       const byParam: NamedTensorMap = {};
       names.forEach((n, i) => { const g = (grads as NamedTensorMap)[varList[i].name]; if (g) byParam[n] = g; });
-      this.optimizer.apply(this.store.vars, byParam, lr);
+      this.opt.apply(store.vars, byParam, input('lr') as Scalar, input('iteration') as Scalar);
       tf.dispose(grads);
       // Prototypes back onto the unit sphere after their update (untouched while frozen).
-      normalizePrototypes(this.store, names.filter((n) => n.startsWith('prototypes')));
-      updateMovingStats(this.store, observed);
+      normalizePrototypes(store, names.filter((n) => n.startsWith('prototypes')));
+      updateMovingStats(store, observed);
       metrics = tf.tidy(() => tf.concat([...kept.parts.map((p) => tf.reshape(p, [1])), ...this.codeMetrics(kept.scores)]) as Tensor1D);
       // The queue gets this batch's embeddings after they were used (SwAV fills it after the loss).
       for (const s of kept.scores) {
         queues.get(s.group)?.push(s.z);
       }
     } finally {
-      tf.dispose([...inputs.map((g) => g.x), ...(labels ? [labels] : []), ...(mask ? [mask] : []), ...kept.parts]);
+      tf.dispose([...(mask && !inputs.has('mask') ? [mask] : []), ...kept.parts]);
       for (const s of kept.scores) tf.dispose([...s.assigned, ...(s.queue ?? []), ...s.z]);
       for (const o of observed) tf.dispose([o.mean, o.variance]);
     }
-    const values = await metrics.data();
-    metrics.dispose();
-    this.position = { step: step + 1, last: { epoch: batch.epoch, step: batch.step } };
-    return this.result(values, lr, lambda);
+    capture?.(made, metrics);
+    tf.dispose([...made.values()]);
+    return { metrics };
   }
 
   private result(v: Float32Array | Int32Array | Uint8Array, lr: number, lambda: number | undefined): StepResult {
@@ -236,18 +344,19 @@ export class Trainer {
     const q = this.config.train.queue;
     if (q.length === 0 || epoch < q.startEpoch) return null;
     const key = g.modality ?? '*';
-    let queue = this.queues.get(key);
+    let queue = this.embeddingQueues.get(key);
     if (!queue) {
       queue = new EmbeddingQueue(q.length, this.config.model.projection.out, this.config.train.cropsForAssign.length);
-      this.queues.set(key, queue);
+      this.embeddingQueues.set(key, queue);
     }
     return queue;
   }
 
   dispose(): void {
-    this.store.dispose();
-    this.optimizer.dispose();
-    for (const q of this.queues.values()) q.dispose();
+    this.graphs?.dispose();
+    this.params.dispose();
+    this.opt.dispose();
+    for (const q of this.embeddingQueues.values()) q.dispose();
   }
 }
 
@@ -280,19 +389,24 @@ export function modalityGroups(batch: Batch, clustering: 'multi-modal' | 'uni-mo
   });
 }
 
-/** Stacks the chosen views by resolution: one [n * B, size, size, C] tensor per distinct crop size. */
-export function stackByResolution(batch: Batch, views: number[]): Array<{ size: number; views: number[]; x: Tensor4D }> {
+/** The chosen views grouped by resolution (one group per distinct crop size), in view order. */
+export function stackedViews(batch: Batch, views: number[]): Array<{ size: number; views: number[]; shape: [number, number, number, number] }> {
   const bySize = new Map<number, number[]>();
   views.forEach((v, i) => {
     const s = batch.views[v].size;
     bySize.set(s, [...(bySize.get(s) ?? []), i]);
   });
   const b = batch.ids.length;
-  return [...bySize.entries()].map(([size, idx]) => {
-    const c = batch.views[views[idx[0]]].channels;
-    const per = b * size * size * c;
-    const data = new Float32Array(per * idx.length);
-    idx.forEach((i, j) => data.set(batch.views[views[i]].data, j * per));
-    return { size, views: idx, x: tf.tensor4d(data, [idx.length * b, size, size, c]) };
+  return [...bySize.entries()].map(([size, idx]) => ({ size, views: idx, shape: [idx.length * b, size, size, batch.views[views[idx[0]]].channels] }));
+}
+
+/** Stacks the chosen views by resolution: one [n * B, size, size, C] array per distinct crop size. */
+export function stackByResolution(batch: Batch, views: number[]): Array<{ size: number; views: number[]; shape: [number, number, number, number]; data: Float32Array }> {
+  const b = batch.ids.length;
+  return stackedViews(batch, views).map((g) => {
+    const per = b * g.size * g.size * g.shape[3];
+    const data = new Float32Array(per * g.views.length);
+    g.views.forEach((i, j) => data.set(batch.views[views[i]].data, j * per));
+    return { ...g, data };
   });
 }
