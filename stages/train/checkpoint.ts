@@ -106,7 +106,11 @@ export function loadCheckpoint(runDir: string, config: Config): { trainer: Train
     const name = rest.join(':');
     const t = tensor(e);
     if (kind === 'param') trainer.store.set(name, t, e.trainable ?? true);
-    else if (kind === 'slot') trainer.optimizer.slots.set(name, tf.variable(t, false, undefined, 'float32'));
+    else if (kind === 'slot') {
+      // The trainer made its slots up front (zeros): the checkpoint's replace them.
+      trainer.optimizer.slots.get(name)?.dispose();
+      trainer.optimizer.slots.set(name, tf.variable(t, false, undefined, 'float32'));
+    }
     if (kind === 'param' || kind === 'slot') t.dispose();
   }
   for (const q of state.queues) {

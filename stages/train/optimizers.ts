@@ -14,6 +14,21 @@ export class Optimizer {
 
   constructor(readonly config: OptimizerConfig) {}
 
+  /**
+   * Creates the state buffers of `names` now (zeros, as a first update would): a step never creates state, so that it
+   * can be recorded and run as a graph (graph/).
+   */
+  prepare(vars: Map<string, Variable>, names: Iterable<string>): void {
+    for (const name of names) {
+      const w = vars.get(name);
+      if (!w) continue;
+      if (this.config.name === 'adamw') {
+        this.slot(`${name}/m`, w);
+        this.slot(`${name}/v`, w);
+      } else if (this.config.momentum > 0) this.slot(`${name}/m`, w);
+    }
+  }
+
   private slot(name: string, like: Tensor): Variable {
     let s = this.slots.get(name);
     if (!s) {

@@ -6,9 +6,9 @@
 // resolution has its own batch statistics), the projection head and prototypes see all crops at once, and
 // the only value read back from the device is one small vector of metrics per step.
 //
-// On the native backends the step then runs as a TensorFlow graph (graph/): the second time a step of a given
-// structure runs eagerly, what it asks of TensorFlow is recorded, rebuilt as a graph and run in a session from then
-// on. Same ops, same attributes, one session run instead of ~3,000 eager dispatches. The step's per-step values
+// On the native backends the step runs as a TensorFlow graph (graph/): the first time a step of a given structure
+// comes, it runs eagerly once while what it asks of TensorFlow is recorded, its effect is rolled back, and the record
+// is rebuilt as a graph that runs in a session for that step and every later one. Same ops, same attributes, one session run instead of ~3,000 eager dispatches. The step's per-step values
 // (crops, labels, group rows, learning rate, lambda, Adam's step) are named inputs; everything it updates
 // (parameters, optimizer slots, queues) is state, which stays in TensorFlow until `store`, `optimizer` or `queues`
 // is read. MEDSSL_GRAPH=0 keeps every step eager.
@@ -77,6 +77,7 @@ export class Trainer {
     }
     if (numLabels > 0 && (t.objective === 'supervised' || t.objective === 'hybrid')) addClassifierParams(store, this.spec.featureDim, numLabels);
     this.opt = new Optimizer(t.optimizer);
+    this.opt.prepare(store.vars, store.trainable);
   }
 
   // Reading the state from outside brings it back from the graph session first (and the session re-reads it on its
@@ -131,7 +132,12 @@ export class Trainer {
     const groups = modalityGroups(batch, t.clustering);
     // State the step needs exists before it runs (a new modality's prototypes, queues): never created inside a step.
     if (this.usesSwav && this.perModalityPrototypes) {
-      for (const g of groups) addPrototypes(this.params, prototypeName(g.modality), this.config.model.projection.out, this.config.model.prototypes);
+      for (const g of groups) {
+        const name = prototypeName(g.modality);
+        if (this.params.has(name)) continue;
+        addPrototypes(this.params, name, this.config.model.projection.out, this.config.model.prototypes);
+        this.opt.prepare(this.params.vars, [name]);
+      }
     }
     const queues = new Map(groups.map((g) => [g, this.usesSwav ? this.queueFor(g, batch.epoch) : null]));
     const frozen = step < t.freezePrototypesSteps;
@@ -145,12 +151,19 @@ export class Trainer {
 
     let values: Float32Array;
     const graphs = this.graphs;
+    const run = (capture?: Capture) => this.eagerStep(batch, views, groups, queues, frozen, inputs, capture);
+    // A structure met for the first time is recorded from an eager run of the step, whose result is then rolled back:
+    // every step of a structure runs the same way (as a graph, or eagerly if it cannot be recorded), so a run resumed
+    // from a checkpoint repeats an uninterrupted one bit for bit.
+    if (graphs && !graphs.ready(key) && !graphs.eagerOnly(key)) {
+      graphs.sync(this.stateSlots());
+      graphs.compile(key, this.stateSlots(), run, () => this.stateSlots());
+    }
     if (graphs?.ready(key)) {
       values = graphs.run(key, inputs, this.stateSlots());
     } else {
       graphs?.sync(this.stateSlots());
-      const run = (capture?: Capture) => this.eagerStep(batch, views, groups, queues, frozen, inputs, capture);
-      const metrics = graphs?.wantsTrace(key) ? graphs.trace(key, this.stateSlots(), run, () => this.stateSlots()) : run().metrics;
+      const metrics = run().metrics;
       values = (await metrics.data()) as Float32Array;
       metrics.dispose();
       graphs?.countEager();

@@ -1,9 +1,9 @@
 // When a training step runs as a graph, and where its state lives in the meantime.
 //
 // A step's structure (objective, crop shapes, groups, queue use, frozen prototypes: the trainer's key) fixes its
-// graph. The first step of a structure runs eagerly (it may create state: optimizer slots, a modality's prototypes);
-// the second runs eagerly while being recorded (trace.ts) and is compiled (graph-step.ts); every later one runs in
-// the session. Between graph steps the state (parameters, slots, queues) stays in TensorFlow tensors owned here; it is
+// graph. The first step of a structure runs eagerly while being recorded (trace.ts), its effect on the state is rolled
+// back, and the record is compiled (graph-step.ts): that step and every later one of the structure run in the session.
+// (The trainer creates all state before a step runs, so a recorded step only replaces it.) Between graph steps the state (parameters, slots, queues) stays in TensorFlow tensors owned here; it is
 // copied back into the tfjs tensors when anything outside the graph needs them (`sync`), and read again from them by
 // the next graph step. A step that cannot be recorded faithfully (it reads a value back midway, or reads a tensor that
 // is neither state nor an input) stays eager, with a note.
@@ -39,35 +39,40 @@ export class GraphSteps {
     return this.graphs.get(key) instanceof GraphStep;
   }
 
-  /** Counts an eager step of this structure; true on the one to record. */
-  wantsTrace(key: string): boolean {
-    const n = (this.seen.get(key) ?? 0) + 1;
-    this.seen.set(key, n);
-    return n === 2 && !this.graphs.has(key);
+  /** Whether steps of this structure could not be recorded and run eagerly. */
+  eagerOnly(key: string): boolean {
+    return this.graphs.get(key) === 'eager';
   }
 
   countEager(): void {
     this.stats.eagerSteps++;
   }
 
-  /** Runs one eager step while recording it, and compiles the record. Returns the step's metrics tensor. */
-  trace(key: string, before: Map<string, StateSlot>, run: (capture: Capture) => { metrics: Tensor1D }, after: () => Map<string, StateSlot>): Tensor1D {
+  /**
+   * Records one eager run of the step, compiles it, and rolls its effect on the state back (the compiled graph then
+   * runs the step for real). A step that cannot be compiled is marked eager: its structure then always runs eagerly.
+   */
+  compile(key: string, before: Map<string, StateSlot>, run: (capture: Capture) => { metrics: Tensor1D }, after: () => Map<string, StateSlot>): void {
     const backend = tf.backend() as unknown as NodeBackend;
     const stateIn = new Map<string, number>();
     const stateMeta = new Map<number, { dtype: number; shape: number[] }>();
+    // Kept copies of the state as it was (a clone shares the data, so the binding's ids stay the same).
+    const snapshot = new Map<string, Tensor>();
     for (const [name, slot] of before) {
-      const t = slot.get();
+      const t = tf.keep(slot.get().clone());
+      snapshot.set(name, t);
       const id = tensorId(backend, t);
       stateIn.set(name, id);
       stateMeta.set(id, { dtype: DTYPES[t.dtype], shape: t.shape });
     }
     const inputs = new Map<string, number>();
     let fetch = -1;
-    const { result, trace } = traceStep(backend, () => run((made, metrics) => {
-      for (const [name, t] of made) inputs.set(name, tensorId(backend, t));
-      fetch = tensorId(backend, metrics);
-    }));
     try {
+      const { result, trace } = traceStep(backend, () => run((made, metrics) => {
+        for (const [name, t] of made) inputs.set(name, tensorId(backend, t));
+        fetch = tensorId(backend, metrics);
+      }));
+      result.metrics.dispose();
       if (trace.readBack) throw new UntraceableStep('the step reads a value back before it ends');
       const stateOut = new Map<string, number>();
       for (const [name, slot] of after()) {
@@ -83,8 +88,14 @@ export class GraphSteps {
       const note = `a step stays eager (${(e as Error).message.split('\n')[0]})`;
       this.stats.notes.push(note);
       if (process.env.MEDSSL_DEBUG) process.stderr.write(`medssl: ${note}\n`);
+    } finally {
+      // Back to the state before the recorded run: the step itself has not happened yet.
+      const slots = after();
+      for (const [name, t] of snapshot) {
+        slots.get(name)?.set(t);
+        t.dispose();
+      }
     }
-    return result.metrics;
   }
 
   /** Runs a compiled step; returns its metrics. */
