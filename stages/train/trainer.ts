@@ -213,6 +213,8 @@ export class Trainer {
       }
       return x;
     };
+    // Made here, outside the gradient's scope (which would dispose what is made inside it).
+    for (const name of inputs.keys()) input(name);
     const stacked = stackedViews(batch, views).map((g) => ({ ...g, x: input(`crops${g.size}`) as Tensor4D }));
     const labels = inputs.has('labels') ? input('labels') as Tensor2D : null;
     const mask = inputs.has('mask') ? input('mask') as Tensor1D : labels ? tf.ones([b]) as Tensor1D : null;

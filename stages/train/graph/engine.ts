@@ -86,6 +86,7 @@ export class GraphSteps {
     } catch (e) {
       this.graphs.set(key, 'eager');
       const note = `a step stays eager (${(e as Error).message.split('\n')[0]})`;
+      if (process.env.MEDSSL_DEBUG === 'stack') process.stderr.write(`${(e as Error).stack}\n`);
       this.stats.notes.push(note);
       if (process.env.MEDSSL_DEBUG) process.stderr.write(`medssl: ${note}\n`);
     } finally {
