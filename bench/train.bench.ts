@@ -9,8 +9,9 @@
 // MEDSSL_PEER_PYTHON) the peer is skipped with one line and medssl's figures still print.
 //
 // Other results: `train/waiting` (the trainer fed from an LMDB cache through the Gate: the fraction of time it waits
-// for data), `train/recipes` (the documented recipes' images/s), and with MEDSSL_BENCH_VARIANTS=1 the environment
-// variants (oneDNN off, one thread, composed batch norm) in alternating rounds with the default.
+// for data), `train/recipes` (examples/recipes and the config defaults: images/s and peak RSS), and with
+// MEDSSL_BENCH_VARIANTS=1 the variants (graph steps off, oneDNN off, one thread, composed batch norm) in alternating
+// rounds with the default.
 import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -62,11 +63,15 @@ async function medsslWorker(): Promise<void> {
   const sizes = readSizes();
   let current: { size: string; trainer: InstanceType<typeof Trainer>; batches: Awaited<ReturnType<typeof benchBatches>> } | null = null;
   process.stdout.write(`${JSON.stringify({ ready: true, backend: backendInfo.backend, threads: backendInfo.threads, onednn: backendInfo.onednn })}\n`);
+  const { parse } = await import('yaml');
   for await (const line of readline.createInterface({ input: process.stdin })) {
-    const cmd = JSON.parse(line) as { size: string; steps: number };
+    // A size of bench/train-sizes.json, or a recipe file (with the batch size to measure it at).
+    const cmd = JSON.parse(line) as { size: string; steps: number; recipe?: string; batch?: number };
     if (!current || current.size !== cmd.size) {
       current?.trainer.dispose();
-      const config = parseConfig(sizes[cmd.size]);
+      const raw = cmd.recipe ? (parse(fs.readFileSync(cmd.recipe, 'utf8')) ?? {}) as Record<string, Record<string, unknown>> : sizes[cmd.size];
+      if (cmd.batch) raw.train = { ...raw.train, batchSize: cmd.batch };
+      const config = parseConfig(raw);
       const trainer = new Trainer(config, 1, 0);
       const batches = await benchBatches(config, 2);
       await trainer.trainStep(batches[0], 1000); // warm-up: kernel selection, allocation
@@ -79,12 +84,14 @@ async function medsslWorker(): Promise<void> {
     const seconds = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(c0);
     const b = current.batches[0].ids.length;
-    const cfg = sizes[cmd.size];
+    const cfg = current.trainer.config;
     const r: BenchResult = {
       name: `train/${cmd.size}/medssl`, unit: 'images/s', value: (b * cmd.steps) / seconds,
       config: {
         backend: backendInfo.backend, device: backendInfo.device, onednn: backendInfo.onednn, threads: backendInfo.threads, steps: cmd.steps, batch: b,
+        model: `${cfg.model.arch}${cfg.model.arch === 'resnet' ? ` width ${cfg.model.width} depth [${cfg.model.depth}]` : ''}, ${current.trainer.spec.stem} stem, K ${cfg.model.prototypes}`,
         crops: `${cfg.augment.global.count}x${cfg.augment.global.size} + ${cfg.augment.local.count}x${cfg.augment.local.size}`,
+        graph: current.trainer.graphStats, secondsPerStep: seconds / cmd.steps,
         params: current.trainer.store.count((n) => !/moving_/.test(n)),
         userSeconds: cpu.user / 1e6, systemSeconds: cpu.system / 1e6, peakRssMB: process.resourceUsage().maxRSS / 1024, loss,
       },
@@ -250,15 +257,47 @@ async function variantRounds(size: string, variants: Record<string, Record<strin
   }));
 }
 
+/** The documented recipes (examples/recipes) and the config defaults, each in a fresh worker: images/s and peak RSS. */
+async function recipes(): Promise<BenchResult[]> {
+  const dir = path.join(projectRoot, 'examples', 'recipes');
+  const plan: Array<{ name: string; recipe?: string; batch?: number; steps: number }> = [
+    { name: 'quick', recipe: path.join(dir, 'quick.yaml'), steps: 5 },
+    { name: 'standard', recipe: path.join(dir, 'standard.yaml'), steps: 3 },
+    { name: 'defaults', recipe: path.join(os.tmpdir(), `medssl-defaults-${process.pid}.yaml`), steps: 2 },
+    // ResNet-50 at 224 px takes minutes per 256-image step on 2 cores: measured at batch 32 (images/s per image).
+    { name: 'paper', recipe: path.join(dir, 'paper.yaml'), batch: 32, steps: 1 },
+  ];
+  fs.writeFileSync(plan[2].recipe as string, '{}\n');
+  const out: BenchResult[] = [];
+  try {
+    for (const p of plan) {
+      const w = await Worker.start(process.execPath, [...process.execArgv, here, '--child', 'worker']);
+      try {
+        await w.run({ size: p.name, recipe: p.recipe, batch: p.batch, steps: 1 });
+        const r = await w.run({ size: p.name, recipe: p.recipe, batch: p.batch, steps: p.steps });
+        out.push({ ...r, name: `train/recipes/${p.name}`, config: { ...r.config, recipe: p.recipe && p.name !== 'defaults' ? path.relative(projectRoot, p.recipe) : 'config defaults ({})', load: os.loadavg()[0] } });
+        process.stderr.write(`bench: train/recipes/${p.name}: ${r.value.toFixed(1)} images/s\n`);
+      } finally {
+        w.stop();
+      }
+    }
+  } finally {
+    fs.rmSync(plan[2].recipe as string, { force: true });
+  }
+  return out;
+}
+
 const sizes = fs.existsSync(sizesFile) ? Object.keys(readSizes()) : [];
 
 export const benchmarks: Benchmark[] = [
   ...sizes.map((size) => ({ name: `train/${size}`, run: () => sideBySide(size) })),
   { name: 'train/waiting', run: async () => [await child(['wait', '64', '28', '6'])] },
+  { name: 'train/recipes', run: recipes },
   ...(process.env.MEDSSL_BENCH_VARIANTS ? [{
     name: 'train/variants',
     run: () => variantRounds('64px', {
       default: {},
+      'graph-off': { MEDSSL_GRAPH: '0' },
       'onednn-off': { TF_ENABLE_ONEDNN_OPTS: '0' },
       'intraop-1': { TF_NUM_INTRAOP_THREADS: '1', TF_NUM_INTEROP_THREADS: '1' },
       'interop-1': { TF_NUM_INTEROP_THREADS: '1' },
