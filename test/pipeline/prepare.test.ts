@@ -8,12 +8,12 @@ import { CacheStore } from '../../stages/cache/store.js';
 import { readNpz } from '../../stages/source/npy.js';
 import { MedsslError } from '../../pipeline/failures.js';
 import type { SourceItem } from '../../schemas/records.js';
-import { sharedData } from '../shared.js';
+import { sample } from '../shared.js';
 import { snapshot, tempDir, writePneumoniaNpy, writeSyntheticNpy } from '../stages/cache/data.js';
 
 describe('preparation of NumPy inputs', () => {
   it('lists every MedMNIST image with its split and label, and prepares it by the 8-bit rule (x / 255)', async () => {
-    const npz = sharedData('medmnist/pneumoniamnist.npz');
+    const npz = sample('medmnist/pneumoniamnist.npz');
     const arrays = readNpz(fs.readFileSync(npz));
     const items: SourceItem[] = [];
     for await (const item of listInputs([npz])) items.push(item);

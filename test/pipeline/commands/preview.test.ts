@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PNG } from 'pngjs';
 import { toBytes } from '../../../pipeline/preview.js';
 import { readNpy } from '../../../stages/source/npy.js';
-import { cli, fixture, sharedData } from '../../shared.js';
+import { cli, fixture, sample } from '../../shared.js';
 
 const exec = promisify(execFile);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-preview-'));
@@ -49,7 +49,7 @@ describe('medssl preview', () => {
   it('reads a MedMNIST entry with a quick config', async () => {
     const config = path.join(tmp, 'quick.yaml');
     fs.writeFileSync(config, 'augment:\n  global: { count: 2, size: 28, scale: [0.4, 1] }\n  local: { count: 4, size: 14, scale: [0.05, 0.4] }\n');
-    const report = await preview(`${sharedData('medmnist/pneumoniamnist.npz')}#train/3`, 1, path.join(tmp, 'm'), '--config', config);
+    const report = await preview(`${sample('medmnist/pneumoniamnist.npz')}#train/3`, 1, path.join(tmp, 'm'), '--config', config);
     expect(report.crops.map((x) => x.size)).toEqual([28, 28, 14, 14, 14, 14]);
   });
 
@@ -57,7 +57,7 @@ describe('medssl preview', () => {
     const err = await exec(process.execPath, [cli, 'preview', path.join(tmp, 'nope.npy'), '--out', path.join(tmp, 'x')]).catch((e: { code: number; stderr: string }) => e);
     expect((err as { code: number }).code).toBe(1);
     expect((err as { stderr: string }).stderr.trim().split('\n')).toEqual([expect.stringMatching(/^medssl: .*nope\.npy: no such file$/)]);
-    const bad = await exec(process.execPath, [cli, 'preview', `${sharedData('medmnist/pneumoniamnist.npz')}#train/999999`, '--out', path.join(tmp, 'y')]).catch((e: { code: number; stderr: string }) => e);
+    const bad = await exec(process.execPath, [cli, 'preview', `${sample('medmnist/pneumoniamnist.npz')}#train/999999`, '--out', path.join(tmp, 'y')]).catch((e: { code: number; stderr: string }) => e);
     expect((bad as { stderr: string }).stderr).toMatch(/has 3882 images/);
   });
 });

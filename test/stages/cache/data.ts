@@ -7,13 +7,13 @@ import path from 'node:path';
 import { readNpz, writeNpy } from '../../../stages/source/npy.js';
 import { random } from '../../../pipeline/random.js';
 import { CacheStore } from '../../../stages/cache/store.js';
-import { sharedData } from '../../shared.js';
+import { sample } from '../../shared.js';
 
 export const tempDir = (prefix = 'medssl-cache-') => fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 
 /** The first `n` PneumoniaMNIST training images, written as 28x28 uint8 .npy files under `dir/pneumonia`. */
 export function writePneumoniaNpy(dir: string, n: number): string[] {
-  const arrays = readNpz(fs.readFileSync(sharedData('medmnist/pneumoniamnist.npz')));
+  const arrays = readNpz(fs.readFileSync(sample('medmnist/pneumoniamnist.npz')));
   const images = arrays.get('train_images')!;
   const out = path.join(dir, 'pneumonia');
   fs.mkdirSync(out, { recursive: true });

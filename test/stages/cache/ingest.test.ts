@@ -10,7 +10,7 @@ import { replay } from '../../../stages/cache/replay.js';
 import { verifyCache } from '../../../stages/cache/verify.js';
 import { FailureLog } from '../../../pipeline/failures.js';
 import type { SourceItem } from '../../../schemas/records.js';
-import { cli, projectRoot, sharedData } from '../../shared.js';
+import { cli, projectRoot, sample } from '../../shared.js';
 import { digestImages, snapshot, tempDir, writePneumoniaNpy, writeSyntheticNpy } from './data.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -29,7 +29,7 @@ beforeAll(() => {
   input = path.join(dir, 'input');
   writePneumoniaNpy(input, 600);
   writeSyntheticNpy(input, 24, 256, 4);
-  fs.copyFileSync(sharedData('medmnist/pneumoniamnist.npz'), path.join(input, 'pneumoniamnist.npz'));
+  fs.copyFileSync(sample('medmnist/pneumoniamnist.npz'), path.join(input, 'pneumoniamnist.npz'));
   reference = path.join(dir, 'reference');
   const summary = JSON.parse(runCli(['ingest', input, '--cache', reference, '--json']));
   expect(summary).toMatchObject({ images: TOTAL, failures: 0, skipped: 0 });
@@ -167,7 +167,7 @@ describe('cache keys', () => {
     const folder = tempDir();
     const files = writePneumoniaNpy(folder, 3);
     fs.writeFileSync(files[1], fs.readFileSync(files[1]).subarray(0, 100)); // truncated .npy
-    fs.writeFileSync(path.join(folder, 'broken.npz'), fs.readFileSync(sharedData('medmnist/pneumoniamnist.npz')).subarray(0, 5000)); // truncated archive
+    fs.writeFileSync(path.join(folder, 'broken.npz'), fs.readFileSync(sample('medmnist/pneumoniamnist.npz')).subarray(0, 5000)); // truncated archive
     const config = loadConfig(undefined);
     const items: SourceItem[] = [];
     for await (const item of listInputs([folder])) items.push(item);

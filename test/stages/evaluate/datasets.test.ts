@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { imageAt, loadMedmnist, mapImages, maxAreaSlice, subset } from '../../../stages/evaluate/datasets.js';
-import { sharedData } from '../../shared.js';
+import { sample } from '../../shared.js';
 import { MedsslError } from '../../../pipeline/failures.js';
 
 describe('loadMedmnist', () => {
   it('reads PneumoniaMNIST as [0, 1] images with its split sizes and labels', () => {
-    const ds = loadMedmnist(sharedData('medmnist/pneumoniamnist.npz'), { modality: 'radiography' });
+    const ds = loadMedmnist(sample('medmnist/pneumoniamnist.npz'), { modality: 'radiography' });
     expect([ds.train.n, ds.val.n, ds.test.n]).toEqual([3882, 524, 624]);
     expect([ds.train.height, ds.train.width, ds.train.channels]).toEqual([28, 28, 1]);
     expect(ds.tasks).toEqual(['pneumoniamnist']);
@@ -17,11 +17,11 @@ describe('loadMedmnist', () => {
   });
 
   it('evaluates AdrenalMNIST3D on the max-area slice of each volume, one patient per volume', () => {
-    const ds = loadMedmnist(sharedData('medmnist/adrenalmnist3d.npz'), { modality: 'ct' });
+    const ds = loadMedmnist(sample('medmnist/adrenalmnist3d.npz'), { modality: 'ct' });
     expect([ds.train.n, ds.val.n, ds.test.n]).toEqual([1188, 98, 298]);
     expect(ds.train.patients![5]).toBe('train/5');
     expect(new Set(ds.train.patients).size).toBe(1188);
-    const central = loadMedmnist(sharedData('medmnist/adrenalmnist3d.npz'), { slice: 'central' });
+    const central = loadMedmnist(sample('medmnist/adrenalmnist3d.npz'), { slice: 'central' });
     const area = (d: Float32Array) => d.reduce((a, v) => a + (v > 0 ? 1 : 0), 0);
     let larger = 0;
     for (let i = 0; i < 50; i++) {

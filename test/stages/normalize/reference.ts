@@ -1,9 +1,10 @@
-// DecodedImage records built from the reference decodes in ../shared/data/reference (stored values + header JSON).
+// DecodedImage records built from reference decodes (stored values + header JSON): those in fixtures (default tests)
+// or those of the whole corpus in ../shared/data/reference (corpus tests).
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import type { DecodedImage, Dtype } from '../../../schemas/records.js';
 import { readNpy } from '../../../stages/source/npy.js';
-import { readJson, sharedData } from '../../shared.js';
+import { fixture, readJson, sample, sharedData } from '../../shared.js';
 
 interface ReferenceJson {
   modality: string; photometricInterpretation: string; rescaleSlope: number | null; rescaleIntercept: number | null;
@@ -11,9 +12,13 @@ interface ReferenceJson {
   modalityStats?: { min: number; max: number };
 }
 
-/** Frame 0 of `dicom/<rel>` as the decode stage would emit it (no pixel spacing in the references). */
-export function referenceImage(rel: string): DecodedImage & { reference: ReferenceJson } {
-  const base = sharedData(`reference/dicom/${rel}`);
+/**
+ * Frame 0 of `dicom/<rel>` as the decode stage would emit it (no pixel spacing in the references), from the
+ * reference in fixtures or, with `from: 'corpus'`, in the corpus.
+ */
+export function referenceImage(rel: string, from: 'fixtures' | 'corpus' = 'fixtures'): DecodedImage & { reference: ReferenceJson } {
+  // fixtures/ct holds the CT slice's reference (the same bytes as the corpus's), which the augment bench reads too.
+  const base = from === 'corpus' ? sharedData(`reference/dicom/${rel}`) : rel === CT ? fixture('ct/ct-slice-512') : sample(`reference/dicom/${rel}.json`).slice(0, -'.json'.length);
   const meta = readJson<ReferenceJson>(`${base}.json`);
   const a = readNpy(zlib.gunzipSync(fs.readFileSync(`${base}.npy.gz`)), rel);
   const [, rows, cols, samples = 1] = a.shape;

@@ -2,9 +2,7 @@ import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { readNpy, readNpz, writeNpy } from '../../../stages/source/npy.js';
-import { sharedData } from '../../shared.js';
-
-const shared = (rel: string) => sharedData(rel);
+import { sample } from '../../shared.js';
 
 describe('npy', () => {
   it('round-trips every dtype', () => {
@@ -17,7 +15,7 @@ describe('npy', () => {
   });
 
   it('reads a reference decode and rejects damaged files with a reason', () => {
-    const buf = zlib.gunzipSync(fs.readFileSync(shared('reference/dicom/pydicom/CT_small.dcm.npy.gz')));
+    const buf = zlib.gunzipSync(fs.readFileSync(sample('reference/dicom/pydicom/CT_small.dcm.npy.gz')));
     const a = readNpy(buf, 'CT_small.npy');
     expect(a.dtype).toBe('int16');
     expect(a.shape).toEqual([1, 128, 128]);
@@ -28,14 +26,14 @@ describe('npy', () => {
 
 describe('npz', () => {
   it('reads MedMNIST archives', () => {
-    const z = readNpz(fs.readFileSync(shared('medmnist/pneumoniamnist.npz')));
+    const z = readNpz(fs.readFileSync(sample('medmnist/pneumoniamnist.npz')));
     expect(z.get('train_images')?.shape).toEqual([3882, 28, 28]);
     expect(z.get('train_labels')?.shape).toEqual([3882, 1]);
     expect(z.get('test_images')?.dtype).toBe('uint8');
   });
 
   it('rejects a truncated archive', () => {
-    const buf = fs.readFileSync(shared('medmnist/pneumoniamnist.npz'));
+    const buf = fs.readFileSync(sample('medmnist/pneumoniamnist.npz'));
     expect(() => readNpz(buf.subarray(0, 1000), 'cut.npz')).toThrow(/no end of central directory/);
   });
 });

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { MedsslError } from '../../../pipeline/failures.js';
 import type { SourceItem } from '../../../schemas/records.js';
 import { listSources } from '../../../stages/source/source.js';
-import { sharedData } from '../../shared.js';
+import { fixture, sample } from '../../shared.js';
 
 async function collect(inputs: string[]): Promise<SourceItem[]> {
   const out: SourceItem[] = [];
@@ -14,37 +14,43 @@ async function collect(inputs: string[]): Promise<SourceItem[]> {
 }
 
 describe('listSources', () => {
-  it('walks the NIfTI corpus: sorted relative ids, formats from magic bytes, .img files folded into their .hdr', async () => {
-    const items = await collect([sharedData('nifti')]);
+  it('walks a NIfTI folder: sorted relative ids, formats from magic bytes, .img files folded into their .hdr', async () => {
+    // The test-only NIfTI copies (source.corpus.test.ts walks the whole NIfTI corpus).
+    const items = await collect([fixture('corpus/nifti')]);
     const ids = items.map((i) => i.id);
     expect(ids).toEqual([...ids].sort());
-    expect(ids).toContain('nibabel/anatomical.nii');
-    expect(ids).toContain('NIFTI-Reader-JS/air.hdr.gz');
-    expect(ids.some((i) => /\.img(\.gz)?$/.test(i))).toBe(false);
-    expect(ids.some((i) => i.endsWith('SOURCES.md'))).toBe(false);
+    expect(ids).toEqual(['NIFTI-Reader-JS/5D_small.nii', 'NIFTI-Reader-JS/air.hdr.gz', 'nibabel/standard.nii.gz']);
+    expect(items.every((i) => i.format === 'nifti')).toBe(true);
     // A .nii that is not NIfTI is still listed so that the decode stage reports it.
-    expect(items.find((i) => i.id === 'NIFTI-Reader-JS/not-nifti.nii')).toBeDefined();
-    expect(items.filter((i) => i.format === 'nifti').length).toBeGreaterThan(15);
+    expect((await collect([fixture('data/nifti')])).find((i) => i.id === 'NIFTI-Reader-JS/not-nifti.nii')).toBeDefined();
+  });
+
+  it('skips the files inside a folder that are not medical images', async () => {
+    // fixtures/corpus holds SOURCES.md, LICENSES.md and the reference decodes (.json, .npy.gz) beside the images.
+    const ids = (await collect([fixture('corpus')])).map((i) => i.id);
+    expect(ids.length).toBeGreaterThan(10);
+    expect(ids.every((i) => /^(dicom|nifti)\//.test(i))).toBe(true);
   });
 
   it('finds DICOM without preamble or extension and gzip-wrapped DICOM', async () => {
-    const items = await collect([sharedData('dicom/pydicom')]);
+    const root = fixture('corpus/dicom/pydicom');
+    const items = await collect([root]);
     const byId = new Map(items.map((i) => [i.id, i]));
     expect(byId.get('dicomdir_CT2/17106')?.format).toBe('dicom');
     expect(byId.get('no_meta.dcm')?.format).toBe('dicom');
     expect(byId.get('zipMR.gz')?.format).toBe('dicom');
-    expect(byId.get('CT_small.dcm')?.path).toBe(path.join(sharedData('dicom/pydicom'), 'CT_small.dcm'));
+    expect(byId.get('SC_rgb_rle_2frame.dcm')?.path).toBe(path.join(root, 'SC_rgb_rle_2frame.dcm'));
   });
 
   it('is deterministic', async () => {
-    const a = await collect([sharedData('dicom/cornerstone3D')]);
-    const b = await collect([sharedData('dicom/cornerstone3D')]);
+    const a = await collect([fixture('data/dicom/cornerstone3D')]);
+    const b = await collect([fixture('data/dicom/cornerstone3D')]);
     expect(a).toEqual(b);
-    expect(a.length).toBe(fs.readdirSync(sharedData('dicom/cornerstone3D')).length);
+    expect(a.length).toBe(fs.readdirSync(fixture('data/dicom/cornerstone3D')).length);
   });
 
   it('lists one item per MedMNIST image with label and split', async () => {
-    const items = await collect([sharedData('medmnist/pneumoniamnist.npz')]);
+    const items = await collect([sample('medmnist/pneumoniamnist.npz')]);
     expect(items.length).toBe(3882 + 524 + 624);
     expect(items[0]).toMatchObject({ id: 'pneumoniamnist.npz#train/0', entry: 'train/0', split: 'train', format: 'npz', modality: 'CR' });
     expect(items[0].label).toHaveLength(1);
@@ -56,9 +62,9 @@ describe('listSources', () => {
 
   it('reads CSV and JSONL manifests relative to the manifest', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-src-'));
-    fs.copyFileSync(sharedData('dicom/pydicom/CT_small.dcm'), path.join(dir, 'a.dcm'));
+    fs.copyFileSync(sample('dicom/pydicom/CT_small.dcm'), path.join(dir, 'a.dcm'));
     fs.mkdirSync(path.join(dir, 'sub'));
-    fs.copyFileSync(sharedData('nifti/nibabel/standard.nii.gz'), path.join(dir, 'sub', 'b.nii.gz'));
+    fs.copyFileSync(sample('nifti/nibabel/standard.nii.gz'), path.join(dir, 'sub', 'b.nii.gz'));
     fs.writeFileSync(path.join(dir, 'm.csv'), 'path,label,patient_id,modality,split\na.dcm,1,P1,ct,train\n"sub/b.nii.gz","[0,1]",P2,MR,val\n');
     fs.writeFileSync(path.join(dir, 'm.jsonl'), '{"path":"a.dcm","label":[1],"patientId":"P1"}\n\n{"path":"sub/b.nii.gz","split":"test"}\n');
     const csv = await collect([path.join(dir, 'm.csv')]);
@@ -74,9 +80,9 @@ describe('listSources', () => {
   });
 
   it('rejects missing inputs and non-medical files named explicitly', async () => {
-    await expect(collect([sharedData('nope/missing.dcm')])).rejects.toBeInstanceOf(MedsslError);
-    await expect(collect([sharedData('dicom/SOURCES.md')])).rejects.toThrow(/not a DICOM/);
-    await expect(collect([sharedData('nifti/NIFTI-Reader-JS/air.img.gz')])).rejects.toThrow(/name its .hdr/);
+    await expect(collect([fixture('corpus/nope/missing.dcm')])).rejects.toBeInstanceOf(MedsslError);
+    await expect(collect([fixture('corpus/SOURCES.md')])).rejects.toThrow(/not a DICOM/);
+    await expect(collect([sample('nifti/NIFTI-Reader-JS/air.img.gz')])).rejects.toThrow(/name its .hdr/);
   });
 });
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readJsonl } from '../../../pipeline/bridge.js';
 import type { MetricsEvent } from '../../../schemas/metrics.js';
-import { cli, sharedData } from '../../shared.js';
+import { cli, sample } from '../../shared.js';
 
 // A few seconds natively; the pure-JS backend (MEDSSL_BACKEND=cpu) is hundreds of times slower.
 const PURE_JS_TIMEOUT = 600_000;
@@ -22,7 +22,7 @@ describe('medssl pretrain', () => {
   it('writes a run, refuses to overwrite it, and resumes it', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-cli-'));
     const file = path.join(dir, 'c.yaml');
-    fs.writeFileSync(file, config([sharedData('medmnist/pneumoniamnist.npz')]));
+    fs.writeFileSync(file, config([sample('medmnist/pneumoniamnist.npz')]));
     const out = path.join(dir, 'run');
     const summary = JSON.parse(execFileSync(process.execPath, [cli, 'pretrain', '--config', file, '--out', out, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
     expect(summary.steps).toBe(2);
@@ -32,7 +32,7 @@ describe('medssl pretrain', () => {
     expect(again.status).toBe(1);
     expect(again.stderr.trim().split('\n').filter((l) => l.startsWith('medssl:'))).toEqual([`medssl: ${out}: already holds a run: pass --resume to continue it, or choose another --out`]);
     // Resuming a finished run with more epochs continues it.
-    fs.writeFileSync(file, config([sharedData('medmnist/pneumoniamnist.npz')]).replace('epochs: 2', 'epochs: 3'));
+    fs.writeFileSync(file, config([sample('medmnist/pneumoniamnist.npz')]).replace('epochs: 2', 'epochs: 3'));
     const resumed = JSON.parse(execFileSync(process.execPath, [cli, 'pretrain', '--config', file, '--out', out, '--resume', '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
     expect(resumed.steps).toBe(3);
   }, PURE_JS_TIMEOUT);
