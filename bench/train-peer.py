@@ -18,7 +18,8 @@
 #     {"name": "train-peer/64px/nchw", "unit": "images/s", "value": ..., "config": {...}}
 #   or {"error": "...", "command": ...} for a command it cannot run. EOF on stdin ends the worker.
 # The model, optimizer and input batches are built once per (size, format, padding) and cached; the first command
-# for one also runs one untimed warm-up step. Everything but these JSON lines goes to stderr.
+# for one also runs one untimed warm-up step. config.peakRssMB is the worker's peak so far (getrusage maxrss): it
+# covers every size run before in the same worker. Everything but these JSON lines goes to stderr.
 #
 # What one step does, as stages/train/trainer.ts does it:
 #   - crops of the same resolution are stacked and encoded together (each resolution has its own BN statistics);
@@ -227,7 +228,7 @@ class SwAV(nn.Module):
         w = self.prototypes.weight
         w.copy_(F.normalize(w, dim=1))
 
-    def forward(self, crops_by_resolution, batch):
+    def forward(self, crops_by_resolution):
         """Scores [V * B, K] (z . c, before temperature) of the crops, in view order. `crops_by_resolution` is one
         [n * B, C, S, S] tensor per crop size, in view order (the globals, then the locals)."""
         feats = torch.cat([self.encoder(x) for x in crops_by_resolution])
@@ -379,7 +380,7 @@ class Run:
         """One optimizer step; returns [loss, ssl loss, code entropy, prototype usage] read back to the host."""
         b = self.batch
         self.optimizer.zero_grad(set_to_none=True)
-        scores = self.model(self.inputs, b)
+        scores = self.model(self.inputs)
         crop_scores = list(scores.split(b))
         loss = swav_loss(crop_scores, self.temperature, self.epsilon, self.iterations, self.assign)
         loss.backward()
