@@ -3,20 +3,23 @@
 # compared on the same machine under the same load. Both sides read their sizes from bench/train-sizes.json (medssl
 # config objects, see its `about`).
 #
-# Setup (torch 2.13.0, CPU wheel; `torch==2.13.0+cpu` names the CPU build explicitly where an index offers both):
+# Setup: torch 2.13.0, CPU build. Where the index offers only the CPU wheel for 2.13.0 the plain pin gets it; where
+# it offers both, pin `torch==2.13.0+cpu` (the default Linux wheel pulls in the CUDA runtime packages):
 #   python3 -m venv .peer && .peer/bin/pip install torch==2.13.0 numpy
-#   .peer/bin/python bench/train-peer.py --check              # the peer's own correctness checks
+#   .peer/bin/python bench/train-peer.py --check                # correctness checks (see run_checks)
 #   .peer/bin/python bench/train-peer.py --once 64px --steps 4  # a human run: both memory formats
 #
 # Worker protocol (what medssl's bench spawns, alternating rounds with its own trainer):
 #   stdout, once after import:  {"ready": true, "torch": "2.13.0+cpu", "threads": 2}
-#   stdin, one JSON per line:   {"size": "64px", "steps": 4, "format": "nchw"}   (format: "nchw" | "channels_last";
-#                               optional "padding": "tf" | "symmetric", default "tf")
+#   stdin, one JSON per line:   {"size": "64px", "steps": 4, "format": "nchw"}
+#       format: "nchw" | "channels_last"; optional "padding": "symmetric" (default) | "tf" (see 'SAME' below);
+#       optional "threads": n (default: the worker's --threads, itself os.cpu_count() by default)
 #   stdout, one line per command, medssl's bench format:
 #     {"name": "train-peer/64px/nchw", "unit": "images/s", "value": ..., "config": {...}}
 #   or {"error": "...", "command": ...} for a command it cannot run. EOF on stdin ends the worker.
 # The model, optimizer and input batches are built once per (size, format, padding) and cached; the first command
-# for one also runs one untimed warm-up step. Everything but these JSON lines goes to stderr.
+# for one also runs one untimed warm-up step. config.peakRssMB is the worker's peak so far (getrusage maxrss): it
+# covers every size run before in the same worker. Everything but these JSON lines goes to stderr.
 #
 # What one step does, as stages/train/trainer.ts does it:
 #   - crops of the same resolution are stacked and encoded together (each resolution has its own BN statistics);
@@ -24,6 +27,9 @@
 #   - scores against unit-norm prototypes; Sinkhorn-Knopp in the log domain on the assigned crops, without gradient;
 #   - the swapped-prediction loss, backward, LARS, prototypes renormalised, BN moving averages updated;
 #   - the step's metrics (loss, code entropy, prototype usage) read back to the host as one small vector.
+# With padding "tf" and medssl's initial weights copied in, two steps of this code were compared with medssl's
+# Trainer on small configs (both stems, even and odd crop sizes, both memory formats): losses agreed to 1e-6 and
+# every parameter and moving statistic to 7e-6 relative (float32 round-off).
 import argparse
 import json
 import math
@@ -57,8 +63,11 @@ def log(*parts):
 # max((ceil(n / s) - 1) * s + k - n, 0), of which the smaller half goes before (left = total // 2) and the rest
 # after. PyTorch pads symmetrically (k // 2 each side). Same output shape and the same FLOPs either way, but where
 # TF's total is odd the windows differ: a 3x3/2 conv on an even input is padded (0, 1) by TF and (1, 1) by
-# PyTorch, a 7x7/2 stem on an even input (2, 3) against (3, 3). padding='tf' reproduces TF's windows exactly; 'symmetric'
-# is the plain PyTorch model (for measuring what the exact padding costs).
+# PyTorch, a 7x7/2 stem on an even input (2, 3) against (3, 3). padding='tf' reproduces TF's windows exactly (--check
+# verifies it against a direct computation) at the price of an F.pad copy before each such conv and its gradient:
+# about 4-5% of a 64 px step's CPU time, measured. The bench default is therefore 'symmetric', the plain PyTorch
+# model: the same output shapes, hence exactly the same FLOPs, with windows shifted by one pixel at those convs. The
+# 3x3/2 max pool needs no copy for TF's windows (ceil_mode, below), so it follows the padding setting like the convs.
 
 def tf_same_pads(n, k, s):
     out = -(-n // s)
@@ -186,7 +195,7 @@ class ProjectionHead(nn.Module):
 
 
 class SwAV(nn.Module):
-    def __init__(self, model_cfg, channels, padding_mode='tf'):
+    def __init__(self, model_cfg, channels, padding_mode='symmetric'):
         super().__init__()
         self.spec = encoder_spec(model_cfg)
         proj = model_cfg.get('projection', {})
@@ -219,7 +228,7 @@ class SwAV(nn.Module):
         w = self.prototypes.weight
         w.copy_(F.normalize(w, dim=1))
 
-    def forward(self, crops_by_resolution, batch):
+    def forward(self, crops_by_resolution):
         """Scores [V * B, K] (z . c, before temperature) of the crops, in view order. `crops_by_resolution` is one
         [n * B, C, S, S] tensor per crop size, in view order (the globals, then the locals)."""
         feats = torch.cat([self.encoder(x) for x in crops_by_resolution])
@@ -337,7 +346,7 @@ def code_metrics(assigned, k, epsilon, iterations):
 class Run:
     """One bench size in one memory format: the model, its optimizer and a fixed batch of random crops."""
 
-    def __init__(self, cfg, fmt, padding_mode='tf'):
+    def __init__(self, cfg, fmt, padding_mode='symmetric'):
         t, aug = cfg.get('train', {}), cfg['augment']
         if t.get('objective', 'swav') != 'swav' or t.get('clustering', 'multi-modal') != 'multi-modal' \
                 or t.get('queue', {}).get('length', 0) != 0 or t.get('freezePrototypesSteps', 0) != 0:
@@ -371,7 +380,7 @@ class Run:
         """One optimizer step; returns [loss, ssl loss, code entropy, prototype usage] read back to the host."""
         b = self.batch
         self.optimizer.zero_grad(set_to_none=True)
-        scores = self.model(self.inputs, b)
+        scores = self.model(self.inputs)
         crop_scores = list(scores.split(b))
         loss = swav_loss(crop_scores, self.temperature, self.epsilon, self.iterations, self.assign)
         loss.backward()
@@ -420,7 +429,8 @@ class Worker:
 
     def handle(self, cmd):
         size, fmt = cmd.get('size'), cmd.get('format', 'nchw')
-        steps, padding_mode = cmd.get('steps', 4), cmd.get('padding', 'tf')
+        steps, padding_mode = cmd.get('steps', 4), cmd.get('padding', 'symmetric')
+        threads = cmd.get('threads', self.threads)
         if size not in self.sizes:
             raise ValueError(f'unknown size {size!r} (have {", ".join(self.sizes)})')
         if fmt not in ('nchw', 'channels_last'):
@@ -429,11 +439,14 @@ class Worker:
             raise ValueError(f'padding {padding_mode!r}: expected "tf" or "symmetric"')
         if not (isinstance(steps, int) and steps > 0):
             raise ValueError(f'steps {steps!r}: expected a positive integer')
+        if not (isinstance(threads, int) and threads > 0):
+            raise ValueError(f'threads {threads!r}: expected a positive integer')
+        torch.set_num_threads(threads)  # per command, so a caller can compare thread counts in one worker
         key = (size, fmt, padding_mode)
         if key not in self.runs:
             log(f'building {size} {fmt} ({padding_mode} padding)')
             self.runs[key] = Run(self.sizes[size], fmt, padding_mode)
-        return measure(self.runs[key], size, fmt, steps, self.threads, padding_mode)
+        return measure(self.runs[key], size, fmt, steps, threads, padding_mode)
 
 
 def emit(obj):
@@ -527,18 +540,18 @@ def run_checks():
         'train': {'batchSize': 8, 'optimizer': {'name': 'lars', 'lr': 0.3, 'minLr': 0.3}},
     }
     for stem, g_size, l_size in (('small', 16, 8), ('imagenet', 32, 16)):
-        for fmt in ('nchw', 'channels_last'):
+        for fmt, padding_mode in (('nchw', 'symmetric'), ('channels_last', 'symmetric'), ('nchw', 'tf'), ('channels_last', 'tf')):
             cfg = dict(tiny, model={'arch': 'resnet', 'width': 4, 'depth': [1, 1], 'stem': stem,
                                     'projection': {'hidden': 16, 'out': 8}, 'prototypes': 10},
                        augment={'global': {'count': 2, 'size': g_size}, 'local': {'count': 2, 'size': l_size}})
-            run = Run(cfg, fmt)
+            run = Run(cfg, fmt, padding_mode)
             before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
             stats = {n: b.detach().clone() for n, b in run.model.named_buffers() if 'running' in n}
             metrics = run.step()
             unchanged = [n for n, p in run.model.named_parameters() if torch.equal(p.detach(), before[n])]
             stale = [n for n, b in run.model.named_buffers() if 'running' in n and torch.equal(b, stats[n])]
             norms = run.model.prototypes.weight.norm(dim=1)
-            what = f'{stem} stem, {fmt}: one step'
+            what = f'{stem} stem, {fmt}, {padding_mode} padding: one step'
             check(not unchanged, f'{what} changes all {len(before)} parameter tensors' + (f' (unchanged: {unchanged})' if unchanged else ''))
             check(not stale, f'{what} updates all {len(stats)} BN moving statistics' + (f' (stale: {stale})' if stale else ''))
             check(torch.allclose(norms, torch.ones_like(norms), atol=1e-6), f'{what} leaves unit-norm prototypes')
@@ -567,7 +580,8 @@ def main():
     ap.add_argument('--once', metavar='SIZE', help='measure one size and exit (no stdin protocol)')
     ap.add_argument('--steps', type=int, default=4, help='timed steps for --once')
     ap.add_argument('--format', default='both', choices=['nchw', 'channels_last', 'both'], help='memory format for --once')
-    ap.add_argument('--padding', default='tf', choices=['tf', 'symmetric'], help="'tf': TensorFlow's SAME windows (default)")
+    ap.add_argument('--padding', default='symmetric', choices=['tf', 'symmetric'],
+                    help="'symmetric' (default): PyTorch's k // 2, same FLOPs; 'tf': TensorFlow's SAME windows exactly")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
