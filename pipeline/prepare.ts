@@ -46,7 +46,7 @@ export function preparationHash(config: Config): string {
  * The sources under `inputs`: what stages/source lists (DICOM, NIfTI, manifests, .npz entries), plus bare .npy
  * arrays. Ids are paths relative to the input (its folder for a file), plus `#<split>/<index>` for archive entries.
  */
-export async function* listInputs(inputs: string[], opts: { maxFileBytes?: number } = {}): AsyncGenerator<SourceItem> {
+export async function* listInputs(inputs: string[], opts: { maxFileBytes?: number; followLinks?: 'within' | 'all' | 'none' } = {}): AsyncGenerator<SourceItem> {
   yield* listSources(inputs, { ...opts, includeNpy: true });
 }
 
@@ -110,12 +110,12 @@ export async function ingestInputs(config: Config, inputs: string[], cachePath: 
   let total: number | undefined;
   if (opts.progress?.isTTY) {
     total = 0;
-    for await (const _ of listInputs(inputs, { maxFileBytes: config.data.maxFileBytes })) total++;
+    for await (const _ of listInputs(inputs, { maxFileBytes: config.data.maxFileBytes, followLinks: config.data.followLinks })) total++;
   }
   const bar = opts.progress ? ingestProgressBar(opts.progress, { total }) : undefined;
   try {
     const summary = await ingest({
-      sources: listInputs(inputs, { maxFileBytes: config.data.maxFileBytes }),
+      sources: listInputs(inputs, { maxFileBytes: config.data.maxFileBytes, followLinks: config.data.followLinks }),
       prepare: pool?.prepare ?? prepareSource(config),
       store,
       normalizationHash: preparationHash(config),

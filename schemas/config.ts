@@ -14,6 +14,11 @@ export const DataConfig = z.strictObject({
   maxPixels: z.number().int().positive().default(64 * 1024 * 1024),
   /** Volumes are cut into 2-D slices along this voxel axis (0 = i, 1 = j, 2 = k). */
   sliceAxis: z.number().int().min(0).max(2).default(2),
+  /**
+   * Symbolic links met inside input folders: 'within' follows those whose target stays inside the folder, 'all'
+   * follows every one, 'none' none. A link not followed is reported as a failure, never skipped silently.
+   */
+  followLinks: z.enum(['within', 'all', 'none']).default('within'),
   /** Frames of a single value (padding, empty mask slices) are not cached or trained on. */
   skipConstantFrames: z.boolean().default(true),
   /** Salt for the patient/study/series hashes. Set your own per site; the default is public. */

@@ -37,6 +37,11 @@ export const SourceItem = z.object({
   /** Overrides the modality read from the file. */
   modality: z.string().optional(),
   split: z.enum(['train', 'val', 'test']).optional(),
+  /**
+   * Set by the source stage for an entry it will not read (a link not followed, a FIFO, an entry it cannot stat):
+   * the item becomes this failure without being opened.
+   */
+  error: z.object({ code: z.enum(['unreadable', 'not-found']), reason: z.string() }).optional(),
 });
 export type SourceItem = z.infer<typeof SourceItem>;
 

@@ -90,6 +90,12 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
   const maxPendingCommits = 64;
 
   const one = async (item: SourceItem): Promise<void> => {
+    if (item.error) {
+      // The source stage would not read it (a link not followed, a FIFO): a failure now, looked at again next run.
+      failures.record(toFailure(new MedsslError(item.error.code, item.path, item.error.reason), item.path, 'source', item.id));
+      progress.failures++;
+      return;
+    }
     if (opts.trustFileStamps) {
       const st = await fs.promises.stat(item.path).catch(() => undefined);
       const known = st && store.stamp(item.path);
@@ -226,12 +232,25 @@ class FileHashes {
   }
 
   private async read(file: string): Promise<FileHash> {
-    const st = await fs.promises.stat(file);
-    if (!st.isFile()) throw new MedsslError('unreadable', file, 'not a regular file');
-    if (st.size > this.maxBytes) throw new MedsslError('too-large', file, `file is ${st.size} bytes (limit ${this.maxBytes})`);
-    const bytes = await fs.promises.readFile(file);
-    this.onRead(bytes.length);
-    // The stamp is the stat taken before reading: a write during the read makes the next stat differ.
-    return { bytes, sha256: crypto.createHash('sha256').update(bytes).digest('hex'), size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+    // Non-blocking open and fstat: a FIFO must fail here, not block the read; at most the checked size is read.
+    const fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new MedsslError('unreadable', file, 'not a regular file');
+      if (st.size > this.maxBytes) throw new MedsslError('too-large', file, `file is ${st.size} bytes (limit ${this.maxBytes})`);
+      const buf = Buffer.allocUnsafeSlow(st.size);
+      let n = 0;
+      while (n < buf.length) {
+        const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+        if (bytesRead === 0) break;
+        n += bytesRead;
+      }
+      const bytes = buf.subarray(0, n);
+      this.onRead(bytes.length);
+      // The stamp is the stat taken before reading: a write during the read makes the next stat differ.
+      return { bytes, sha256: crypto.createHash('sha256').update(bytes).digest('hex'), size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+    } finally {
+      await fh.close();
+    }
   }
 }

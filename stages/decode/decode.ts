@@ -106,6 +106,7 @@ function resolveOptions(opts: Omit<DecodeOptions, 'failures'>): Resolved {
 export async function* decodeItem(item: SourceItem, bytes: Uint8Array | undefined, options: Omit<DecodeOptions, 'failures'>): AsyncGenerator<DecodedImage> {
   const opts = resolveOptions(options);
   const file = item.path;
+  if (item.error) throw new MedsslError(item.error.code, file, item.error.reason);
   if (item.format === 'npz' || (item.entry !== undefined && /\.npz$/i.test(file))) {
     yield* npzFrames(item, bytes, opts);
     return;
@@ -259,22 +260,38 @@ function isNiftiSize(b: Uint8Array): boolean {
   return le === 348 || le === 540 || be === 348 || be === 540;
 }
 
-/** Reads a whole file after checking its size (the limit is checked before any allocation). */
+/**
+ * Reads a whole regular file after checking its size: the limit is checked before any allocation, and never more
+ * than the size checked is read (a file that grows meanwhile is cut there). Opened non-blocking and checked with
+ * fstat, so a FIFO or device put where a file was fails at once instead of blocking.
+ */
 export function readBounded(file: string, maxBytes: number): Uint8Array {
-  let size: number;
+  let fd: number;
   try {
-    const st = fs.statSync(file);
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new MedsslError('not-found', file, 'no such file');
+    throw new MedsslError('unreadable', file, `cannot open: ${code ?? (err as Error).message}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
     if (st.isDirectory()) throw new MedsslError('unreadable', file, 'is a folder');
-    size = st.size;
+    if (!st.isFile()) throw new MedsslError('unreadable', file, 'not a regular file');
+    if (st.size > maxBytes) throw new MedsslError('too-large', file, `${st.size} bytes exceeds the ${maxBytes}-byte limit`);
+    const out = Buffer.allocUnsafeSlow(st.size);
+    let n = 0;
+    while (n < out.length) {
+      const got = fs.readSync(fd, out, n, out.length - n, n);
+      if (got === 0) break; // shrank since fstat: what is there
+      n += got;
+    }
+    return out.subarray(0, n);
   } catch (err) {
     if (err instanceof MedsslError) throw err;
-    throw new MedsslError('not-found', file, 'no such file');
-  }
-  if (size > maxBytes) throw new MedsslError('too-large', file, `${size} bytes exceeds the ${maxBytes}-byte limit`);
-  try {
-    return fs.readFileSync(file);
-  } catch (err) {
     throw new MedsslError('unreadable', file, `cannot read: ${(err as Error).message}`);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { MedsslError } from '../../pipeline/failures.js';
-import { walkFiles, fromHighland } from '../../pipeline/bridge.js';
+import { type FollowLinks, walkFiles, fromHighland } from '../../pipeline/bridge.js';
 import type { Format, SourceItem } from '../../schemas/records.js';
 import { readNpz } from './npy.js';
 
@@ -15,6 +15,8 @@ export interface SourceOptions {
   maxFileBytes?: number;
   /** List bare .npy arrays too (the cache's preparation reads them; the decode stage does not). */
   includeNpy?: boolean;
+  /** Symbolic links inside folders: follow those that stay inside the folder (default), all, or none. */
+  followLinks?: FollowLinks;
 }
 
 /**
@@ -33,8 +35,12 @@ export async function* listSources(inputs: string[], opts: SourceOptions = {}): 
       throw new MedsslError('not-found', input, 'no such file or folder');
     }
     if (st.isDirectory()) {
-      for await (const file of fromHighland(walkFiles(input))) {
+      for await (const { path: file, problem } of fromHighland(walkFiles(input, { links: opts.followLinks }))) {
         const rel = toId(path.relative(path.resolve(input), file));
+        if (problem) {
+          yield { id: rel, path: file, error: { code: 'unreadable', reason: problem } };
+          continue;
+        }
         // A file that cannot be sniffed or expanded is still listed, whole: the decode stage then turns it into a
         // failure record, and the walk goes on (one bad file never ends a listing).
         let kind: Kind;
@@ -62,6 +68,7 @@ export async function* listSources(inputs: string[], opts: SourceOptions = {}): 
       }
       continue;
     }
+    if (!st.isFile()) throw new MedsslError('unreadable', input, 'not a regular file or folder');
     const rel = toId(path.basename(input));
     const kind = await sniff(input);
     if (kind === 'manifest') yield* manifestItems(input, maxFileBytes);
@@ -83,8 +90,10 @@ export async function sniff(file: string): Promise<Kind> {
   if (/\.img(\.gz)?$/.test(lower)) return 'pair-image';
   let head: Buffer;
   try {
-    const fh = await fs.promises.open(file, 'r');
+    // Non-blocking, then checked: a FIFO put where a file was would otherwise block the open or the read forever.
+    const fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     try {
+      if (!(await fh.stat()).isFile()) throw new Error('not a regular file');
       head = Buffer.alloc(512);
       const { bytesRead } = await fh.read(head, 0, 512, 0);
       head = head.subarray(0, bytesRead);
