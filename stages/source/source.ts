@@ -130,9 +130,18 @@ export function detectFormat(head: Uint8Array, lowerName: string): Format | unde
   return formatFromName(lowerName);
 }
 
-/** A dataset without preamble: the first tag is group 0002 or 0008 (either byte order), as no-meta files start. */
+/**
+ * A dataset without preamble: the first tag is group 0002 or 0008 (either byte order), as no-meta files start, or a
+ * command group length (0000,0000) UL, as some ACR-NEMA files do. Group lengths are never trusted (their value
+ * may claim more than the file holds; pydicom ignores them too), only the element's own 4-byte length is checked.
+ */
 function looksLikeRawDicom(h: Uint8Array): boolean {
   if (h.length < 8) return false;
+  if (h[0] === 0 && h[1] === 0 && h[2] === 0 && h[3] === 0) {
+    const implicitUL = h[4] === 4 && h[5] === 0 && h[6] === 0 && h[7] === 0;
+    const explicitUL = h[4] === 0x55 && h[5] === 0x4c && h[6] === 4 && h[7] === 0;
+    return h.length >= 12 && (implicitUL || explicitUL);
+  }
   const groupLE = h[0] | (h[1] << 8);
   const groupBE = (h[0] << 8) | h[1];
   const group = groupLE === 0x0002 || groupLE === 0x0008 ? groupLE : groupBE === 0x0002 || groupBE === 0x0008 ? groupBE : 0;
