@@ -31,8 +31,9 @@ export function register(program: Command): void {
       const numLabels = labelled ? labelWidth(pool) : 0;
       if (config.train.objective === 'supervised' && numLabels === 0) throw new MedsslError('invalid-value', opts.config, 'objective "supervised" needs labelled inputs (an .npz with <split>_labels, or a manifest with labels)');
       try {
+        const { runPaths } = await import('../privacy.js');
         const result = await pretrain({
-          config, runDir: opts.out, resume: opts.resume, gate,
+          config: runPaths(config, opts.out).config(config), runDir: opts.out, resume: opts.resume, gate,
           stepsPerEpoch: poolStepsPerEpoch(pool, config),
           batches: (epoch) => poolBatches(pool, config, { seed: config.seed, epoch, gate, failures, numLabels, steps: poolStepsPerEpoch(pool, config) }),
           onEvent: (e) => {
