@@ -104,7 +104,7 @@ export function* dicomFrames(d: DicomFile, g: ImageGeometry, enc: Encoding, file
     return;
   }
   if (px.kind !== 'encapsulated') throw new MedsslError('corrupt', file, `native pixel data in compressed transfer syntax ${d.transferSyntax}`);
-  const lists = framesOf(px, g.frames, d.bytes, file);
+  const lists = framesOf(px, g.frames, d.bytes, file, enc.kind === 'codec' && enc.family === 'jxl');
   for (let f = 0; f < g.frames; f++) {
     const stream = frameBytes(d.bytes, lists[f]);
     if (enc.kind === 'deflatedFrames') {

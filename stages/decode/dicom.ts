@@ -297,7 +297,7 @@ function readHeaderOnly(ctx: Ctx, p: number): { tag: number; vr: string; offset:
 }
 
 /** The frames of encapsulated pixel data as fragment lists (PS3.5 A.4: offset table, one fragment each, or markers). */
-export function framesOf(px: Extract<PixelData, { kind: 'encapsulated' }>, frames: number, bytes: Uint8Array, file: string): Array<Array<[number, number]>> {
+export function framesOf(px: Extract<PixelData, { kind: 'encapsulated' }>, frames: number, bytes: Uint8Array, file: string, jxl = false): Array<Array<[number, number]>> {
   const { fragments, offsets } = px;
   if (fragments.length === 0) throw new MedsslError('no-pixel-data', file, 'encapsulated pixel data has no fragments');
   if (frames === 1) return [fragments];
@@ -323,17 +323,19 @@ export function framesOf(px: Extract<PixelData, { kind: 'encapsulated' }>, frame
   // No usable offset table and more fragments than frames: a frame starts at each fragment that opens a codestream.
   const out: Array<Array<[number, number]>> = [];
   for (const frag of fragments) {
-    if (!out.length || startsCodestream(bytes, frag[0], frag[1])) out.push([frag]);
+    if (!out.length || startsCodestream(bytes, frag[0], frag[1], jxl)) out.push([frag]);
     else out[out.length - 1].push(frag);
   }
   if (out.length !== frames) throw new MedsslError('corrupt', file, `found ${out.length} codestreams in ${fragments.length} fragments for ${frames} frames`);
   return out;
 }
 
-function startsCodestream(b: Uint8Array, o: number, n: number): boolean {
+function startsCodestream(b: Uint8Array, o: number, n: number, jxl: boolean): boolean {
   if (n < 4) return false;
   if (b[o] === 0xff && b[o + 1] === 0xd8 && b[o + 2] === 0xff) return true; // JPEG SOI
   if (b[o] === 0xff && b[o + 1] === 0x4f && b[o + 2] === 0xff && b[o + 3] === 0x51) return true; // J2K SOC + SIZ
+  // JPEG XL only under its own syntaxes: FF 0A may start a fragment in the middle of a J2K codestream.
+  if (jxl && ((b[o] === 0xff && b[o + 1] === 0x0a) || (n >= 12 && b[o + 4] === 0x4a && b[o + 5] === 0x58 && b[o + 6] === 0x4c && b[o + 7] === 0x20))) return true;
   return n >= 12 && b[o + 4] === 0x6a && b[o + 5] === 0x50 && b[o + 6] === 0x20 && b[o + 7] === 0x20; // JP2 signature box
 }
 
