@@ -1,7 +1,8 @@
 // From a parsed DICOM file to its frames of stored values, following pydicom 3's conventions (see README.md here):
 // native, deflated, RLE and JPEG data keep the low BitsStored bits (sign-extended when PixelRepresentation = 1),
 // JPEG-LS sign-extends from the codestream precision, J2K reinterprets bits when the codestream's signedness
-// differs from PixelRepresentation. Colour: native/RLE as stored; JPEG and J2K as the codec outputs (RGB).
+// differs from PixelRepresentation, JPEG XL keeps the low BitsStored bits like JPEG, packed 12-bit (BitsAllocated 12)
+// unpacks to 16 bits. Colour: native/RLE as stored; JPEG, J2K and JPEG XL as the codec outputs (RGB).
 
 import zlib from 'node:zlib';
 import { MedsslError } from '../../pipeline/failures.js';
