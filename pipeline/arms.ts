@@ -19,6 +19,8 @@ import path from 'node:path';
 import type { NormalizedImage } from '../schemas/records.js';
 import { FailureLog } from './failures.js';
 import { type TrainingPool, labelWidth, openTrainingPool, poolBatches, poolGate } from './batches.js';
+import { sourceNames } from './prepare.js';
+import { runPaths } from './privacy.js';
 import { loadEncoder } from '../stages/train/checkpoint.js';
 import { pretrain } from '../stages/train/pretrain.js';
 import { ParamStore } from '../stages/train/params.js';
@@ -168,7 +170,9 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
     }
     return pool;
   };
-  const fileName = (f: string) => path.basename(f);
+  // Source ids name files by their hashed components under data.hashPaths: match (and name caches) the same way.
+  const names = sourceNames(config, []);
+  const fileName = (f: string) => names.component(path.basename(f));
   const sourceFile = (image: NormalizedImage) => image.sourceId.split('#')[0].split('/').pop() ?? '';
   return trainerArms({
     loadEncoder,
@@ -204,7 +208,8 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
       const gate = poolGate(sized);
       const failures = new FailureLog(gate);
       return pretrain({
-        config: sized, runDir, gate, stepsPerEpoch,
+        // The run folder's config.json names input files as the experiment's outputs do (privacy.ts runPaths).
+        config: runPaths(sized, runDir).config(sized), runDir, gate, stepsPerEpoch,
         batches: (epoch) => poolBatches(pool, sized, { seed: sized.seed, epoch, gate, failures, numLabels, steps: stepsPerEpoch, ...(data.labelled ? { labelled: data.labelled } : {}) }),
       });
     },

@@ -11,7 +11,9 @@ data:
   maxPixels: 67108864         # frames claiming more pixels are rejected from the header
   sliceAxis: 2                # volumes become 2-D slices along this voxel axis (0 = i, 1 = j, 2 = k)
   skipConstantFrames: true    # frames of one value (padding, empty mask slices) are not cached or trained on
-  privacySalt: medssl         # salt for the patient/study/series hashes: the default is public, set your own per site
+  followLinks: within         # symbolic links in folders: within (targets inside the folder), all, or none
+  privacyKeyFile: null        # file holding the secret (16+ bytes) of the patient/study/series keys; else MEDSSL_PRIVACY_KEY
+  hashPaths: false            # true: input paths appear only as keyed hashes (cache, logs, reports)
 
 normalize:                    # formulas in stages/normalize/README.md
   ct:

@@ -6,7 +6,8 @@ export { FailureLog, MedsslError, guard, toFailure, type GuardOptions } from './
 export { walkFiles, fromHighland, toHighland, writeJsonl, readJsonl } from './bridge.js';
 export { loadConfig, stableHash } from './config.js';
 export { listSources, detectFormat, medmnistModality, type SourceOptions } from '../stages/source/source.js';
-export { decode, decodeItem, decodeFile, privacyKey, type DecodeOptions, type DecodedFile } from '../stages/decode/decode.js';
+export { decode, decodeItem, decodeFile, type DecodeOptions, type DecodedFile } from '../stages/decode/decode.js';
+export { Keyring, privacyKeyring, warnPublicKey, SourceNames, PRIVACY_KEY_ENV, type KeyKind } from './privacy.js';
 export { normalize, normalizeImage, modalityRule, foregroundZScore, unitScale, resampleToSpacing, type NormalizeOptions, type ModalityRule } from '../stages/normalize/normalize.js';
 export { hounsfieldWindow, modalityLut, percentiles, otsuThreshold } from '../stages/normalize/intensity.js';
 export { augment, resolveWorkers, type AugmentOptions } from '../stages/augment/augment.js';
@@ -39,7 +40,7 @@ export {
 export { ingest, shardOf, parseShard, type IngestOptions, type IngestProgress, type IngestSummary, type Prepare, type Shard } from '../stages/cache/ingest.js';
 export { replay, replay$, CacheDataset, type ReplayOptions } from '../stages/cache/replay.js';
 export { verifyCache, cacheStats, type VerifyReport, type CacheStats } from '../stages/cache/verify.js';
-export { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig, saltedKey, ingestInputs, PREPARE_VERSION, type IngestInputsOptions } from './prepare.js';
+export { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig, sourceNames, ingestInputs, PREPARE_VERSION, type IngestInputsOptions } from './prepare.js';
 export { packageVersion, packageRoot } from './version.js';
 export { tf, backendInfo, loadTensorflow, tensorflowLoaded, tensorflowEnvironment, type BackendInfo, type BackendName } from './tensorflow.js';
 export { runExperimentJob, experimentSummary, presetFor } from './job.js';

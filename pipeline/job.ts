@@ -8,6 +8,7 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Config } from '../schemas/config.js';
 import { stableHash } from './config.js';
+import { runPaths } from './privacy.js';
 import { packageVersion } from './version.js';
 import type { Preset } from '../stages/evaluate/experiment.js';
 import type { ResultsDocument } from '../stages/evaluate/report.js';
@@ -26,7 +27,13 @@ export async function runExperimentJob(config: Config, opts: ExperimentJobOption
   const started = new Date().toISOString();
   // Read the labelled data before TensorFlow loads, so bad input fails fast with its one-line error.
   const { loadMedmnist } = await import('../stages/evaluate/datasets.js');
-  const datasets = config.evaluate.datasets.map((d) => loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice }));
+  const paths = runPaths(config, opts.out);
+  const datasets = config.evaluate.datasets.map((d) => {
+    // With data.hashPaths neither a dataset nor its task is named after its file unless the config names it.
+    const base = path.basename(d.file).replace(/\.npz$/i, '');
+    const ds = loadMedmnist(d.file, { name: d.name ?? paths.hashed(base), modality: d.modality, slice: d.slice });
+    return config.data.hashPaths ? { ...ds, tasks: ds.tasks.map((t) => t.split(base).join(paths.hashed(base))) } : ds;
+  });
   const { PRESETS, PAPER_ARMS, runExperiment } = await import('../stages/evaluate/experiment.js');
   const { resultsDocument, writeReports } = await import('../stages/evaluate/report.js');
   const { experimentArms } = await import('./arms.js');
@@ -37,8 +44,9 @@ export async function runExperimentJob(config: Config, opts: ExperimentJobOption
   const preset = presetFor(PRESETS[config.evaluate.preset], config);
   const arms = config.evaluate.arms ?? PAPER_ARMS;
   fs.mkdirSync(opts.out, { recursive: true });
-  // The resolved config replays the run: `medssl experiment --config OUT/config.json --out OTHER`.
-  fs.writeFileSync(path.join(opts.out, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+  // The resolved config replays the run: `medssl experiment --config OUT/config.json --out OTHER` (its paths are
+  // relative to OUT, never absolute; with data.hashPaths they are hashes, and it does not replay).
+  fs.writeFileSync(path.join(opts.out, 'config.json'), `${JSON.stringify(paths.config(config), null, 2)}\n`);
   const metrics = fs.openSync(path.join(opts.out, 'metrics.jsonl'), 'w');
   const bar = experimentProgress(opts.progress, arms.length * datasets.length, log);
   let result;
@@ -52,21 +60,22 @@ export async function runExperimentJob(config: Config, opts: ExperimentJobOption
     fs.closeSync(metrics);
   }
   const doc = resultsDocument(result, preset, {
-    command: opts.command ?? ['medssl', ...process.argv.slice(2)].join(' '),
-    config,
+    command: paths.text(opts.command ?? ['medssl', ...process.argv.slice(2)].join(' ')),
+    config: paths.config(config),
     configHash: stableHash(config),
     seeds: preset.seeds,
     versions: { medssl: packageVersion, node: process.versions.node, tfjs: backendInfo.tfjsVersion, tensorflow: backendInfo.tensorflowVersion },
     backend: backendInfo.backend,
-    datasets: config.evaluate.datasets.map((d) => fileDigest(d.file)),
+    datasets: config.evaluate.datasets.map((d) => ({ ...fileDigest(d.file), file: paths.file(d.file) })),
     cacheKeys: {
-      ...Object.fromEntries(config.evaluate.datasets.map((d) => [d.file, fileDigest(d.file).sha256.slice(0, 16)])),
-      ...(provider.cacheKeys?.() ?? {}),
+      ...Object.fromEntries(config.evaluate.datasets.map((d) => [paths.file(d.file), fileDigest(d.file).sha256.slice(0, 16)])),
+      ...Object.fromEntries(Object.entries(provider.cacheKeys?.() ?? {}).map(([k, v]) => [paths.text(k), v])),
     },
     started,
     finished: new Date().toISOString(),
     cpus: os.availableParallelism(),
   });
+  for (const d of doc.datasets) d.file = paths.file(d.file);
   return { doc, files: writeReports(doc, opts.out) };
 }
 

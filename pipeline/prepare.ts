@@ -6,7 +6,6 @@
 // DICOM, NIfTI and MedMNIST .npz entries go through decodeItem + normalizeImage. Bare .npy arrays (stored values
 // without metadata) become float32 in [0, 1] by a per-frame min-max rule:
 //     x' = (x - min) / (max - min)   over all values of the frame (NaN -> 0); a constant frame becomes 0.
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../schemas/config.js';
@@ -14,17 +13,20 @@ import type { NormalizedImage, SourceItem } from '../schemas/records.js';
 import { type FailureLog, MedsslError } from './failures.js';
 import type { IngestSummary, Shard } from '../stages/cache/ingest.js';
 import { stableHash } from './config.js';
+import { type Keyring, SourceNames, privacyKeyring, warnPublicKey } from './privacy.js';
 import { type NdArray, readNpy } from '../stages/source/npy.js';
 import { listSources } from '../stages/source/source.js';
 import { decodeItem } from '../stages/decode/decode.js';
 import { normalizeImage } from '../stages/normalize/normalize.js';
 
 /** Bumped whenever prepareSource's output changes for the same input and config: old records then miss. */
-export const PREPARE_VERSION = 'decode-normalize-2';
+export const PREPARE_VERSION = 'decode-normalize-3';
 
 /**
- * Everything that determines the prepared images, as stored in the cache next to its hash. The privacy salt is
- * only represented by its hash: a changed salt changes the patient keys, but the salt itself stays out of the cache.
+ * Everything that determines the prepared images, as stored in the cache next to its hash. The privacy secret is
+ * represented by its key id (an HMAC of a fixed label under it): a changed secret changes the keys, and so the
+ * preparation, but the secret, or anything that would let a guess at it be checked quickly, stays out of the cache.
+ * `hashPaths` is part of it because it changes the records' ids.
  */
 export function preparationConfig(config: Config): Record<string, unknown> {
   return {
@@ -33,7 +35,8 @@ export function preparationConfig(config: Config): Record<string, unknown> {
     sliceAxis: config.data.sliceAxis,
     maxPixels: config.data.maxPixels,
     skipConstantFrames: config.data.skipConstantFrames,
-    privacySalt: stableHash(config.data.privacySalt),
+    privacyKeyId: privacyKeyring({ keyFile: config.data.privacyKeyFile }).id,
+    hashPaths: config.data.hashPaths,
   };
 }
 
@@ -44,10 +47,26 @@ export function preparationHash(config: Config): string {
 
 /**
  * The sources under `inputs`: what stages/source lists (DICOM, NIfTI, manifests, .npz entries), plus bare .npy
- * arrays. Ids are paths relative to the input (its folder for a file), plus `#<split>/<index>` for archive entries.
+ * arrays. Ids are paths relative to the input (its folder for a file), plus `#<split>/<index>` for archive entries;
+ * with `names` hashing, each path component of an id is its keyed hash. A listing error (a missing input, a bad
+ * manifest row) names its file the same way.
  */
-export async function* listInputs(inputs: string[], opts: { maxFileBytes?: number } = {}): AsyncGenerator<SourceItem> {
-  yield* listSources(inputs, { ...opts, includeNpy: true });
+export async function* listInputs(
+  inputs: string[], opts: { maxFileBytes?: number; followLinks?: 'within' | 'all' | 'none'; names?: SourceNames } = {},
+): AsyncGenerator<SourceItem> {
+  const { names, ...rest } = opts;
+  try {
+    for await (const item of listSources(inputs, { ...rest, includeNpy: true })) yield names?.hash ? { ...item, id: names.id(item.id) } : item;
+  } catch (e) {
+    if (!names || !(e instanceof MedsslError)) throw e;
+    const f = names.failure({ kind: 'failure', file: e.file, stage: 'source', code: e.code, reason: e.message });
+    throw new MedsslError(f.code, f.file, f.reason);
+  }
+}
+
+/** How this config's outputs name the files under `inputs` (relative to their root, or hashed with data.hashPaths). */
+export function sourceNames(config: Config, inputs: string[]): SourceNames {
+  return new SourceNames(inputs, privacyKeyring({ keyFile: config.data.privacyKeyFile }), config.data.hashPaths);
 }
 
 /**
@@ -56,15 +75,16 @@ export async function* listInputs(inputs: string[], opts: { maxFileBytes?: numbe
  */
 export function prepareSource(config: Config): (item: SourceItem, bytes: Uint8Array | undefined) => AsyncGenerator<NormalizedImage> {
   const normalization = preparationHash(config);
+  const privacy = privacyKeyring({ keyFile: config.data.privacyKeyFile });
   const decodeOptions = {
     maxPixels: config.data.maxPixels,
     maxFileBytes: config.data.maxFileBytes,
     sliceAxis: config.data.sliceAxis as 0 | 1 | 2,
-    privacySalt: config.data.privacySalt,
+    privacy,
   };
   return async function* prepare(item, bytes) {
-    if (item.path.toLowerCase().endsWith('.npy')) {
-      yield* npyFrames(config, item, bytes, normalization);
+    if (item.path.toLowerCase().endsWith('.npy') && !item.error) {
+      yield* npyFrames(config, item, bytes, normalization, privacy);
       return;
     }
     // The records carry the preparation hash (normalize config + decode options + version), as the cache keys do.
@@ -105,17 +125,20 @@ export async function ingestInputs(config: Config, inputs: string[], cachePath: 
   const { CacheStore, CACHE_SCHEMA_VERSION } = await import('../stages/cache/store.js');
   const { ingestProgressBar } = await import('../stages/cache/progress.js');
   const workers = Math.max(1, opts.workers ?? 1);
+  const names = sourceNames(config, inputs);
+  warnPublicKey(privacyKeyring({ keyFile: config.data.privacyKeyFile }));
   const store = CacheStore.open(cachePath, { compression: opts.compression ?? config.cache.compression });
   const pool = workers > 1 ? await prepareInWorkers(config, workers) : undefined;
   let total: number | undefined;
   if (opts.progress?.isTTY) {
     total = 0;
-    for await (const _ of listInputs(inputs, { maxFileBytes: config.data.maxFileBytes })) total++;
+    for await (const _ of listInputs(inputs, { maxFileBytes: config.data.maxFileBytes, followLinks: config.data.followLinks, names })) total++;
   }
   const bar = opts.progress ? ingestProgressBar(opts.progress, { total }) : undefined;
   try {
     const summary = await ingest({
-      sources: listInputs(inputs, { maxFileBytes: config.data.maxFileBytes }),
+      sources: listInputs(inputs, { maxFileBytes: config.data.maxFileBytes, followLinks: config.data.followLinks, names }),
+      names,
       prepare: pool?.prepare ?? prepareSource(config),
       store,
       normalizationHash: preparationHash(config),
@@ -137,7 +160,7 @@ export async function ingestInputs(config: Config, inputs: string[], cachePath: 
   }
 }
 
-function* npyFrames(config: Config, item: SourceItem, bytes: Uint8Array | undefined, normalization: string): Generator<NormalizedImage> {
+function* npyFrames(config: Config, item: SourceItem, bytes: Uint8Array | undefined, normalization: string, privacy: Keyring): Generator<NormalizedImage> {
   const array = readNpy(bytes ?? fs.readFileSync(item.path), item.path, config.data.maxFileBytes);
   for (const [index, frame] of framesOf(array, item.path).entries()) {
     if (frame.height * frame.width * frame.channels > config.data.maxPixels) {
@@ -154,17 +177,12 @@ function* npyFrames(config: Config, item: SourceItem, bytes: Uint8Array | undefi
       data: toChannels(minMax(frame.values), frame.channels, config.normalize.channels),
       spacing: null,
       range: [0, 1],
-      ...(item.patientId !== undefined ? { patientKey: saltedKey(config.data.privacySalt, item.patientId) } : {}),
+      ...(item.patientId ? { patientKey: privacy.key('patient', item.patientId) } : {}),
       ...(item.label !== undefined ? { label: item.label } : {}),
       ...(item.split !== undefined ? { split: item.split } : {}),
       normalization,
     };
   }
-}
-
-/** A salted SHA-256 of an identifier (patient, study, series): stable per salt, not reversible to the id. */
-export function saltedKey(salt: string, id: string): string {
-  return crypto.createHash('sha256').update(`${salt}\u0000${id}`, 'utf8').digest('hex').slice(0, 32);
 }
 
 interface Frame {

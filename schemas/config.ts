@@ -14,10 +14,29 @@ export const DataConfig = z.strictObject({
   maxPixels: z.number().int().positive().default(64 * 1024 * 1024),
   /** Volumes are cut into 2-D slices along this voxel axis (0 = i, 1 = j, 2 = k). */
   sliceAxis: z.number().int().min(0).max(2).default(2),
+  /**
+   * Symbolic links met inside input folders: 'within' follows those whose target stays inside the folder, 'all'
+   * follows every one, 'none' none. A link not followed is reported as a failure, never skipped silently.
+   */
+  followLinks: z.enum(['within', 'all', 'none']).default('within'),
   /** Frames of a single value (padding, empty mask slices) are not cached or trained on. */
   skipConstantFrames: z.boolean().default(true),
-  /** Salt for the patient/study/series hashes. Set your own per site; the default is public. */
-  privacySalt: z.string().default('medssl'),
+  /**
+   * A file holding the secret of the patient/study/series keys (HMAC-SHA-256; at least 16 bytes; relative paths are
+   * relative to the config file). Without it, MEDSSL_PRIVACY_KEY; without that, a public built-in key and a warning.
+   */
+  privacyKeyFile: z.string().min(1).nullable().default(null),
+  /** Replace input paths by keyed hashes of their components everywhere medssl writes them (cache, logs, reports). */
+  hashPaths: z.boolean().default(false),
+  /** Removed: a salt in the config was public. An error that names what replaces it. */
+  privacySalt: z.unknown().optional().superRefine((v, ctx) => {
+    if (v !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'removed: keys are now HMAC-SHA-256 under a secret that never appears in a config; put the secret in a file and name it in data.privacyKeyFile, or set MEDSSL_PRIVACY_KEY (keys change: re-ingest)',
+      });
+    }
+  }),
 }).prefault({});
 
 export const Window = z.strictObject({ center: z.number(), width: z.number().positive() });

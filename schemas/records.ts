@@ -37,6 +37,11 @@ export const SourceItem = z.object({
   /** Overrides the modality read from the file. */
   modality: z.string().optional(),
   split: z.enum(['train', 'val', 'test']).optional(),
+  /**
+   * Set by the source stage for an entry it will not read (a link not followed, a FIFO, an entry it cannot stat):
+   * the item becomes this failure without being opened.
+   */
+  error: z.object({ code: z.enum(['unreadable', 'not-found']), reason: z.string() }).optional(),
 });
 export type SourceItem = z.infer<typeof SourceItem>;
 
@@ -69,7 +74,7 @@ export const DecodedImage = z.object({
   /** Patient-space position of the first pixel and the row/column direction cosines, when known. */
   position: z.array(z.number()).length(3).optional(),
   orientation: z.array(z.number()).length(6).optional(),
-  /** Salted hashes of patient, study and series ids: enough for patient-level splits, no PHI. */
+  /** Keyed hashes (HMAC-SHA-256, pipeline/privacy.ts) of patient, study and series ids: enough for patient-level splits, no PHI. */
   patientKey: z.string().optional(),
   studyKey: z.string().optional(),
   seriesKey: z.string().optional(),

@@ -7,22 +7,26 @@
 //   1. a binding that already loads (node_modules as installed, or this script's cache);
 //   2. MEDSSL_LIBTENSORFLOW: a libtensorflow folder (lib/ + include/) or a TensorFlow wheel (.whl);
 //   3. `pip download --no-deps tensorflow-cpu==<version>` from the machine's configured pip index
-//      (`tensorflow==<version>` for the GPU binding);
-//   4. tfjs-node's own download.
+//      (`tensorflow==<version>` for the GPU binding). The wheels in KNOWN_WHEELS are fetched by exact name with
+//      pip's --require-hashes and checked again here; any other wheel is used only after a loud warning that it is
+//      not pinned (or against MEDSSL_TENSORFLOW_SHA256 when set);
+//   4. tfjs-node's own download (its own installer; not hash-pinned by this script).
 // The binding is built from source against the chosen library (node-pre-gyp --build-from-source) and cached in
 // $MEDSSL_CACHE_DIR (default ~/.cache/medssl), so a second run, or a fresh `npm ci`, only relinks it.
 // If every source fails the project still installs and runs on the pure-JS backend; this script and the runtime
 // both say so loudly. It never fails the install.
 //
 // Environment: MEDSSL_LIBTENSORFLOW (path), MEDSSL_TENSORFLOW_VERSION (default 2.21.0),
+// MEDSSL_TENSORFLOW_SHA256 (the wheel's digest, for a wheel not in KNOWN_WHEELS),
 // MEDSSL_SKIP_TENSORFLOW_SETUP=1, MEDSSL_CACHE_DIR, MEDSSL_TENSORFLOW_GPU=0|1 (default: auto-detect).
 
 import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { provisionCuda } from './setup-cuda.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -33,6 +37,18 @@ const cacheRoot = process.env.MEDSSL_CACHE_DIR || path.join(process.env.XDG_CACH
 const HEADER_DIRS = ['tensorflow/c/', 'tensorflow/core/platform/', 'tsl/', 'xla/tsl/'];
 
 const log = (msg) => process.stderr.write(`medssl setup: ${msg}\n`);
+
+/**
+ * SHA-256 of the wheels this script knows, from the wheel itself as the project's pip index serves it (PyPI's
+ * published digest). tensorflow==2.21.0 (the GPU wheel) is not here: no copy could be had to check its digest.
+ */
+export const KNOWN_WHEELS = {
+  'tensorflow_cpu-2.21.0-cp311-cp311-manylinux_2_27_x86_64.whl': '2b847d217b02ee7731ed91431daf3250daa0196c3c94614d23be27232e6e5b6c',
+};
+/** pip's platform flags that select one known wheel whatever the local Python: only libtensorflow is taken from it. */
+const PINNED_DOWNLOAD = {
+  'tensorflow-cpu==2.21.0': { wheel: 'tensorflow_cpu-2.21.0-cp311-cp311-manylinux_2_27_x86_64.whl', platform: 'manylinux_2_27_x86_64', python: '3.11', abi: 'cp311', arch: 'x64' },
+};
 
 function packageDir(name) {
   try {
@@ -66,23 +82,51 @@ function gpuPresent() {
   return run('nvidia-smi', ['-L']).ok;
 }
 
-/** Copies the chosen pieces of a TensorFlow wheel (a zip) into `deps` with Python's zipfile (pip needs Python). */
-function depsFromWheel(wheel, deps) {
+/**
+ * Checks a wheel against its pin: MEDSSL_TENSORFLOW_SHA256 when set, else KNOWN_WHEELS by file name. A mismatch is an
+ * error; a wheel with no pin is used after a loud warning that names its digest, so it can be pinned.
+ */
+export async function verifyWheel(wheel, env = process.env) {
+  const hash = crypto.createHash('sha256');
+  for await (const chunk of fs.createReadStream(wheel)) hash.update(chunk);
+  const digest = hash.digest('hex');
+  const expected = env.MEDSSL_TENSORFLOW_SHA256?.trim().toLowerCase() || KNOWN_WHEELS[path.basename(wheel)];
+  if (expected && expected !== digest) throw new Error(`${path.basename(wheel)}: SHA-256 ${digest} is not the pinned ${expected}`);
+  if (!expected) {
+    log(`WARNING: ${path.basename(wheel)} is not hash-pinned (SHA-256 ${digest}); set MEDSSL_TENSORFLOW_SHA256 to pin it`);
+  }
+  return digest;
+}
+
+/**
+ * Copies the chosen pieces of a TensorFlow wheel (a zip) into `deps` with Python's zipfile (pip needs Python).
+ * Entry names are normalised and must stay inside `deps` (an entry such as `tensorflow/include/../../x` is refused:
+ * the zip-slip pattern).
+ */
+export function depsFromWheel(wheel, deps) {
   const py = `
 import sys, zipfile, os, shutil
 wheel, deps, dirs = sys.argv[1], sys.argv[2], sys.argv[3].split(',')
 z = zipfile.ZipFile(wheel)
 libs = {'tensorflow/libtensorflow_cc.so.2': 'lib/libtensorflow_cc.so.2',
         'tensorflow/libtensorflow_framework.so.2': 'lib/libtensorflow_framework.so.2'}
+root = os.path.realpath(deps)
 found = set()
 for info in z.infolist():
     name = info.filename
     if name in libs:
         dest = os.path.join(deps, libs[name]); found.add(name)
-    elif name.startswith('tensorflow/include/') and any(name[19:].startswith(d) for d in dirs) and not name.endswith('/'):
-        dest = os.path.join(deps, 'include', name[19:])
+    elif name.startswith('tensorflow/include/') and not name.endswith('/'):
+        rel = os.path.normpath(name[19:])
+        if os.path.isabs(rel) or rel == '..' or rel.startswith('..' + os.sep) or chr(92) in rel:
+            sys.exit('wheel entry escapes its folder: ' + name)
+        if not any(rel.startswith(d) for d in dirs):
+            continue
+        dest = os.path.join(deps, 'include', rel)
     else:
         continue
+    if os.path.commonpath([root, os.path.realpath(dest)]) != root:
+        sys.exit('wheel entry escapes its folder: ' + name)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     with z.open(info) as src, open(dest, 'wb') as out:
         shutil.copyfileobj(src, out, 1 << 20)
@@ -116,10 +160,18 @@ function depsFromFolder(folder, deps) {
   ensureLink('libtensorflow_framework.so', 'libtensorflow_framework.so');
 }
 
-function pipWheel(gpu, dir) {
+export function pipWheel(gpu, dir) {
   const spec = `${gpu ? 'tensorflow' : 'tensorflow-cpu'}==${TF_VERSION}`;
+  const pin = PINNED_DOWNLOAD[spec];
+  let what = [spec];
+  if (pin && process.platform === 'linux' && process.arch === pin.arch) {
+    // The known wheel by its exact tags, and pip refuses it unless its SHA-256 is the pinned one.
+    const req = path.join(dir, 'requirements.txt');
+    fs.writeFileSync(req, `${spec} --hash=sha256:${KNOWN_WHEELS[pin.wheel]}\n`);
+    what = ['--only-binary=:all:', '--platform', pin.platform, '--python-version', pin.python, '--implementation', 'cp', '--abi', pin.abi, '--require-hashes', '-r', req];
+  }
   for (const pip of [['python3', '-m', 'pip'], ['pip3'], ['pip']]) {
-    const r = run(pip[0], [...pip.slice(1), 'download', '--no-deps', '--retries', '1', '--timeout', '30', '-d', dir, spec]);
+    const r = run(pip[0], [...pip.slice(1), 'download', '--no-deps', '--retries', '1', '--timeout', '30', '-d', dir, ...what]);
     if (r.ok) {
       const whl = fs.readdirSync(dir).find((n) => n.endsWith('.whl'));
       if (whl) return path.join(dir, whl);
@@ -167,7 +219,7 @@ function linkFromCache(pkgDir, entry) {
   fs.copyFileSync(path.join(entry, 'tfjs_binding.node'), path.join(dest, 'tfjs_binding.node'));
 }
 
-function provision(pkg, gpu) {
+async function provision(pkg, gpu) {
   const pkgDir = packageDir(pkg);
   if (!pkgDir) return { ok: false, why: `${pkg} is not installed` };
   const version = JSON.parse(fs.readFileSync(path.join(pkgDir, 'package.json'), 'utf8')).version;
@@ -189,8 +241,12 @@ function provision(pkg, gpu) {
 
   const errors = [];
   const sources = [];
-  if (source) sources.push(['MEDSSL_LIBTENSORFLOW', (deps) => (source.endsWith('.whl') ? depsFromWheel(source, deps) : depsFromFolder(source, deps))]);
-  sources.push([`pip (${gpu ? 'tensorflow' : 'tensorflow-cpu'}==${TF_VERSION})`, (deps, tmp) => depsFromWheel(pipWheel(gpu, tmp), deps)]);
+  if (source) sources.push(['MEDSSL_LIBTENSORFLOW', async (deps) => (source.endsWith('.whl') ? (await verifyWheel(source), depsFromWheel(source, deps)) : depsFromFolder(source, deps))]);
+  sources.push([`pip (${gpu ? 'tensorflow' : 'tensorflow-cpu'}==${TF_VERSION})`, async (deps, tmp) => {
+    const wheel = pipWheel(gpu, tmp);
+    await verifyWheel(wheel);
+    depsFromWheel(wheel, deps);
+  }]);
 
   for (const [name, fill] of sources) {
     const staging = `${entry}.partial-${process.pid}`;
@@ -199,7 +255,7 @@ function provision(pkg, gpu) {
       fs.rmSync(staging, { recursive: true, force: true });
       fs.mkdirSync(path.join(staging, 'deps', 'lib'), { recursive: true });
       log(`building the ${pkg} binding from ${name} ...`);
-      fill(path.join(staging, 'deps'), tmp);
+      await fill(path.join(staging, 'deps'), tmp);
       fs.rmSync(path.join(pkgDir, 'deps'), { recursive: true, force: true });
       fs.symlinkSync(path.join(staging, 'deps'), path.join(pkgDir, 'deps'));
       buildBinding(pkgDir);
@@ -247,19 +303,19 @@ function cuda(depsLink) {
   }
 }
 
-function main() {
+async function main() {
   if (process.env.MEDSSL_SKIP_TENSORFLOW_SETUP === '1') {
     log('MEDSSL_SKIP_TENSORFLOW_SETUP=1: skipped');
     return;
   }
   const results = [];
   if (gpuPresent() && packageDir('@tensorflow/tfjs-node-gpu')) {
-    const gpu = provision('@tensorflow/tfjs-node-gpu', true);
+    const gpu = await provision('@tensorflow/tfjs-node-gpu', true);
     results.push(['tensorflow-gpu', gpu]);
     if (!gpu.ok) log(`GPU binding not available, using the CPU binding:\n  ${gpu.why}`);
     else cuda(path.join(packageDir('@tensorflow/tfjs-node-gpu'), 'deps'));
   }
-  const cpu = provision('@tensorflow/tfjs-node', false);
+  const cpu = await provision('@tensorflow/tfjs-node', false);
   results.push(['tensorflow', cpu]);
   if (results.some(([, r]) => r.ok)) {
     for (const [backend, r] of results) if (r.ok) log(`backend "${backend}" ready: ${r.how}`);
@@ -274,4 +330,5 @@ function main() {
     `  libtensorflow folder or a TensorFlow wheel, then run: npm run setup:tensorflow\n${bar}`);
 }
 
-main();
+// Run when executed (npm's postinstall, `npm run setup:tensorflow`), not when a test imports its helpers.
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) await main();

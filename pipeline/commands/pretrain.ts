@@ -58,8 +58,9 @@ export function register(program: Command): void {
       const totalSteps = opts.steps ?? config.train.epochs * stepsPerEpoch;
       const progress = opts.quiet ? null : trainingProgress(process.stderr, { totalSteps, batchSize: config.train.batchSize });
       try {
+        const { runPaths } = await import('../privacy.js');
         const result = await pretrain({
-          config, runDir: opts.out, resume: opts.resume, gate, stepsPerEpoch, steps: opts.steps,
+          config: runPaths(config, opts.out).config(config), runDir: opts.out, resume: opts.resume, gate, stepsPerEpoch, steps: opts.steps,
           batches: (epoch) => poolBatches(pool, config, { seed: config.seed, epoch, gate, failures, numLabels, steps: stepsPerEpoch }),
           onEvent: (e) => {
             progress?.observe(e);

@@ -4,7 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { firstValueFrom, mergeMap, from, defer, filter, count } from 'rxjs';
-import type { NormalizedImage, SourceItem } from '../../schemas/records.js';
+import type { FailureRecord, NormalizedImage, SourceItem } from '../../schemas/records.js';
 import { FailureLog, MedsslError, toFailure } from '../../pipeline/failures.js';
 import { Gate, settle } from '../../pipeline/flow.js';
 import { type CacheStore, type PreparationInfo, type SourceMarker, CACHE_SCHEMA_VERSION, contentKey, encodeRecord } from './store.js';
@@ -14,6 +14,21 @@ export type Prepare = (
   item: SourceItem,
   bytes: Uint8Array | undefined,
 ) => Iterable<NormalizedImage> | AsyncIterable<NormalizedImage> | Promise<Iterable<NormalizedImage>>;
+
+/**
+ * How the cache and the failure records name input files (pipeline/privacy.ts SourceNames: relative to their input
+ * root, or hashed). Without it, files are named by the path they were read from.
+ */
+export interface SourceNaming {
+  /** The name a done marker and a failure give a file. */
+  file(path: string): string;
+  /** A failure record as it is reported and remembered (file and reason named). */
+  failure(f: FailureRecord): FailureRecord;
+  /** The key the file's stamp is remembered under. */
+  stampKey(path: string): string;
+}
+
+const asRead: SourceNaming = { file: (p) => p, failure: (f) => f, stampKey: (p) => p };
 
 export interface Shard {
   /** 0-based index of this shard. */
@@ -59,6 +74,8 @@ export interface IngestOptions {
   /** A source whose encoded records exceed this is written in several transactions, marker last. */
   maxTransactionBytes?: number;
   onProgress?: (p: Readonly<IngestProgress>) => void;
+  /** How markers, stamps and failure records name input files. */
+  names?: SourceNaming;
   /**
    * Resume without re-reading: a file whose path, size, modification time and inode match the stamp recorded when
    * it was last ingested is taken to have the same SHA-256, so a done source is skipped after a stat, not a read.
@@ -79,6 +96,13 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
   const t0 = performance.now();
   const workers = Math.max(1, opts.workers ?? 1);
   const failures = opts.failures ?? new FailureLog();
+  const names = opts.names ?? asRead;
+  const fail = (e: unknown, item: SourceItem, stage: string) => {
+    const f = names.failure(toFailure(e, item.path, stage, item.id));
+    failures.record(f);
+    progress.failures++;
+    return f;
+  };
   const progress: IngestProgress = { files: 0, skipped: 0, images: 0, bytesRead: 0, failures: 0, otherShards: 0 };
   const report = () => opts.onProgress?.(progress);
   const files = new FileHashes(opts.maxFileBytes ?? 2 * 1024 ** 3, (n) => { progress.bytesRead += n; });
@@ -90,9 +114,14 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
   const maxPendingCommits = 64;
 
   const one = async (item: SourceItem): Promise<void> => {
+    if (item.error) {
+      // The source stage would not read it (a link not followed, a FIFO): a failure now, looked at again next run.
+      fail(new MedsslError(item.error.code, item.path, item.error.reason), item, 'source');
+      return;
+    }
     if (opts.trustFileStamps) {
       const st = await fs.promises.stat(item.path).catch(() => undefined);
-      const known = st && store.stamp(item.path);
+      const known = st && store.stamp(names.stampKey(item.path));
       if (st && known && known.size === st.size && known.mtimeMs === st.mtimeMs && known.ino === st.ino) {
         const done = store.marker(prep, contentKey(known.sha256, item.entry));
         if (done) {
@@ -107,8 +136,7 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
       read = await files.get(item.path);
     } catch (e) {
       // Unreadable now (missing, permissions): a run-time failure, not remembered, so the next run tries again.
-      failures.record(toFailure(e, item.path, 'ingest', item.id));
-      progress.failures++;
+      fail(e, item, 'ingest');
       return;
     }
     const content = contentKey(read.sha256, item.entry);
@@ -144,16 +172,14 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
         }
       }
     } catch (e) {
-      const f = toFailure(e, item.path, 'ingest', item.id);
-      failures.record(f);
-      progress.failures++;
+      const f = fail(e, item, 'ingest');
       if (!PERMANENT.has(f.code)) return;
       failure = { code: f.code, stage: f.stage, reason: f.reason };
     }
-    const marker: SourceMarker = { id: item.id, file: item.path, frames, bytes: read.bytes.length, ...(failure ? { failure } : {}) };
+    const marker: SourceMarker = { id: item.id, file: names.file(item.path), frames, bytes: read.bytes.length, ...(failure ? { failure } : {}) };
     // Not awaited here: the next sources are prepared while lmdb batches this commit with others (one sync for many
     // sources). At most `maxPendingCommits` are outstanding, which bounds the encoded bytes held in memory.
-    const stamp = { path: item.path, size: read.size, mtimeMs: read.mtimeMs, ino: read.ino, sha256: read.sha256 };
+    const stamp = { path: names.stampKey(item.path), size: read.size, mtimeMs: read.mtimeMs, ino: read.ino, sha256: read.sha256 };
     const committed = store.commitSource(prep, content, marker, pendingFrames, pendingValues, preparation, stamp).then(() => {
       progress.images += frames.length;
       commits.delete(committed);
@@ -226,12 +252,25 @@ class FileHashes {
   }
 
   private async read(file: string): Promise<FileHash> {
-    const st = await fs.promises.stat(file);
-    if (!st.isFile()) throw new MedsslError('unreadable', file, 'not a regular file');
-    if (st.size > this.maxBytes) throw new MedsslError('too-large', file, `file is ${st.size} bytes (limit ${this.maxBytes})`);
-    const bytes = await fs.promises.readFile(file);
-    this.onRead(bytes.length);
-    // The stamp is the stat taken before reading: a write during the read makes the next stat differ.
-    return { bytes, sha256: crypto.createHash('sha256').update(bytes).digest('hex'), size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+    // Non-blocking open and fstat: a FIFO must fail here, not block the read; at most the checked size is read.
+    const fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw new MedsslError('unreadable', file, 'not a regular file');
+      if (st.size > this.maxBytes) throw new MedsslError('too-large', file, `file is ${st.size} bytes (limit ${this.maxBytes})`);
+      const buf = Buffer.allocUnsafeSlow(st.size);
+      let n = 0;
+      while (n < buf.length) {
+        const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+        if (bytesRead === 0) break;
+        n += bytesRead;
+      }
+      const bytes = buf.subarray(0, n);
+      this.onRead(bytes.length);
+      // The stamp is the stat taken before reading: a write during the read makes the next stat differ.
+      return { bytes, sha256: crypto.createHash('sha256').update(bytes).digest('hex'), size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+    } finally {
+      await fh.close();
+    }
   }
 }

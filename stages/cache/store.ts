@@ -9,7 +9,7 @@ import { packageVersion } from '../../pipeline/version.js';
 import { uninitializedFloat32 } from '../../pipeline/memory.js';
 
 /** Bumped whenever the key scheme or the value layout changes: older records then miss instead of misreading. */
-export const CACHE_SCHEMA_VERSION = 2;
+export const CACHE_SCHEMA_VERSION = 3;
 
 export interface CacheStoreOptions {
   /** Open an existing cache for reading only (replay, verify, stats); several processes may read at once. */
@@ -22,7 +22,7 @@ export interface CacheStoreOptions {
 export const SourceMarker = z.object({
   /** SourceItem.id of the first source seen with this content. */
   id: z.string(),
-  /** The file as given to ingest: failure reports name it. */
+  /** The file relative to its input root (or hashed, with data.hashPaths): failure reports name it. */
   file: z.string(),
   /** Frame indices stored for this source (their keys are recordKey(prep, content, frame)). */
   frames: z.array(z.number().int().nonnegative()),
@@ -35,6 +35,7 @@ export type SourceMarker = z.infer<typeof SourceMarker>;
 
 /** A file's identity on disk when it was hashed: with trustFileStamps, an unchanged stamp stands for the hash. */
 export interface FileStamp {
+  /** The key it is stored under: a keyed hash of the file's absolute path (never the path itself). */
   path: string;
   size: number;
   mtimeMs: number;
@@ -70,7 +71,7 @@ export type RecordHeader = z.infer<typeof RecordHeader>;
  * - `sources`: sourceKey -> SourceMarker, written in the same transaction as that source's records;
  * - `preparations`: preparation hash -> PreparationInfo;
  * - `contents`: `v<schema>/<prep>/id:<source id>` -> the content key last committed for that source id;
- * - `stamps`: file path -> FileStamp (size, mtime, inode, SHA-256 when last committed);
+ * - `stamps`: keyed hash of the file's path -> FileStamp (size, mtime, inode, SHA-256 when last committed);
  * - `meta`: 'schema' -> { schemaVersion, writer }.
  */
 export class CacheStore {

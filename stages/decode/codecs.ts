@@ -1,9 +1,13 @@
-// The image codecs: WebAssembly builds shipped inside npm (cornerstone codecs), jpeg-lossless-decoder-js, and native
-// libjpeg-turbo for 8-bit JPEG (jpeg-turbo.ts; the WebAssembly build is its fallback).
+// The image codecs: WebAssembly builds shipped inside npm (cornerstone codecs, jxl-oxide for JPEG XL),
+// jpeg-lossless-decoder-js, and native libjpeg-turbo for 8-bit JPEG (jpeg-turbo.ts; the WebAssembly build is its
+// fallback).
 // Each is loaded on first use and initialised once per process (their init is async), so `medssl decode` of an
 // uncompressed file never pays for a codec it does not need.
 
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { MedsslError } from '../../pipeline/failures.js';
 import { type JpegTurbo, jpegTurbo, turboJpegLibrary } from './jpeg-turbo.js';
 
@@ -21,8 +25,8 @@ export interface CodecFrame {
   data: Uint8Array | Uint16Array | Int16Array;
 }
 
-/** `jpegTurbo`: native libjpeg-turbo (jpeg-turbo.ts); `jpeg8`: its WebAssembly build. */
-export type CodecName = 'jpegTurbo' | 'jpeg8' | 'jpegLossless' | 'jpegLs' | 'j2k' | 'htj2k';
+/** `jpegTurbo`: native libjpeg-turbo (jpeg-turbo.ts); `jpeg8`: its WebAssembly build; `jxl`: jxl-oxide. */
+export type CodecName = 'jpegTurbo' | 'jpeg8' | 'jpegLossless' | 'jpegLs' | 'j2k' | 'htj2k' | 'jxl';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Wasm = any;
@@ -64,6 +68,11 @@ export async function loadCodec(name: CodecName): Promise<void> {
     await turbo;
     return;
   }
+  if (name === 'jxl') {
+    jxl ??= loadJxl();
+    await jxl;
+    return;
+  }
   if (name === 'jpegLossless') {
     if (!losslessDecoderClass) {
       const mod = (await import('jpeg-lossless-decoder-js')) as unknown as { Decoder: new () => LosslessDecoder };
@@ -79,6 +88,7 @@ const loaded = new Map<CodecName, Wasm>();
 /** False for `jpegTurbo` when its library does not load here, or native JPEG decoding is switched off. */
 export function isLoaded(name: CodecName): boolean {
   if (name === 'jpegTurbo') return nativeJpeg && turboEngine !== undefined;
+  if (name === 'jxl') return jxlModule !== undefined;
   return name === 'jpegLossless' ? losslessDecoderClass !== undefined : loaded.has(name);
 }
 
@@ -133,6 +143,9 @@ export function decodeCodestream(name: CodecName, stream: Uint8Array, file: stri
       case 'jpegTurbo':
         frame = decodeTurbo(stream);
         break;
+      case 'jxl':
+        frame = decodeJxl(stream);
+        break;
       default:
         frame = decodeWasm(name, stream);
     }
@@ -149,6 +162,7 @@ export function decodeCodestream(name: CodecName, stream: Uint8Array, file: stri
       const spec = SPECS[name];
       if (spec) modules.delete(spec);
       loaded.delete(name);
+      if (name === 'jxl') jxl = jxlModule = undefined;
     }
     throw new MedsslError('decode-error', file, `${name} codestream does not decode: ${describe(err)}`);
   }
@@ -177,6 +191,62 @@ function decodeWasm(name: CodecName, stream: Uint8Array): CodecFrame {
   copy.set(decoded.subarray(0, copy.length));
   const data = bytesPer === 1 ? copy : info.isSigned ? new Int16Array(copy.buffer) : new Uint16Array(copy.buffer);
   return { width: info.width, height: info.height, components: info.componentCount, precision: info.bitsPerSample, signed: !!info.isSigned, data };
+}
+
+// JPEG XL: jxl-oxide (a conformant decoder in Rust) as its own WebAssembly build. It renders to PNG, which fast-png
+// reads back: samples of 9 to 16 bits come out as 16-bit PNG scaled to 0..65535, and are scaled back here to the
+// codestream's own bits (what libjxl gives with JXL_BIT_DEPTH_FROM_CODESTREAM, and so pydicom's reference).
+interface JxlImageLike {
+  feedBytes(bytes: Uint8Array): number;
+  tryInit(): boolean;
+  render(): { encodeToPng(): Uint8Array };
+  free(): void;
+  readonly width: number | undefined;
+  readonly height: number | undefined;
+}
+let jxl: Promise<void> | undefined;
+let jxlModule: { JxlImage: new () => JxlImageLike; decodePng: (png: Uint8Array) => { width: number; height: number; depth: number; channels: number; data: ArrayLike<number> } } | undefined;
+
+let jxlInstances = 0;
+
+async function loadJxl(): Promise<void> {
+  // Imported under a fresh URL each time: its bindings keep one WebAssembly instance per module, and one that
+  // trapped (a panic) is replaced, never reused (decodeCodestream drops it).
+  const dir = path.dirname(require.resolve('jxl-oxide-wasm/package.json'));
+  const url = `${pathToFileURL(path.join(dir, 'jxl_oxide_wasm.js')).href}?instance=${++jxlInstances}`;
+  const mod = (await import(url)) as { initSync(m: { module: Uint8Array }): unknown; JxlImage: new () => JxlImageLike };
+  mod.initSync({ module: fs.readFileSync(path.join(dir, 'jxl_oxide_wasm_bg.wasm')) });
+  const png = (await import('fast-png')) as unknown as { decode(data: Uint8Array): { width: number; height: number; depth: number; channels: number; data: ArrayLike<number> } };
+  jxlModule = { JxlImage: mod.JxlImage, decodePng: png.decode };
+}
+
+function decodeJxl(stream: Uint8Array): CodecFrame {
+  if (!jxlModule) throw new Error('the JPEG XL decoder is not loaded');
+  const header = jxlHeader(stream);
+  if (!header) throw new Error('no JPEG XL image header');
+  if (header.float) throw new Error('floating-point samples');
+  const image = new jxlModule.JxlImage();
+  let png: Uint8Array;
+  try {
+    image.feedBytes(stream);
+    if (!image.tryInit()) throw new Error('the codestream ends inside its headers');
+    if (image.width !== header.width || image.height !== header.height) throw new Error(`image is ${image.width} x ${image.height}, its size header says ${header.width} x ${header.height}`);
+    png = image.render().encodeToPng();
+  } finally {
+    image.free();
+  }
+  const p = jxlModule.decodePng(png);
+  // Colour with alpha comes out as 2 or 4 channels: DICOM has no alpha sample, so it is dropped.
+  const components = p.channels === 2 || p.channels === 4 ? p.channels - 1 : p.channels;
+  const bits = header.bitsPerSample;
+  if (bits > 16) throw new Error(`${bits}-bit samples`);
+  const wide = bits > 8;
+  const out = wide ? new Uint16Array(p.width * p.height * components) : new Uint8Array(p.width * p.height * components);
+  const scale = (2 ** bits - 1) / (2 ** p.depth - 1);
+  for (let i = 0, o = 0; o < out.length; i += p.channels) {
+    for (let c = 0; c < components; c++) out[o++] = scale === 1 ? p.data[i + c] : Math.round(p.data[i + c] * scale);
+  }
+  return { width: p.width, height: p.height, components, precision: bits, signed: false, data: out };
 }
 
 function decodeTurbo(stream: Uint8Array): CodecFrame {
@@ -311,20 +381,117 @@ export function markAsRgb(stream: Uint8Array, h: JpegHeader): Uint8Array {
   return copy;
 }
 
-/** Width, height and components from a J2K codestream's SIZ marker (ISO 15444-1 A.5.1), or from inside a JP2 box. */
+/**
+ * Width, height and components from a J2K codestream's SIZ marker (ISO 15444-1 A.5.1), or from inside a JP2 wrapper
+ * (the 'jp2c' box, ISO 15444-1 I.4). Box lengths follow I.4: 0 means "to the end of the data", 1 means a 64-bit
+ * length follows. Undefined when no SIZ can be found: the caller must then not hand the stream to a codec, which
+ * would allocate from its own header unchecked.
+ */
 export function j2kSize(s: Uint8Array): { width: number; height: number; components: number } | undefined {
   let p = 0;
-  if (s.length > 12 && s[4] === 0x6a && s[5] === 0x50) {
-    // JP2 wrapper: find the codestream box ('jp2c').
+  if (s.length >= 12 && s[4] === 0x6a && s[5] === 0x50) {
+    // JP2 wrapper: walk the boxes to the codestream box.
+    let found = false;
     while (p + 8 <= s.length) {
-      const len = ((s[p] << 24) | (s[p + 1] << 16) | (s[p + 2] << 8) | s[p + 3]) >>> 0;
-      if (s[p + 4] === 0x6a && s[p + 5] === 0x70 && s[p + 6] === 0x32 && s[p + 7] === 0x63) { p += 8; break; }
-      if (len < 8) return undefined;
+      let len = u32(s, p);
+      let header = 8;
+      if (len === 1) {
+        if (p + 16 > s.length) return undefined;
+        const hi = u32(s, p + 8), lo = u32(s, p + 12);
+        len = hi * 2 ** 32 + lo;
+        header = 16;
+      } else if (len === 0) len = s.length - p;
+      if (len < header) return undefined;
+      if (s[p + 4] === 0x6a && s[p + 5] === 0x70 && s[p + 6] === 0x32 && s[p + 7] === 0x63) {
+        p += header;
+        found = true;
+        break;
+      }
       p += len;
     }
+    if (!found) return undefined;
   }
   if (p + 42 > s.length || s[p] !== 0xff || s[p + 1] !== 0x4f || s[p + 2] !== 0xff || s[p + 3] !== 0x51) return undefined;
-  const u32 = (o: number) => ((s[o] << 24) | (s[o + 1] << 16) | (s[o + 2] << 8) | s[o + 3]) >>> 0;
   const q = p + 4;
-  return { width: u32(q + 4) - u32(q + 12), height: u32(q + 8) - u32(q + 16), components: (s[q + 36] << 8) | s[q + 37] };
+  return { width: u32(s, q + 4) - u32(s, q + 12), height: u32(s, q + 8) - u32(s, q + 16), components: (s[q + 36] << 8) | s[q + 37] };
 }
+
+const u32 = (s: Uint8Array, o: number) => ((s[o] << 24) | (s[o + 1] << 16) | (s[o + 2] << 8) | s[o + 3]) >>> 0;
+
+/**
+ * The size and sample depth from a JPEG XL codestream's SizeHeader and ImageMetadata (ISO/IEC 18181-1 A.2, A.6,
+ * bits read least significant first), bare (FF 0A) or inside the container's 'jxlc' / first 'jxlp' box (18181-2).
+ * Undefined when the header cannot be read: the caller then does not decode.
+ */
+export function jxlHeader(s: Uint8Array): { width: number; height: number; bitsPerSample: number; float: boolean } | undefined {
+  let p = 0;
+  if (s.length >= 12 && u32(s, 0) === 12 && s[4] === 0x4a && s[5] === 0x58 && s[6] === 0x4c && s[7] === 0x20) {
+    p = -1;
+    for (let q = 0; q + 8 <= s.length;) {
+      let len = u32(s, q), header = 8;
+      if (len === 1) {
+        if (q + 16 > s.length) return undefined;
+        len = u32(s, q + 8) * 2 ** 32 + u32(s, q + 12);
+        header = 16;
+      } else if (len === 0) len = s.length - q;
+      if (len < header) return undefined;
+      const type = String.fromCharCode(s[q + 4], s[q + 5], s[q + 6], s[q + 7]);
+      if (type === 'jxlc') { p = q + header; break; }
+      if (type === 'jxlp') { p = q + header + 4; break; }
+      q += len;
+    }
+    if (p < 0) return undefined;
+  }
+  if (p + 2 > s.length || s[p] !== 0xff || s[p + 1] !== 0x0a) return undefined;
+  let bit = (p + 2) * 8;
+  const u = (n: number): number => {
+    let v = 0;
+    for (let i = 0; i < n; i++, bit++) {
+      const byte = s[bit >>> 3];
+      if (byte === undefined) throw new RangeError('header runs past the data');
+      v += ((byte >>> (bit & 7)) & 1) * 2 ** i;
+    }
+    return v;
+  };
+  // U32(d0, d1, d2, d3): a 2-bit selector, then the chosen distribution: [constant] or [offset, bits].
+  const u32d = (...d: Array<[number] | [number, number]>): number => {
+    const [offset, bits] = d[u(2)];
+    return bits === undefined ? offset : offset + u(bits);
+  };
+  const size = (): [number, number] => {
+    const small = u(1);
+    const y = small ? (u(5) + 1) * 8 : 1 + u32d([0, 9], [0, 13], [0, 18], [0, 30]);
+    const ratio = u(3);
+    const x = ratio === 0 ? (small ? (u(5) + 1) * 8 : 1 + u32d([0, 9], [0, 13], [0, 18], [0, 30])) : Math.floor((y * RATIOS[ratio][0]) / RATIOS[ratio][1]);
+    return [x, y];
+  };
+  try {
+    const [width, height] = size();
+    if (u(1)) return { width, height, bitsPerSample: 8, float: false }; // all_default
+    if (u(1)) {
+      // extra_fields: orientation, intrinsic size, preview, animation.
+      u(3);
+      if (u(1)) size();
+      if (u(1)) {
+        const div8 = u(1);
+        const dim = () => (div8 ? u32d([16], [32], [1, 5], [33, 9]) : u32d([1, 6], [65, 8], [321, 10], [1345, 12]));
+        dim();
+        if (u(3) === 0) dim();
+      }
+      if (u(1)) {
+        u32d([100], [1000], [1, 10], [1, 30]);
+        u32d([1], [1001], [1, 8], [1, 10]);
+        u32d([0], [0, 3], [0, 16], [0, 32]);
+        u(1);
+      }
+    }
+    const float = u(1) === 1;
+    const bitsPerSample = float ? u32d([32], [16], [24], [1, 6]) : u32d([8], [10], [12], [1, 6]);
+    return { width, height, bitsPerSample, float };
+  } catch {
+    return undefined;
+  }
+}
+
+/** SizeHeader ratios 1..7 (18181-1 Table A.1): xsize = ysize * a / b. */
+const RATIOS: Array<[number, number]> = [[1, 1], [1, 1], [12, 10], [4, 3], [3, 2], [16, 9], [5, 4], [2, 1]];

@@ -1,13 +1,13 @@
 // The decode stage: SourceItems (DICOM files, NIfTI volumes, MedMNIST .npz entries) to DecodedImages, one per
 // frame or slice, holding the stored values before any LUT plus the metadata downstream stages need. Raw PHI
-// (patient/study/series ids) never leaves this stage: only salted hashes do.
+// (patient/study/series ids) never leaves this stage: only their keyed hashes (pipeline/privacy.ts) do.
 
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import type { OperatorFunction } from 'rxjs';
 import type { Gate } from '../../pipeline/flow.js';
 import { type FailureLog, MedsslError, guard } from '../../pipeline/failures.js';
+import { type Keyring, privacyKeyring, warnPublicKey } from '../../pipeline/privacy.js';
 import { DataConfig } from '../../schemas/config.js';
 import type { DecodedImage, Dtype, PixelArray, SourceItem } from '../../schemas/records.js';
 import { detectFormat } from '../source/source.js';
@@ -26,8 +26,8 @@ export interface DecodeOptions {
   maxFileBytes?: number;
   /** Volumes are cut perpendicular to this voxel axis (0 = i, 1 = j, 2 = k). */
   sliceAxis?: 0 | 1 | 2;
-  /** Salt of the patient/study/series hashes. */
-  privacySalt?: string;
+  /** The secret of the patient/study/series keys (default: privacyKeyring(), from MEDSSL_PRIVACY_KEY). */
+  privacy?: Keyring;
   /**
    * The gate the items came through: the extra frames of each multi-frame file or volume are admitted into its
    * flight, so memory stays bounded by the window in frames, not in files.
@@ -94,7 +94,7 @@ function resolveOptions(opts: Omit<DecodeOptions, 'failures'>): Resolved {
     maxPixels: opts.maxPixels ?? d.maxPixels,
     maxFileBytes: Math.min(opts.maxFileBytes ?? d.maxFileBytes, 2 ** 31 - 1),
     sliceAxis: opts.sliceAxis ?? (d.sliceAxis as 0 | 1 | 2),
-    privacySalt: opts.privacySalt ?? d.privacySalt,
+    privacy: opts.privacy ?? privacyKeyring(),
   };
 }
 
@@ -106,6 +106,7 @@ function resolveOptions(opts: Omit<DecodeOptions, 'failures'>): Resolved {
 export async function* decodeItem(item: SourceItem, bytes: Uint8Array | undefined, options: Omit<DecodeOptions, 'failures'>): AsyncGenerator<DecodedImage> {
   const opts = resolveOptions(options);
   const file = item.path;
+  if (item.error) throw new MedsslError(item.error.code, file, item.error.reason);
   if (item.format === 'npz' || (item.entry !== undefined && /\.npz$/i.test(file))) {
     yield* npzFrames(item, bytes, opts);
     return;
@@ -136,9 +137,9 @@ async function openDicom(raw: Uint8Array, file: string, opts: Resolved) {
 function* dicomImages(item: SourceItem, d: DicomFile, g: ImageGeometry, enc: ReturnType<typeof encodingOf>, opts: Resolved): Generator<DecodedImage> {
   const meta = dicomMeta(d, item.path);
   const keys = {
-    patientKey: privacyKey(item.patientId ?? meta.patientId, opts.privacySalt),
-    studyKey: privacyKey(meta.studyUid, opts.privacySalt),
-    seriesKey: privacyKey(meta.seriesUid, opts.privacySalt),
+    patientKey: opts.privacy.key('patient', item.patientId ?? meta.patientId),
+    studyKey: opts.privacy.key('study', meta.studyUid),
+    seriesKey: opts.privacy.key('series', meta.seriesUid),
   };
   let f = 0;
   for (const fr of dicomFrames(d, g, enc, item.path)) {
@@ -165,7 +166,7 @@ function* niftiFrames(item: SourceItem, raw: Uint8Array, opts: Resolved): Genera
     throw new MedsslError('too-large', item.path, `a slice exceeds the ${opts.maxPixels}-sample limit`);
   }
   const A = vol.affine;
-  const patientKey = privacyKey(item.patientId, opts.privacySalt);
+  const patientKey = opts.privacy.key('patient', item.patientId);
   let f = 0;
   for (const s of sliceVolume(vol.data, vol.dims, vol.components, axis)) {
     const sp = [Math.abs(vol.pixdim[s.rowAxis]), Math.abs(vol.pixdim[s.colAxis])];
@@ -223,7 +224,7 @@ function* npzFrames(item: SourceItem, bytes: Uint8Array | undefined, opts: Resol
   const per = rest.reduce((a, d) => a * d, 1);
   const one = images.data.subarray(index * per, (index + 1) * per) as PixelArray;
   const dtype = images.dtype as Dtype;
-  const base = { sourceId: item.id, path: file, format: 'npz' as const, modality: item.modality ?? 'OT', dtype, rescale: { slope: 1, intercept: 0 }, spacing: null, label: item.label, split: item.split, patientKey: privacyKey(item.patientId, opts.privacySalt) };
+  const base = { sourceId: item.id, path: file, format: 'npz' as const, modality: item.modality ?? 'OT', dtype, rescale: { slope: 1, intercept: 0 }, spacing: null, label: item.label, split: item.split, patientKey: opts.privacy.key('patient', item.patientId) };
   if (rest.length === 2 || (rest.length === 3 && (rest[2] === 3 || rest[2] === 1) && rest[0] !== rest[2])) {
     // (H, W) or (H, W, C): one 2-D image.
     const samples = rest.length === 3 ? rest[2] : 1;
@@ -241,12 +242,6 @@ function* npzFrames(item: SourceItem, bytes: Uint8Array | undefined, opts: Resol
   }
 }
 
-/** First 16 hex digits of SHA-256(salt, NUL, id): stable per site, not reversible without the salt. */
-export function privacyKey(id: string | undefined, salt: string): string | undefined {
-  if (id === undefined || id === '') return undefined;
-  return crypto.createHash('sha256').update(salt).update('\0').update(id).digest('hex').slice(0, 16);
-}
-
 /** Drops undefined fields so records compare and serialise cleanly. */
 function clean(r: DecodedImage): DecodedImage {
   for (const k of Object.keys(r) as Array<keyof DecodedImage>) if (r[k] === undefined) delete r[k];
@@ -259,22 +254,38 @@ function isNiftiSize(b: Uint8Array): boolean {
   return le === 348 || le === 540 || be === 348 || be === 540;
 }
 
-/** Reads a whole file after checking its size (the limit is checked before any allocation). */
+/**
+ * Reads a whole regular file after checking its size: the limit is checked before any allocation, and never more
+ * than the size checked is read (a file that grows meanwhile is cut there). Opened non-blocking and checked with
+ * fstat, so a FIFO or device put where a file was fails at once instead of blocking.
+ */
 export function readBounded(file: string, maxBytes: number): Uint8Array {
-  let size: number;
+  let fd: number;
   try {
-    const st = fs.statSync(file);
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new MedsslError('not-found', file, 'no such file');
+    throw new MedsslError('unreadable', file, `cannot open: ${code ?? (err as Error).message}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
     if (st.isDirectory()) throw new MedsslError('unreadable', file, 'is a folder');
-    size = st.size;
+    if (!st.isFile()) throw new MedsslError('unreadable', file, 'not a regular file');
+    if (st.size > maxBytes) throw new MedsslError('too-large', file, `${st.size} bytes exceeds the ${maxBytes}-byte limit`);
+    const out = Buffer.allocUnsafeSlow(st.size);
+    let n = 0;
+    while (n < out.length) {
+      const got = fs.readSync(fd, out, n, out.length - n, n);
+      if (got === 0) break; // shrank since fstat: what is there
+      n += got;
+    }
+    return out.subarray(0, n);
   } catch (err) {
     if (err instanceof MedsslError) throw err;
-    throw new MedsslError('not-found', file, 'no such file');
-  }
-  if (size > maxBytes) throw new MedsslError('too-large', file, `${size} bytes exceeds the ${maxBytes}-byte limit`);
-  try {
-    return fs.readFileSync(file);
-  } catch (err) {
     throw new MedsslError('unreadable', file, `cannot read: ${(err as Error).message}`);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
@@ -319,6 +330,7 @@ export async function decodeFile(file: string, options: Omit<DecodeOptions, 'fai
   const item: SourceItem = { id: file, path: file, format: 'dicom' };
   const frames = [...dicomImages(item, d, g, enc, opts)];
   const first = frames[0];
+  if (first.patientKey || first.studyKey || first.seriesKey) warnPublicKey(opts.privacy);
   const per = first.data.length;
   const data = new (first.data.constructor as new (n: number) => PixelArray)(per * frames.length);
   frames.forEach((f, i) => data.set(f.data as ArrayLike<number> & PixelArray, i * per));

@@ -1,15 +1,16 @@
 // From a parsed DICOM file to its frames of stored values, following pydicom 3's conventions (see README.md here):
 // native, deflated, RLE and JPEG data keep the low BitsStored bits (sign-extended when PixelRepresentation = 1),
 // JPEG-LS sign-extends from the codestream precision, J2K reinterprets bits when the codestream's signedness
-// differs from PixelRepresentation. Colour: native/RLE as stored; JPEG and J2K as the codec outputs (RGB).
+// differs from PixelRepresentation, JPEG XL keeps the low BitsStored bits like JPEG, packed 12-bit (BitsAllocated 12)
+// unpacks to 16 bits. Colour: native/RLE as stored; JPEG, J2K and JPEG XL as the codec outputs (RGB).
 
 import zlib from 'node:zlib';
 import { MedsslError } from '../../pipeline/failures.js';
 import type { Dtype, PixelArray } from '../../schemas/records.js';
-import { type CodecFrame, type CodecName, countUse, decodeCodestream, isLoaded, type JpegHeader, jpegHeader, jpegSegmentsIntact, j2kSize, markAsRgb } from './codecs.js';
+import { type CodecFrame, type CodecName, countUse, decodeCodestream, isLoaded, type JpegHeader, jpegHeader, jpegSegmentsIntact, j2kSize, jxlHeader, markAsRgb } from './codecs.js';
 import { decodeJpegDct } from './jpeg-dct.js';
 import { type DicomFile, type Element, GROUP, TAG, frameBytes, framesOf, getNumbers, getString, getUS, hex, nestedElement, numbersOf, sequenceItems } from './dicom.js';
-import { BYTES, CTORS, expandYbr422, interleave, keepLowBits, padFrame, typedCopy, unpackBits } from './pixels.js';
+import { BYTES, CTORS, expandYbr422, interleave, keepLowBits, padFrame, typedCopy, unpack12, unpackBits } from './pixels.js';
 import { decodeRleFrame } from './rle.js';
 
 export interface ImageGeometry {
@@ -27,7 +28,7 @@ export interface ImageGeometry {
 
 export type Encoding =
   | { kind: 'native' } | { kind: 'deflatedFrames' } | { kind: 'rle' }
-  | { kind: 'codec'; codec: CodecName; family: 'jpeg' | 'jpegLs' | 'j2k'; fallback?: CodecName };
+  | { kind: 'codec'; codec: CodecName; family: 'jpeg' | 'jpegLs' | 'j2k' | 'jxl'; fallback?: CodecName };
 
 /** How each transfer syntax's pixel data is encoded (PS3.5 section 10 and Annex A). */
 export function encodingOf(ts: string, file: string): Encoding {
@@ -51,6 +52,9 @@ export function encodingOf(ts: string, file: string): Encoding {
       // OpenJPEG (2.5+) reads HTJ2K and is what pydicom/imagecodecs use for it, so its irreversible output matches
       // the reference exactly; OpenJPH (which rounds the 9-7 wavelet differently) is the fallback.
       return { kind: 'codec', codec: 'j2k', family: 'j2k', fallback: 'htj2k' };
+    case '1.2.840.10008.1.2.4.110': case '1.2.840.10008.1.2.4.111': case '1.2.840.10008.1.2.4.112':
+      // JPEG XL lossless, JPEG recompression, and JPEG XL (PS3.5 A.4.13).
+      return { kind: 'codec', codec: 'jxl', family: 'jxl' };
     default:
       throw new MedsslError('unsupported', file, `transfer syntax ${ts} is not supported`);
   }
@@ -76,7 +80,7 @@ export function geometryOf(d: DicomFile, file: string, maxPixels: number): Image
   if (tag === TAG.floatPixelData) dtype = 'float32';
   else if (tag === TAG.doubleFloatPixelData) dtype = 'float64';
   else if (ba === 1 || ba === 8) dtype = pr ? 'int8' : 'uint8';
-  else if (ba === 16) dtype = pr ? 'int16' : 'uint16';
+  else if (ba === 16 || ba === 12) dtype = pr ? 'int16' : 'uint16'; // 12: packed pairs (ACR-NEMA), unpacked to 16 bits
   else if (ba === 32) dtype = pr ? 'int32' : 'uint32';
   else throw new MedsslError('unsupported', file, `BitsAllocated ${ba} is not supported`);
   const bs = getUS(d, TAG.bitsStored) ?? ba;
@@ -101,7 +105,7 @@ export function* dicomFrames(d: DicomFile, g: ImageGeometry, enc: Encoding, file
     return;
   }
   if (px.kind !== 'encapsulated') throw new MedsslError('corrupt', file, `native pixel data in compressed transfer syntax ${d.transferSyntax}`);
-  const lists = framesOf(px, g.frames, d.bytes, file);
+  const lists = framesOf(px, g.frames, d.bytes, file, enc.kind === 'codec' && enc.family === 'jxl');
   for (let f = 0; f < g.frames; f++) {
     const stream = frameBytes(d.bytes, lists[f]);
     if (enc.kind === 'deflatedFrames') {
@@ -124,6 +128,7 @@ export function* dicomFrames(d: DicomFile, g: ImageGeometry, enc: Encoding, file
 
 function nativeFrameBytes(g: ImageGeometry): number {
   if (g.photometric === 'YBR_FULL_422' && g.samples === 3 && g.bitsAllocated === 8) return g.rows * g.cols * 2;
+  if (g.bitsAllocated === 12) return Math.ceil((g.rows * g.cols * g.samples * 3) / 2);
   return g.bitsAllocated === 1 ? Math.ceil((g.rows * g.cols * g.samples) / 8) : g.rows * g.cols * g.samples * BYTES[g.dtype];
 }
 
@@ -135,6 +140,17 @@ function* nativeFrames(bytes: Uint8Array, g: ImageGeometry, swapVr: string | fal
   if (g.bitsAllocated === 1) {
     if (Math.ceil((count * g.frames) / 8) > bytes.length) throw truncated(file, Math.ceil((count * g.frames) / 8), bytes.length);
     for (let f = 0; f < g.frames; f++) yield { data: unpackBits(bytes, f * count, count), samples: g.samples, dtype: 'uint8', photometric: g.photometric };
+    return;
+  }
+  if (g.bitsAllocated === 12) {
+    // Two 12-bit values in three bytes, frames contiguous at the value level (as BitsAllocated 1 is at the bit level).
+    const need = Math.ceil((count * g.frames * 3) / 2);
+    if (need > bytes.length) throw truncated(file, need, bytes.length);
+    for (let f = 0; f < g.frames; f++) {
+      const data = unpack12(bytes, f * count, count, g.signed);
+      keepLowBits(data, g.bitsStored);
+      yield { data, samples: g.samples, dtype: g.dtype, photometric: g.photometric };
+    }
     return;
   }
   const frameSize = nativeFrameBytes(g);
@@ -176,8 +192,15 @@ function codecFrame(stream: Uint8Array, g: ImageGeometry, enc: Extract<Encoding,
   let highPrecision = false;
   let { codec, fallback } = enc;
   const dct = codec === 'jpegTurbo' || codec === 'jpeg8';
-  if (enc.family === 'j2k') claimed = j2kSize(stream);
-  else {
+  if (enc.family === 'j2k') {
+    claimed = j2kSize(stream);
+    // OpenJPEG allocates from the codestream's own header: without a SIZ to check first, it is not called.
+    if (!claimed) throw new MedsslError('corrupt', file, `frame ${f} has no J2K size marker (SIZ) that can be checked against Rows and Columns`);
+  } else if (enc.family === 'jxl') {
+    const h = jxlHeader(stream);
+    if (!h) throw new MedsslError('corrupt', file, `frame ${f} has no JPEG XL size header that can be checked against Rows and Columns`);
+    claimed = { width: h.width, height: h.height, components: g.samples };
+  } else {
     const h = jpegHeader(stream);
     if (!h) throw new MedsslError('corrupt', file, `frame ${f} is not a JPEG codestream (no SOI/SOF marker)`);
     claimed = h;
@@ -187,6 +210,10 @@ function codecFrame(stream: Uint8Array, g: ImageGeometry, enc: Extract<Encoding,
   }
   if (claimed && (claimed.width > g.cols || claimed.height > g.rows || claimed.width * claimed.height === 0)) {
     throw new MedsslError('corrupt', file, `frame ${f} codestream is ${claimed.width} x ${claimed.height}, the header says ${g.cols} x ${g.rows}`);
+  }
+  // The components are allocated too: a SIZ claiming thousands would multiply the frame (Csiz is up to 16384).
+  if (claimed && claimed.components > Math.max(g.samples, 4)) {
+    throw new MedsslError('corrupt', file, `frame ${f} codestream has ${claimed.components} components, SamplesPerPixel is ${g.samples}`);
   }
   // 12-bit DCT streams go to the decoder in jpeg-dct.ts (the WebAssembly libjpeg-turbo build is 8-bit only).
   let c: CodecFrame;
@@ -217,7 +244,7 @@ function codecFrame(stream: Uint8Array, g: ImageGeometry, enc: Extract<Encoding,
     // TypedArray.set converts by value modulo 2^bits: a bit-pattern reinterpretation between same-width types.
     data.set(c.data as ArrayLike<number>);
   }
-  if (enc.family === 'jpeg') keepLowBits(data, g.bitsStored);
+  if (enc.family === 'jpeg' || enc.family === 'jxl') keepLowBits(data, g.bitsStored);
   else if (enc.family === 'jpegLs') { if (g.signed) keepLowBits(data, c.precision); }
   else if (c.signed !== g.signed) {
     if (g.signed) keepLowBits(data, c.precision);
@@ -225,7 +252,7 @@ function codecFrame(stream: Uint8Array, g: ImageGeometry, enc: Extract<Encoding,
   }
   if (c.width < g.cols || c.height < g.rows) data = padFrame(data, c.width, c.height, g.cols, g.rows, g.samples);
   // JPEG DCT and J2K decoders return RGB for colour streams (YCbCr / RCT / ICT inverted).
-  const photometric = g.samples === 3 && (dct || enc.family === 'j2k') ? 'RGB' : g.photometric;
+  const photometric = g.samples === 3 && (dct || enc.family === 'j2k' || enc.family === 'jxl') ? 'RGB' : g.photometric;
   return { data, samples: g.samples, dtype: g.dtype, photometric };
 }
 
@@ -272,7 +299,7 @@ export function dicomMeta(d: DicomFile, file: string) {
 type RawValues = { spacing?: number[]; position?: number[]; orientation?: number[]; slope?: number; intercept?: number; center?: number; width?: number };
 
 function groupValues(d: DicomFile, g: Map<number, Element>, file: string): RawValues {
-  const at = (macro: number, tag: number) => tolerant(() => numbersOf(d, nestedElement(d, g, macro, tag, file)));
+  const at = (macro: number, tag: number) => tolerant(() => numbersOf(d, nestedElement(d, g, macro, tag, file), tag));
   return {
     spacing: at(GROUP.pixelMeasures, TAG.pixelSpacing),
     position: at(GROUP.planePosition, TAG.position),

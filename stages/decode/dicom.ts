@@ -79,6 +79,8 @@ export type PixelData =
   | { kind: 'encapsulated'; tag: number; offsets: number[]; fragments: Array<[number, number]> };
 
 export interface DicomFile {
+  /** The file, as errors name it. */
+  file: string;
   /** The dataset bytes (inflated for the deflated syntax, gunzipped for .gz files); offsets refer to these. */
   bytes: Uint8Array;
   transferSyntax: string;
@@ -101,7 +103,7 @@ export function parseDicom(input: Uint8Array, file: string, maxBytes = 2 ** 31 -
   if (p + 8 <= bytes.length && metaCtx.dv.getUint16(p, true) === 0x0002) {
     while (p + 8 <= bytes.length && metaCtx.dv.getUint16(p, true) === 0x0002) {
       const e = readElement(metaCtx, p, 0);
-      if (e.tag === 0x00020010) transferSyntax = text(bytes, e.offset, e.length);
+      if (e.tag === 0x00020010) transferSyntax = text(bytes, e.offset, e.length, e.tag, file);
       p = e.next;
     }
   }
@@ -126,7 +128,7 @@ export function parseDicom(input: Uint8Array, file: string, maxBytes = 2 ** 31 -
   }
   const ctx: Ctx = { b: bytes, dv: view(bytes), little, explicit, file, elements: new Map(), end: bytes.length };
   const pixelData = readDataset(ctx, p);
-  return { bytes, transferSyntax, transferSyntaxInferred: inferred, littleEndian: little, explicitVR: explicit, elements: ctx.elements, pixelData };
+  return { file, bytes, transferSyntax, transferSyntaxInferred: inferred, littleEndian: little, explicitVR: explicit, elements: ctx.elements, pixelData };
 }
 
 interface Ctx {
@@ -295,18 +297,23 @@ function readHeaderOnly(ctx: Ctx, p: number): { tag: number; vr: string; offset:
 }
 
 /** The frames of encapsulated pixel data as fragment lists (PS3.5 A.4: offset table, one fragment each, or markers). */
-export function framesOf(px: Extract<PixelData, { kind: 'encapsulated' }>, frames: number, bytes: Uint8Array, file: string): Array<Array<[number, number]>> {
+export function framesOf(px: Extract<PixelData, { kind: 'encapsulated' }>, frames: number, bytes: Uint8Array, file: string, jxl = false): Array<Array<[number, number]>> {
   const { fragments, offsets } = px;
   if (fragments.length === 0) throw new MedsslError('no-pixel-data', file, 'encapsulated pixel data has no fragments');
   if (frames === 1) return [fragments];
   if (offsets.length === frames) {
-    // Offsets are relative to the first byte of the first fragment's item tag.
+    // Offsets are relative to the first byte of the first fragment's item tag, and increase (PS3.5 A.4): one pass
+    // over the fragments, linear in frames + fragments (a filter per frame was quadratic).
     const base = fragments[0][0] - 8;
     const out: Array<Array<[number, number]>> = [];
+    let i = 0;
     for (let f = 0; f < frames; f++) {
       const lo = base + offsets[f];
       const hi = f + 1 < frames ? base + offsets[f + 1] : Infinity;
-      const list = fragments.filter(([o]) => o - 8 >= lo && o - 8 < hi);
+      if (hi <= lo) throw new MedsslError('corrupt', file, `basic offset table entries ${f} and ${f + 1} do not increase`);
+      while (i < fragments.length && fragments[i][0] - 8 < lo) i++;
+      const list: Array<[number, number]> = [];
+      while (i < fragments.length && fragments[i][0] - 8 < hi) list.push(fragments[i++]);
       if (!list.length) throw new MedsslError('corrupt', file, `basic offset table entry ${f} points to no fragment`);
       out.push(list);
     }
@@ -316,17 +323,19 @@ export function framesOf(px: Extract<PixelData, { kind: 'encapsulated' }>, frame
   // No usable offset table and more fragments than frames: a frame starts at each fragment that opens a codestream.
   const out: Array<Array<[number, number]>> = [];
   for (const frag of fragments) {
-    if (!out.length || startsCodestream(bytes, frag[0], frag[1])) out.push([frag]);
+    if (!out.length || startsCodestream(bytes, frag[0], frag[1], jxl)) out.push([frag]);
     else out[out.length - 1].push(frag);
   }
   if (out.length !== frames) throw new MedsslError('corrupt', file, `found ${out.length} codestreams in ${fragments.length} fragments for ${frames} frames`);
   return out;
 }
 
-function startsCodestream(b: Uint8Array, o: number, n: number): boolean {
+function startsCodestream(b: Uint8Array, o: number, n: number, jxl: boolean): boolean {
   if (n < 4) return false;
   if (b[o] === 0xff && b[o + 1] === 0xd8 && b[o + 2] === 0xff) return true; // JPEG SOI
   if (b[o] === 0xff && b[o + 1] === 0x4f && b[o + 2] === 0xff && b[o + 3] === 0x51) return true; // J2K SOC + SIZ
+  // JPEG XL only under its own syntaxes: FF 0A may start a fragment in the middle of a J2K codestream.
+  if (jxl && ((b[o] === 0xff && b[o + 1] === 0x0a) || (n >= 12 && b[o + 4] === 0x4a && b[o + 5] === 0x58 && b[o + 6] === 0x4c && b[o + 7] === 0x20))) return true;
   return n >= 12 && b[o + 4] === 0x6a && b[o + 5] === 0x50 && b[o + 6] === 0x20 && b[o + 7] === 0x20; // JP2 signature box
 }
 
@@ -347,7 +356,19 @@ export function hex(tag: number): string {
   return `${(tag >>> 16).toString(16).padStart(4, '0')},${(tag & 0xffff).toString(16).padStart(4, '0')}`.toUpperCase();
 }
 
-function text(b: Uint8Array, o: number, n: number): string {
+/**
+ * The longest value read as text. Every attribute read as text here is short by its VR (UI 64 bytes, CS 16, LO 64,
+ * DS 16 and IS 12 per value; PixelSpacing, position and orientation hold 2 to 6 values), so a longer one is a
+ * damaged or hostile file; refusing it keeps a file from making a string of its whole size.
+ */
+export const MAX_TEXT_BYTES = 1024;
+
+function checkTextLength(n: number, tag: number, file: string): void {
+  if (n > MAX_TEXT_BYTES) throw new MedsslError('corrupt', file, `element (${hex(tag)}) holds ${n} bytes of text, more than the ${MAX_TEXT_BYTES} any value read here may`);
+}
+
+function text(b: Uint8Array, o: number, n: number, tag: number, file: string): string {
+  checkTextLength(n, tag, file);
   let s = '';
   for (let i = 0; i < n; i++) s += String.fromCharCode(b[o + i]);
   return s.replace(/[\0 ]+$/, '').trim();
@@ -358,6 +379,7 @@ function text(b: Uint8Array, o: number, n: number): string {
 export function getString(d: DicomFile, tag: number): string | undefined {
   const e = d.elements.get(tag);
   if (!e || e.length === 0) return undefined;
+  checkTextLength(e.length, tag, d.file);
   const s = Buffer.from(d.bytes.buffer, d.bytes.byteOffset + e.offset, e.length).toString('latin1').replace(/[\0 ]+$/, '').trim();
   return s || undefined;
 }
@@ -371,7 +393,7 @@ export function getUS(d: DicomFile, tag: number): number | undefined {
 
 /** Decimal/integer strings (DS, IS), backslash-separated; NaN for unparsable values. */
 export function getNumbers(d: DicomFile, tag: number): number[] | undefined {
-  return numbersOf(d, d.elements.get(tag));
+  return numbersOf(d, d.elements.get(tag), tag);
 }
 
 function ctxOf(d: DicomFile, e: Element, file: string): Ctx {
@@ -413,8 +435,9 @@ export function nestedElement(d: DicomFile, group: Map<number, Element>, macro: 
 }
 
 /** Decimal/integer strings (DS, IS) of an element, backslash-separated; NaN for unparsable values. */
-export function numbersOf(d: DicomFile, e: Element | undefined): number[] | undefined {
+export function numbersOf(d: DicomFile, e: Element | undefined, tag = 0): number[] | undefined {
   if (!e || e.length === 0) return undefined;
+  checkTextLength(e.length, tag, d.file);
   const s = Buffer.from(d.bytes.buffer, d.bytes.byteOffset + e.offset, e.length).toString('latin1').replace(/[\0 ]+$/, '').trim();
   if (!s) return undefined;
   return s.split('\\').map((v) => (v.trim() === '' ? NaN : Number(v.trim())));

@@ -41,6 +41,12 @@ export interface NiftiVolume {
   littleEndian: boolean;
 }
 
+/** 540 for a NIfTI-2 header (sizeof_hdr in either byte order), else 348. */
+function headerSize(head: Uint8Array): number {
+  const dv = new DataView(head.buffer, head.byteOffset, 4);
+  return dv.getInt32(0, true) === 540 || dv.getInt32(0, false) === 540 ? 540 : 348;
+}
+
 /** True when the first bytes are a NIfTI-1/2 (or ANALYZE) header: sizeof_hdr 348 or 540 in either byte order. */
 export function isNiftiHeader(head: Uint8Array): boolean {
   if (head.length < 4) return false;
@@ -55,7 +61,10 @@ export function isNiftiHeader(head: Uint8Array): boolean {
  */
 export function readNifti(header: Uint8Array, image: Uint8Array | undefined, file: string, maxBytes: number): NiftiVolume {
   if (!isNiftiHeader(header)) throw new MedsslError('wrong-format', file, 'not a NIfTI file (sizeof_hdr is not 348 or 540)');
-  const ab = header.buffer.slice(header.byteOffset, header.byteOffset + header.byteLength) as ArrayBuffer;
+  // nifti-reader-js wants an ArrayBuffer: copy the header alone (348 or 540 bytes), never the volume behind it.
+  // Extensions are not read (nothing here uses them), so a hostile extension size costs nothing either.
+  const headerBytes = headerSize(header);
+  const ab = header.buffer.slice(header.byteOffset, header.byteOffset + Math.min(header.byteLength, headerBytes)) as ArrayBuffer;
   if (!nifti.isNIFTI(ab, true)) {
     const size = header.length < 348 ? 'truncated' : 'unsupported';
     throw new MedsslError(size, file, size === 'truncated' ? 'file ends inside the NIfTI header' : 'ANALYZE 7.5 headers (no NIfTI magic) are not supported');
@@ -90,8 +99,12 @@ export function readNifti(header: Uint8Array, image: Uint8Array | undefined, fil
     throw new MedsslError('truncated', file, `voxel data needs ${bytes} bytes from offset ${offset}, the file has ${Math.max(0, source.length - offset)}`);
   }
   const raw = source.subarray(offset, offset + bytes);
-  // RGB components are bytes: no swapping, and the array keeps one element per component.
-  const data = type.components > 1 ? new Uint8Array(raw) : typedCopy(raw, type.dtype, !h.littleEndian);
+  // Little-endian voxels at an aligned offset (vox_offset 352 is) are a view on the file's bytes, not a copy, so a
+  // volume costs its file once. RGB components are bytes: no swapping, one element per component.
+  const size = BYTES[type.dtype];
+  const data = type.components > 1 ? raw
+    : (h.littleEndian || size === 1) && raw.byteOffset % size === 0 ? new CTORS[type.dtype](raw.buffer as ArrayBuffer, raw.byteOffset, raw.length / size)
+    : typedCopy(raw, type.dtype, !h.littleEndian);
   const slope = h.scl_slope;
   const inter = h.scl_inter;
   const scaled = Number.isFinite(slope) && slope !== 0;

@@ -50,6 +50,21 @@ export function unpackBits(bytes: Uint8Array, firstBit: number, count: number): 
   return out;
 }
 
+/**
+ * BitsAllocated 12 (ACR-NEMA packing): values 2k and 2k+1 share bytes 3k..3k+2 as v0 = b0 | (b1 & 15) << 8 and
+ * v1 = b1 >> 4 | b2 << 4, the little-endian nibble order the reference decodes use (`packed12` in their README:
+ * GDCM's other order gives a far rougher image). `count` values from value index `first`, as 16-bit integers.
+ */
+export function unpack12(bytes: Uint8Array, first: number, count: number, signed: boolean): Uint16Array | Int16Array {
+  const out = signed ? new Int16Array(count) : new Uint16Array(count);
+  for (let i = 0; i < count; i++) {
+    const v = first + i;
+    const o = (v >>> 1) * 3;
+    out[i] = v & 1 ? (bytes[o + 1] >>> 4) | (bytes[o + 2] << 4) : bytes[o] | ((bytes[o + 1] & 15) << 8);
+  }
+  return out;
+}
+
 /** PlanarConfiguration 1 (RRR..GGG..BBB) to interleaved samples (RGBRGB...). */
 export function interleave<T extends PixelArray>(planar: T, pixels: number, samples: number): T {
   const out = new (planar.constructor as new (n: number) => T)(pixels * samples);

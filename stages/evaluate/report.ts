@@ -79,8 +79,17 @@ const cell = (r: FractionResult | undefined) => (r ? `${r.auc.toFixed(3)} [${r.c
 const protocolsOf = (d: DatasetResult): Protocol[] => (['finetune', 'linear', 'knn'] as Protocol[]).filter((p) => d.arms.some((a) => a.protocols[p]));
 const fractionsOf = (d: DatasetResult, p: Protocol): string[] =>
   [...new Set(d.arms.flatMap((a) => Object.keys(a.protocols[p] ?? {})))].sort((a, b) => Number(b) - Number(a));
-/** Markdown table cells must not break the table: escape pipes and newlines. */
-const mdText = (s: string) => s.replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ');
+/**
+ * Text from data or configs in report.md, escaped as the HTML report escapes it: Markdown renders inline HTML, so
+ * `& < > " '` become entities; then the characters that make links, images, emphasis, code or table cells are
+ * backslash-escaped (CommonMark 2.4), and line breaks become spaces, so a name cannot break out of its cell.
+ */
+const mdText = (s: string) => escapeHtml(s).replace(/[\\`*_[\]|~!]/g, '\\$&').replace(/[\r\n]+/g, ' ');
+/** A fenced code block that the text cannot close: the fence is longer than any run of backticks in it. */
+const mdCode = (s: string) => {
+  const fence = '`'.repeat(Math.max(3, ...[...s.matchAll(/`+/g)].map((m) => m[0].length + 1)));
+  return [fence, s.replace(/[\r\n]+/g, ' '), fence];
+};
 
 export function renderMarkdown(doc: ResultsDocument): string {
   const out: string[] = [];
@@ -125,9 +134,9 @@ export function renderMarkdown(doc: ResultsDocument): string {
     for (const a of d.arms) out.push(`| ${mdText(a.name)} | ${a.seconds.pretrain.toFixed(1)} | ${a.seconds.evaluate.toFixed(1)} |`);
     out.push('');
   }
-  out.push('## Replay', '', '```', mdText(doc.provenance.command), '```', '',
-    `config hash ${doc.provenance.configHash}; ${Object.entries(doc.provenance.versions).map(([k, v]) => `${k} ${v}`).join(', ')}.`, '');
-  for (const f of doc.provenance.datasets) out.push(`- ${mdText(f.file)}: ${f.bytes} bytes, sha256 ${f.sha256}`);
+  out.push('## Replay', '', ...mdCode(doc.provenance.command), '',
+    `config hash ${mdText(doc.provenance.configHash)}; ${mdText(Object.entries(doc.provenance.versions).map(([k, v]) => `${k} ${v}`).join(', '))}.`, '');
+  for (const f of doc.provenance.datasets) out.push(`- ${mdText(f.file)}: ${f.bytes} bytes, sha256 ${mdText(f.sha256)}`);
   out.push('');
   return out.join('\n');
 }

@@ -89,64 +89,106 @@ export function writeNpy(data: PixelArray, shape: number[]): Buffer {
   return out;
 }
 
-/** The arrays of an .npz archive, by name without the `.npy` suffix. Entries may be stored or deflated. */
+/**
+ * The arrays of an .npz archive, by name without the `.npy` suffix. Entries may be stored or deflated. `maxBytes`
+ * bounds the archive as a whole: the sizes its `.npy` entries claim, added up, before anything is inflated (a few MB
+ * of deflated zeros can otherwise claim many GiB). Other entries are skipped unread. Every offset, zip64 ones
+ * included, is checked against the file, so a damaged archive is `corrupt` or `truncated`, never a RangeError.
+ */
 export function readNpz(buf: Uint8Array, name = 'archive.npz', maxBytes = 2 ** 31): Map<string, NdArray> {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const entries = npzDirectory(b, name);
+  const wanted = entries.filter((e) => e.name.endsWith('.npy'));
+  const claimed = wanted.reduce((a, e) => a + e.usize, 0);
+  if (claimed > maxBytes) throw new MedsslError('too-large', name, `its .npy entries claim ${claimed} bytes in all (limit ${maxBytes})`);
+  const out = new Map<string, NdArray>();
+  for (const e of wanted) {
+    if (e.local + 30 > b.length || b.readUInt32LE(e.local) !== 0x04034b50) throw new MedsslError('corrupt', name, `zip entry ${e.name} is damaged`);
+    const dataStart = e.local + 30 + b.readUInt16LE(e.local + 26) + b.readUInt16LE(e.local + 28);
+    if (dataStart + e.csize > b.length) throw new MedsslError('truncated', name, `zip entry ${e.name} runs past the end of the file`);
+    const packed = b.subarray(dataStart, dataStart + e.csize);
+    let raw: Uint8Array;
+    if (e.method === 0) raw = packed;
+    else if (e.method === 8) {
+      try {
+        raw = zlib.inflateRawSync(packed, { maxOutputLength: Math.max(e.usize, 1) });
+      } catch (err) {
+        throw new MedsslError('corrupt', name, `zip entry ${e.name} does not inflate to its ${e.usize} bytes: ${(err as Error).message}`);
+      }
+    } else throw new MedsslError('unsupported', name, `zip entry ${e.name} uses compression method ${e.method}`);
+    out.set(e.name.slice(0, -4), readNpy(raw, `${name}:${e.name}`, maxBytes));
+  }
+  return out;
+}
+
+interface ZipEntry {
+  name: string;
+  method: number;
+  csize: number;
+  usize: number;
+  local: number;
+}
+
+/** The central directory (APPNOTE 4.3.12, zip64 4.3.14-4.3.15 and 4.5.3), every read bounds-checked. */
+function npzDirectory(b: Buffer, name: string): ZipEntry[] {
+  const corrupt = (what: string) => new MedsslError('corrupt', name, what);
+  const u64 = (at: number, what: string) => {
+    if (at < 0 || at + 8 > b.length) throw corrupt(`${what} lies outside the file`);
+    const v = b.readBigUInt64LE(at);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw corrupt(`${what} is ${v}, past any file`);
+    return Number(v);
+  };
   // End of central directory: signature 0x06054b50 within the last 64 KiB + 22 bytes.
   let eocd = -1;
   for (let i = b.length - 22; i >= Math.max(0, b.length - 65557); i--) {
     if (b.readUInt32LE(i) === 0x06054b50) { eocd = i; break; }
   }
   if (eocd < 0) throw new MedsslError(b.length < 22 ? 'truncated' : 'wrong-format', name, 'not a zip/npz archive (no end of central directory)');
-  let entries = b.readUInt16LE(eocd + 10);
+  let count = b.readUInt16LE(eocd + 10);
   let cdOffset = b.readUInt32LE(eocd + 16);
-  if (cdOffset === 0xffffffff || entries === 0xffff) {
+  if (cdOffset === 0xffffffff || count === 0xffff) {
     // zip64: numpy writes it for large archives.
     const loc = eocd - 20;
-    if (loc < 0 || b.readUInt32LE(loc) !== 0x07064b50) throw new MedsslError('corrupt', name, 'zip64 locator missing');
-    const z64 = Number(b.readBigUInt64LE(loc + 8));
-    entries = Number(b.readBigUInt64LE(z64 + 32));
-    cdOffset = Number(b.readBigUInt64LE(z64 + 48));
+    if (loc < 0 || b.readUInt32LE(loc) !== 0x07064b50) throw corrupt('zip64 locator missing');
+    const z64 = u64(loc + 8, 'the zip64 end record');
+    if (z64 + 56 > b.length || b.readUInt32LE(z64) !== 0x06064b50) throw corrupt('zip64 end record missing or outside the file');
+    count = u64(z64 + 32, 'the zip64 entry count');
+    cdOffset = u64(z64 + 48, 'the zip64 directory offset');
   }
-  const out = new Map<string, NdArray>();
+  // Each central header takes at least 46 bytes: a count the file cannot hold is a lie, not a loop bound.
+  if (cdOffset > b.length || count > (b.length - cdOffset) / 46) throw corrupt(`central directory at ${cdOffset} cannot hold ${count} entries`);
+  const out: ZipEntry[] = [];
   let p = cdOffset;
-  for (let e = 0; e < entries; e++) {
-    if (p + 46 > b.length || b.readUInt32LE(p) !== 0x02014b50) throw new MedsslError('corrupt', name, 'zip central directory is damaged');
+  for (let e = 0; e < count; e++) {
+    if (p + 46 > b.length || b.readUInt32LE(p) !== 0x02014b50) throw corrupt('zip central directory is damaged');
     const method = b.readUInt16LE(p + 10);
     let csize = b.readUInt32LE(p + 20);
     let usize = b.readUInt32LE(p + 24);
     const nlen = b.readUInt16LE(p + 28), xlen = b.readUInt16LE(p + 30), clen = b.readUInt16LE(p + 32);
     let local = b.readUInt32LE(p + 42);
-    const entryName = b.subarray(p + 46, p + 46 + nlen).toString('utf8');
-    // zip64 extra field carries the sizes and offset that are 0xffffffff above.
-    let x = p + 46 + nlen;
-    const xend = x + xlen;
-    while (x + 4 <= xend) {
+    const xstart = p + 46 + nlen, xend = xstart + xlen;
+    if (xend + clen > b.length) throw corrupt('zip central directory runs past the end of the file');
+    const entryName = b.subarray(p + 46, xstart).toString('utf8');
+    // The zip64 extra field carries, in this order, those of usize, csize and offset that read 0xffffffff above.
+    for (let x = xstart; x + 4 <= xend;) {
       const id = b.readUInt16LE(x), len = b.readUInt16LE(x + 2);
+      if (x + 4 + len > xend) throw corrupt(`zip entry ${entryName} has a damaged extra field`);
       if (id === 1) {
         let q = x + 4;
-        if (usize === 0xffffffff) { usize = Number(b.readBigUInt64LE(q)); q += 8; }
-        if (csize === 0xffffffff) { csize = Number(b.readBigUInt64LE(q)); q += 8; }
-        if (local === 0xffffffff) { local = Number(b.readBigUInt64LE(q)); }
+        const next = (what: string) => {
+          if (q + 8 > x + 4 + len) throw corrupt(`zip entry ${entryName}: zip64 field lacks its ${what}`);
+          const v = u64(q, `zip entry ${entryName}'s ${what}`);
+          q += 8;
+          return v;
+        };
+        if (usize === 0xffffffff) usize = next('size');
+        if (csize === 0xffffffff) csize = next('compressed size');
+        if (local === 0xffffffff) local = next('offset');
       }
       x += 4 + len;
     }
     p = xend + clen;
-    if (local + 30 > b.length || b.readUInt32LE(local) !== 0x04034b50) throw new MedsslError('corrupt', name, `zip entry ${entryName} is damaged`);
-    const dataStart = local + 30 + b.readUInt16LE(local + 26) + b.readUInt16LE(local + 28);
-    if (dataStart + csize > b.length) throw new MedsslError('truncated', name, `zip entry ${entryName} runs past the end of the file`);
-    if (usize > maxBytes) throw new MedsslError('too-large', name, `zip entry ${entryName} claims ${usize} bytes`);
-    const packed = b.subarray(dataStart, dataStart + csize);
-    let raw: Uint8Array;
-    if (method === 0) raw = packed;
-    else if (method === 8) {
-      try {
-        raw = zlib.inflateRawSync(packed, { maxOutputLength: Math.max(usize, 1) });
-      } catch (err) {
-        throw new MedsslError('corrupt', name, `zip entry ${entryName} does not inflate: ${(err as Error).message}`);
-      }
-    } else throw new MedsslError('unsupported', name, `zip entry ${entryName} uses compression method ${method}`);
-    if (entryName.endsWith('.npy')) out.set(entryName.slice(0, -4), readNpy(raw, `${name}:${entryName}`, maxBytes));
+    out.push({ name: entryName, method, csize, usize, local });
   }
   return out;
 }

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { MedsslError } from '../../pipeline/failures.js';
-import { walkFiles, fromHighland } from '../../pipeline/bridge.js';
+import { type FollowLinks, walkFiles, fromHighland } from '../../pipeline/bridge.js';
 import type { Format, SourceItem } from '../../schemas/records.js';
 import { readNpz } from './npy.js';
 
@@ -15,6 +15,8 @@ export interface SourceOptions {
   maxFileBytes?: number;
   /** List bare .npy arrays too (the cache's preparation reads them; the decode stage does not). */
   includeNpy?: boolean;
+  /** Symbolic links inside folders: follow those that stay inside the folder (default), all, or none. */
+  followLinks?: FollowLinks;
 }
 
 /**
@@ -33,8 +35,12 @@ export async function* listSources(inputs: string[], opts: SourceOptions = {}): 
       throw new MedsslError('not-found', input, 'no such file or folder');
     }
     if (st.isDirectory()) {
-      for await (const file of fromHighland(walkFiles(input))) {
+      for await (const { path: file, problem } of fromHighland(walkFiles(input, { links: opts.followLinks }))) {
         const rel = toId(path.relative(path.resolve(input), file));
+        if (problem) {
+          yield { id: rel, path: file, error: { code: 'unreadable', reason: problem } };
+          continue;
+        }
         // A file that cannot be sniffed or expanded is still listed, whole: the decode stage then turns it into a
         // failure record, and the walk goes on (one bad file never ends a listing).
         let kind: Kind;
@@ -62,6 +68,7 @@ export async function* listSources(inputs: string[], opts: SourceOptions = {}): 
       }
       continue;
     }
+    if (!st.isFile()) throw new MedsslError('unreadable', input, 'not a regular file or folder');
     const rel = toId(path.basename(input));
     const kind = await sniff(input);
     if (kind === 'manifest') yield* manifestItems(input, maxFileBytes);
@@ -83,8 +90,10 @@ export async function sniff(file: string): Promise<Kind> {
   if (/\.img(\.gz)?$/.test(lower)) return 'pair-image';
   let head: Buffer;
   try {
-    const fh = await fs.promises.open(file, 'r');
+    // Non-blocking, then checked: a FIFO put where a file was would otherwise block the open or the read forever.
+    const fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
     try {
+      if (!(await fh.stat()).isFile()) throw new Error('not a regular file');
       head = Buffer.alloc(512);
       const { bytesRead } = await fh.read(head, 0, 512, 0);
       head = head.subarray(0, bytesRead);
@@ -121,9 +130,18 @@ export function detectFormat(head: Uint8Array, lowerName: string): Format | unde
   return formatFromName(lowerName);
 }
 
-/** A dataset without preamble: the first tag is group 0002 or 0008 (either byte order), as no-meta files start. */
+/**
+ * A dataset without preamble: the first tag is group 0002 or 0008 (either byte order), as no-meta files start, or a
+ * command group length (0000,0000) UL, as some ACR-NEMA files do. Group lengths are never trusted (their value
+ * may claim more than the file holds; pydicom ignores them too), only the element's own 4-byte length is checked.
+ */
 function looksLikeRawDicom(h: Uint8Array): boolean {
   if (h.length < 8) return false;
+  if (h[0] === 0 && h[1] === 0 && h[2] === 0 && h[3] === 0) {
+    const implicitUL = h[4] === 4 && h[5] === 0 && h[6] === 0 && h[7] === 0;
+    const explicitUL = h[4] === 0x55 && h[5] === 0x4c && h[6] === 4 && h[7] === 0;
+    return h.length >= 12 && (implicitUL || explicitUL);
+  }
   const groupLE = h[0] | (h[1] << 8);
   const groupBE = (h[0] << 8) | h[1];
   const group = groupLE === 0x0002 || groupLE === 0x0008 ? groupLE : groupBE === 0x0002 || groupBE === 0x0008 ? groupBE : 0;

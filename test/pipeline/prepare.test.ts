@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../pipeline/config.js';
-import { framesOf, listInputs, minMax, prepareInWorkers, prepareSource, preparationHash, saltedKey, toChannels } from '../../pipeline/prepare.js';
+import { framesOf, listInputs, minMax, prepareInWorkers, prepareSource, preparationHash, toChannels } from '../../pipeline/prepare.js';
 import { ingest } from '../../stages/cache/ingest.js';
 import { CacheStore } from '../../stages/cache/store.js';
 import { readNpz } from '../../stages/source/npy.js';
@@ -38,15 +38,6 @@ describe('preparation of NumPy inputs', () => {
     expect(Array.from(minMax([4, 4]))).toEqual([0, 0]);
     expect(Array.from(toChannels(new Float32Array([0.25, 0.5]), 1, 3))).toEqual([0.25, 0.25, 0.25, 0.5, 0.5, 0.5]);
     expect(Array.from(toChannels(new Float32Array([0.25, 0.5, 0.75]), 3, 1))).toEqual([0.5]);
-  });
-
-  it('keys patients by a salted hash only', () => {
-    expect(saltedKey('site-a', 'MRN123')).toBe(saltedKey('site-a', 'MRN123'));
-    expect(saltedKey('site-a', 'MRN123')).not.toBe(saltedKey('site-b', 'MRN123'));
-    expect(saltedKey('site-a', 'MRN123')).not.toContain('MRN123');
-    const a = loadConfig(undefined);
-    const b = loadConfig(undefined, { data: { privacySalt: 'other' } });
-    expect(preparationHash(a)).not.toBe(preparationHash(b)); // a new salt gives new keys: a new preparation
   });
 
   it('prepares on worker threads exactly as on the calling thread', async () => {

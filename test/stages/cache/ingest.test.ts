@@ -137,6 +137,8 @@ describe('sharding', () => {
 
 describe('cache keys', () => {
   it('a changed normalization config misses the cache; the original config still hits', async () => {
+    // With a secret set, ingest has no public-key warning to print: stderr is the summary line alone.
+    process.env.MEDSSL_PRIVACY_KEY ??= 'a test secret of at least 16 bytes';
     const small = path.join(dir, 'small');
     writePneumoniaNpy(small, 30);
     const cache = path.join(dir, 'configs');

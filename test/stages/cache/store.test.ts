@@ -60,7 +60,7 @@ describe('record codec', () => {
     await store.close();
     const raw = fs.readFileSync(path.join(dir, 'c', 'data.mdb')).toString('latin1');
     for (const value of Object.values(phi)) expect(raw.includes(value)).toBe(false);
-    expect(raw.includes('a1b2c3')).toBe(true); // the salted key is kept (patient-level splits)
+    expect(raw.includes('a1b2c3')).toBe(true); // the patient key is kept (patient-level splits)
     const [back] = await collect(replay({ caches: [path.join(dir, 'c')], seed: 0, epoch: 0 }));
     expect(back.normalization).toBe('prepA'); // records name the preparation they are keyed by
     expect(Object.keys(back).sort()).toEqual(['channels', 'data', 'frame', 'height', 'id', 'label', 'modality', 'normalization', 'patientKey', 'sourceId', 'spacing', 'split', 'width']);

@@ -4,7 +4,8 @@
 import dcmjs from 'dcmjs';
 import { describe, expect, it } from 'vitest';
 import type { DecodedImage } from '../../../schemas/records.js';
-import { decodeItem, privacyKey } from '../../../stages/decode/decode.js';
+import { decodeItem } from '../../../stages/decode/decode.js';
+import { privacyKeyring } from '../../../pipeline/privacy.js';
 
 const { DicomMetaDictionary, DicomDict } = dcmjs.data;
 
@@ -52,8 +53,8 @@ describe('DICOM written by dcmjs', () => {
         position: [-10, 20.5, 30], orientation: [1, 0, 0, 0, 1, 0],
       });
       expect(Array.from(frame.data)).toEqual(Array.from(pixels));
-      // Patient ids become salted keys: the same id gives the same key, and the id itself is not in the record.
-      expect(frame.patientKey).toBe(privacyKey('PATIENT-1', 'medssl'));
+      // Patient ids become keyed hashes: the same id gives the same key, and the id itself is not in the record.
+      expect(frame.patientKey).toBe(privacyKeyring().key('patient', 'PATIENT-1'));
       expect(JSON.stringify({ ...frame, data: [] })).not.toContain('PATIENT-1');
     });
   }

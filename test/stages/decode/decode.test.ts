@@ -6,7 +6,8 @@ import { from, lastValueFrom, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { FailureLog } from '../../../pipeline/failures.js';
 import { DecodedImage, type SourceItem } from '../../../schemas/records.js';
-import { decode, decodeFile, decodeItem, privacyKey } from '../../../stages/decode/decode.js';
+import { decode, decodeFile, decodeItem } from '../../../stages/decode/decode.js';
+import { Keyring, privacyKeyring } from '../../../pipeline/privacy.js';
 import { readNpy } from '../../../stages/source/npy.js';
 import { cli, fixture, readJson, sample } from '../../shared.js';
 
@@ -38,16 +39,16 @@ describe('decode operator', () => {
 });
 
 describe('DICOM records', () => {
-  it('carry the metadata downstream needs and only salted hashes of ids', async () => {
-    const [f] = await frames({ id: 'ct', path: sample('dicom/pydicom/CT_small.dcm') }, { privacySalt: 'site-a' });
+  it('carry the metadata downstream needs and only keyed hashes of ids', async () => {
+    const [f] = await frames({ id: 'ct', path: sample('dicom/pydicom/CT_small.dcm') }, { privacy: new Keyring(Buffer.from('site-a secret, 16+ bytes'), 'key file') });
     const ref = readJson<Record<string, any>>(sample('reference/dicom/pydicom/CT_small.dcm.json'));
     expect(f).toMatchObject({ modality: 'CT', rows: 128, cols: 128, samples: 1, dtype: 'int16', photometric: 'MONOCHROME2', frame: 0, frames: 1 });
     expect(f.rescale).toEqual({ slope: ref.rescaleSlope ?? 1, intercept: ref.rescaleIntercept });
     expect(f.spacing?.length).toBe(2);
     expect(f.position).toHaveLength(3);
     expect(f.orientation).toHaveLength(6);
-    expect(f.patientKey).toMatch(/^[0-9a-f]{16}$/);
-    const [g] = await frames({ id: 'ct', path: sample('dicom/pydicom/CT_small.dcm') }, { privacySalt: 'site-b' });
+    expect(f.patientKey).toMatch(/^[0-9a-f]{32}$/);
+    const [g] = await frames({ id: 'ct', path: sample('dicom/pydicom/CT_small.dcm') }, { privacy: new Keyring(Buffer.from('site-b secret, 16+ bytes'), 'key file') });
     expect(g.patientKey).not.toBe(f.patientKey);
     // The raw PatientID is nowhere in the record.
     const raw = fs.readFileSync(sample('dicom/pydicom/CT_small.dcm'), 'latin1');
@@ -75,7 +76,7 @@ describe('DICOM records', () => {
 
   it('prefers the manifest patient id for the patient key', async () => {
     const [f] = await frames({ id: 'ct', path: sample('dicom/pydicom/CT_small.dcm'), patientId: 'P7', modality: 'CT' });
-    expect(f.patientKey).toBe(privacyKey('P7', 'medssl'));
+    expect(f.patientKey).toBe(privacyKeyring().key('patient', 'P7'));
   });
 
   it('rejects absurd header sizes before allocating', async () => {

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../schemas/config.js';
 import { MedsslError } from '../../../pipeline/failures.js';
 import { addConvergence, runExperiment, type ArmProvider, type ArmResult, type Preset } from '../../../stages/evaluate/experiment.js';
-import { resultsDocument, writeReports } from '../../../stages/evaluate/report.js';
+import { renderMarkdown, resultsDocument, writeReports } from '../../../stages/evaluate/report.js';
 import { syntheticDataset, tinyEncoder } from './tiny.js';
 
 const preset: Preset = {
@@ -113,6 +113,23 @@ describe('runExperiment + reports', () => {
     expect(md).toContain('| none | no |');
     expect(md).toContain('### Robustness');
     expect(md).toContain('SimCLR: not available here');
+    // report.md is escaped like the HTML: Markdown renders inline HTML.
+    expect(md).not.toContain('<script');
+    expect(md).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
+    expect(md).toContain('other &amp; more');
+
+    // Links, images, emphasis, table cells and the replay's code fence cannot be forged from a name or a command.
+    const synthetic0 = doc.datasets[0];
+    synthetic0.arms[1].name = '![x](javascript:alert(1)) | *b* [y](http://evil)';
+    const forged = renderMarkdown({ ...doc, provenance: { ...doc.provenance, command: 'medssl ```\n<b>x</b>' } });
+    expect(forged).not.toMatch(/(?<!\\)\]\(/); // no unescaped "](": no link or image
+    expect(forged).not.toMatch(/(?<!\\)\*b(?<!\\)\*/);
+    const row = forged.split('\n').find((l) => l.includes('javascript'))!;
+    expect(row.split(/(?<!\\)\|/).length).toBe(forged.split('\n').find((l) => l.startsWith('| none |'))!.split(/(?<!\\)\|/).length);
+    const replay = forged.slice(forged.indexOf('## Replay')).split('\n');
+    expect(replay[2]).toBe('````');
+    expect(replay[3]).toBe('medssl ``` <b>x</b>');
+    expect(replay[4]).toBe('````');
   });
 
   it('is deterministic: the same plan gives the same numbers', async () => {
