@@ -85,7 +85,7 @@ describe('without a secret', () => {
     const ingest = run(['ingest', fixture('data/dicom/pydicom/CT_small.dcm'), '--cache', path.join(dir, 'c')]);
     expect(ingest.status).toBe(0);
     expect(ingest.stderr).toMatch(banner);
-    const decode = run(['decode', fixture('data/dicom/pydicom/CT_small.dcm')]);
+    const decode = run(['decode', fixture('data/dicom/pydicom/CT_small.dcm'), '--json']);
     expect(decode.stderr).toMatch(banner);
     expect(JSON.parse(decode.stdout).patientKey).toMatch(/^[0-9a-f]{32}$/);
     // A file without identifiers writes no key: no warning.
