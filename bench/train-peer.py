@@ -18,8 +18,11 @@
 #     {"name": "train-peer/64px/nchw", "unit": "images/s", "value": ..., "config": {...}}
 #   or {"error": "...", "command": ...} for a command it cannot run. EOF on stdin ends the worker.
 # The model, optimizer and input batches are built once per (size, format, padding) and cached; the first command
-# for one also runs one untimed warm-up step. config.peakRssMB is the worker's peak so far (getrusage maxrss): it
-# covers every size run before in the same worker. Everything but these JSON lines goes to stderr.
+# for one also runs one untimed warm-up step. Threads: PyTorch's OpenMP (libgomp) workers spin while idle unless
+# OMP_WAIT_POLICY=PASSIVE is in the worker's environment; on the 2-core machine shared with other jobs, PASSIVE
+# gave up to 2-3x the images/s (none on a quiet machine), so config.ompWaitPolicy records which one ran.
+# config.peakRssMB is the worker's peak so far (getrusage maxrss): it covers every size run before in the same
+# worker. Everything but these JSON lines goes to stderr.
 #
 # What one step does, as stages/train/trainer.ts does it:
 #   - crops of the same resolution are stacked and encoded together (each resolution has its own BN statistics);
@@ -64,10 +67,11 @@ def log(*parts):
 # after. PyTorch pads symmetrically (k // 2 each side). Same output shape and the same FLOPs either way, but where
 # TF's total is odd the windows differ: a 3x3/2 conv on an even input is padded (0, 1) by TF and (1, 1) by
 # PyTorch, a 7x7/2 stem on an even input (2, 3) against (3, 3). padding='tf' reproduces TF's windows exactly (--check
-# verifies it against a direct computation) at the price of an F.pad copy before each such conv and its gradient:
-# about 4-5% of a 64 px step's CPU time, measured. The bench default is therefore 'symmetric', the plain PyTorch
-# model: the same output shapes, hence exactly the same FLOPs, with windows shifted by one pixel at those convs. The
-# 3x3/2 max pool needs no copy for TF's windows (ceil_mode, below), so it follows the padding setting like the convs.
+# verifies it against a direct computation) at the price of an F.pad copy before each such conv: in the profiler
+# about 5% of a 64 px step's CPU time and 1% at 128 px (end to end, within a shared machine's noise). Measurable, so
+# the bench default is 'symmetric', the plain PyTorch model: the same output shapes, hence exactly the same FLOPs,
+# with windows shifted by one pixel at those convs. The 3x3/2 max pool needs no copy for TF's windows (ceil_mode,
+# below), so it follows the padding setting like the convs.
 
 def tf_same_pads(n, k, s):
     out = -(-n // s)
@@ -414,6 +418,8 @@ def measure(run, size, fmt, steps, threads, padding_mode):
             'loss': metrics[0], 'codeEntropy': metrics[2], 'prototypeUsage': metrics[3],
             'secondsPerStep': wall / steps, 'memoryFormat': fmt, 'padding': padding_mode,
             'load': os.getloadavg()[0], 'loadavg': [round(x, 2) for x in os.getloadavg()],
+            # libgomp's idle threads spin unless told otherwise: on a shared machine that decides the figure.
+            'ompWaitPolicy': os.environ.get('OMP_WAIT_POLICY', 'default'),
         },
     }
 
