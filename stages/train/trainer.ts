@@ -155,11 +155,14 @@ export class Trainer {
     // A structure met for the first time is recorded from an eager run of the step, whose result is then rolled back:
     // every step of a structure runs the same way (as a graph, or eagerly if it cannot be recorded), so a run resumed
     // from a checkpoint repeats an uninterrupted one bit for bit.
-    if (graphs && !graphs.ready(key) && !graphs.eagerOnly(key)) {
+    // Batches that mix modalities under uni-modal clustering split into groups whose sizes change from batch to batch:
+    // each would need a graph of its own, recorded and compiled once and rarely met again, so they run eagerly.
+    const graphable = groups.every((g) => g.rows === null);
+    if (graphs && graphable && !graphs.ready(key) && !graphs.eagerOnly(key)) {
       graphs.sync(this.stateSlots());
       graphs.compile(key, this.stateSlots(), run, () => this.stateSlots());
     }
-    if (graphs?.ready(key)) {
+    if (graphable && graphs?.ready(key)) {
       values = graphs.run(key, inputs, this.stateSlots());
     } else {
       graphs?.sync(this.stateSlots());
