@@ -302,6 +302,7 @@ export const benchmarks: Benchmark[] = [
       'intraop-1': { TF_NUM_INTRAOP_THREADS: '1', TF_NUM_INTEROP_THREADS: '1' },
       'interop-1': { TF_NUM_INTEROP_THREADS: '1' },
       'composed-bn': { MEDSSL_FUSED_BN: '0' },
+      'bfc-allocator': { TF_CPU_ALLOCATOR_USE_BFC: 'true' },
     }, 3, 3),
   }] : []),
 ];
