@@ -93,12 +93,16 @@ export class CacheStore {
     // noMemInit stays off: LMDB would otherwise leave freed bytes (old records) in unused page space.
     // A cache is always a folder: lmdb would take a path with an extension ("cache.v1") for a single file.
     this.env = open({ path, maxDbs: 8, readOnly: this.readOnly, noSubdir: false });
-    this.records = this.env.openDB<Buffer, string>({ name: 'records', encoding: 'binary' });
-    this.sources = this.env.openDB<SourceMarker, string>({ name: 'sources', encoding: 'msgpack' });
-    this.preparations = this.env.openDB<PreparationInfo, string>({ name: 'preparations', encoding: 'msgpack' });
-    this.meta = this.env.openDB<{ schemaVersion: number; writer: string }, string>({ name: 'meta', encoding: 'msgpack' });
-    this.stamps = this.env.openDB<FileStamp, string>({ name: 'stamps', encoding: 'msgpack' });
-    this.contents = this.env.openDB<string, string>({ name: 'contents', encoding: 'string' });
+    // Read-only, a database that no transaction has created yet (an ingest killed before its first commit) does not
+    // open: it reads as empty.
+    const db = <V>(name: string, encoding: 'binary' | 'msgpack' | 'string'): Database<V, string> =>
+      this.env.openDB<V, string>({ name, encoding }) ?? (EMPTY_DB as unknown as Database<V, string>);
+    this.records = db<Buffer>('records', 'binary');
+    this.sources = db<SourceMarker>('sources', 'msgpack');
+    this.preparations = db<PreparationInfo>('preparations', 'msgpack');
+    this.meta = db<{ schemaVersion: number; writer: string }>('meta', 'msgpack');
+    this.stamps = db<FileStamp>('stamps', 'msgpack');
+    this.contents = db<string>('contents', 'string');
   }
 
   /** Opens (and for writing, creates) the cache folder at `path`. */
@@ -449,3 +453,12 @@ export function byteUnshuffle(src: Uint8Array, size: number, out: Uint8Array): U
 
 const align8 = (n: number) => (n + 7) & ~7;
 const hex = (n: number) => n.toString(16).padStart(8, '0');
+
+/** What a database that no transaction has created yet reads as, in a read-only cache. */
+const EMPTY_DB = {
+  get: () => undefined,
+  getBinary: () => undefined,
+  getBinaryFast: () => undefined,
+  getKeys: () => [],
+  getRange: () => [],
+};

@@ -68,6 +68,17 @@ describe('record codec', () => {
 });
 
 describe('cache verify', () => {
+  it('reads a cache killed before its first commit as empty and sound, not as an internal error', async () => {
+    const dir = tempDir();
+    // What an ingest leaves when killed right after opening the environment: data.mdb, no database in it yet.
+    const { open } = await import('lmdb');
+    const env = open({ path: dir, maxDbs: 8 });
+    await env.close();
+    expect(fs.existsSync(path.join(dir, 'data.mdb'))).toBe(true);
+    const report = await verifyCache(dir);
+    expect(report).toMatchObject({ records: 0, corrupt: 0, failures: 0, schemaVersion: CACHE_SCHEMA_VERSION });
+  });
+
   it('reports a byte flipped in a stored value inside the LMDB file, and replay refuses the record', async () => {
     const dir = tempDir();
     const cache = path.join(dir, 'c');
