@@ -10,15 +10,6 @@ export function positiveInt(flag: string) {
   };
 }
 
-/** `--steps N`: a non-negative integer. */
-export function nonNegativeInt(flag: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${flag}: expected a non-negative integer, got "${value}"`);
-    return n;
-  };
-}
-
 /** One failure record as every command prints it on stderr: `medssl: FILE [entry]: code: reason`. */
 export function failureLine(f: { file: string; id?: string; code: string; reason: string }): string {
   return `medssl: ${f.file}${f.id && !f.file.endsWith(f.id) ? ` [${f.id}]` : ''}: ${f.code}: ${f.reason}\n`;

@@ -204,20 +204,14 @@ export class Trainer {
     const b = batch.ids.length;
     const observed: BnObservation[] = [];
     const kept: { scores: Array<{ group: Group; assigned: Tensor2D[]; queue?: Tensor2D[]; z: Tensor2D[] }>; parts: Tensor[] } = { scores: [], parts: [] };
-    // Every per-step value enters through here, so a graph of this step knows them as its inputs.
+    // Every per-step value enters as one of these tensors, so a graph of this step knows them as its inputs. They are
+    // made here, outside the gradient's scope (which would dispose what is made inside it).
     const made = new Map<string, Tensor>();
-    const input = (name: string): Tensor => {
-      let x = made.get(name);
-      if (!x) {
-        const v = inputs.get(name) as HostTensor;
-        const data = v.dtype === DT.INT32 ? new Int32Array(v.bytes.buffer, v.bytes.byteOffset, v.bytes.byteLength / 4) : new Float32Array(v.bytes.buffer, v.bytes.byteOffset, v.bytes.byteLength / 4);
-        x = tf.tensor(data, v.shape, v.dtype === DT.INT32 ? 'int32' : 'float32');
-        made.set(name, x);
-      }
-      return x;
-    };
-    // Made here, outside the gradient's scope (which would dispose what is made inside it).
-    for (const name of inputs.keys()) input(name);
+    for (const [name, v] of inputs) {
+      const data = v.dtype === DT.INT32 ? new Int32Array(v.bytes.buffer, v.bytes.byteOffset, v.bytes.byteLength / 4) : new Float32Array(v.bytes.buffer, v.bytes.byteOffset, v.bytes.byteLength / 4);
+      made.set(name, tf.tensor(data, v.shape, v.dtype === DT.INT32 ? 'int32' : 'float32'));
+    }
+    const input = (name: string): Tensor => made.get(name) as Tensor;
     const stacked = stackedViews(batch, views).map((g) => ({ ...g, x: input(`crops${g.size}`) as Tensor4D }));
     const labels = inputs.has('labels') ? input('labels') as Tensor2D : null;
     const mask = inputs.has('mask') ? input('mask') as Tensor1D : labels ? tf.ones([b]) as Tensor1D : null;

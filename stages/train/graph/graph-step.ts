@@ -8,7 +8,7 @@
 // and one TF_SessionRun replaces thousands of eager dispatches. TensorFlow's graph optimizer (grappler) prunes,
 // folds and fuses it, and the executor runs independent ops side by side on the inter-op pool. The state stays in
 // TensorFlow between steps; it is copied back to the tfjs tensors only when asked (checkpoint, export, an eager step).
-import { type LibTensorflow, type Output, bytesPerElement, libtensorflow, listInputs, newTensor, readTensor, threadConfig } from './libtensorflow.js';
+import { type LibTensorflow, type Output, libtensorflow, listInputs, newTensor, readTensor, threadConfig } from './libtensorflow.js';
 import type { CreatedTensor, Trace } from './trace.js';
 
 /** A value fed to the graph: its TF_DataType, shape and bytes (C order). */
@@ -232,12 +232,4 @@ function setAttr(l: LibTensorflow, d: unknown, name: string, type: number, value
     default:
       throw new Error(`attribute ${name}: unsupported type ${type}`);
   }
-}
-
-/** Host bytes of a typed array, as a HostTensor. */
-export function hostTensor(dtype: number, shape: number[], data: ArrayBufferView): HostTensor {
-  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  const want = shape.reduce((a, b) => a * b, 1) * bytesPerElement(dtype);
-  if (bytes.byteLength !== want) throw new RangeError(`host tensor: ${bytes.byteLength} bytes for shape [${shape}]`);
-  return { dtype, shape, bytes };
 }

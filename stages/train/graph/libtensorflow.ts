@@ -13,7 +13,6 @@ type Fn = (...args: any[]) => any;
 
 /** TF_DataType values (tensorflow/c/tf_datatype.h). */
 export const DT = { FLOAT: 1, INT32: 3, UINT8: 4, STRING: 7, INT64: 9, BOOL: 10 } as const;
-const BYTES: Record<number, number> = { [DT.FLOAT]: 4, [DT.INT32]: 4, [DT.UINT8]: 1, [DT.INT64]: 8, [DT.BOOL]: 1 };
 
 export interface Output { oper: Ptr; index: number }
 
@@ -110,12 +109,6 @@ export function readTensor(l: LibTensorflow, t: Ptr): { dtype: number; shape: nu
   const bytes = size ? new Uint8Array(l.koffi.view(l.f.TF_TensorData(t), size)).slice() : new Uint8Array(0);
   return { dtype: l.f.TF_TensorType(t), shape, bytes };
 }
-
-export const bytesPerElement = (dtype: number): number => {
-  const b = BYTES[dtype];
-  if (!b) throw new Error(`unsupported TF_DataType ${dtype}`);
-  return b;
-};
 
 /**
  * A serialized ConfigProto (tensorflow/core/protobuf/config.proto) with the thread pools' sizes: field 2
