@@ -10,8 +10,8 @@
 //
 // Other results: `train/waiting` (the trainer fed from an LMDB cache through the Gate: the fraction of time it waits
 // for data), `train/recipes` (examples/recipes and the config defaults: images/s and peak RSS), and with
-// MEDSSL_BENCH_VARIANTS=1 the variants (graph steps off, oneDNN off, one thread, composed batch norm) in alternating
-// rounds with the default.
+// MEDSSL_BENCH_VARIANTS=1 the variants (graph steps off, oneDNN off, one thread, composed batch norm; at 128 px,
+// direct convolutions on maps smaller than the kernel) in alternating rounds with the default.
 import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -308,6 +308,10 @@ export const benchmarks: Benchmark[] = [
       'composed-bn': { MEDSSL_FUSED_BN: '0' },
       'bfc-allocator': { TF_CPU_ALLOCATOR_USE_BFC: 'true' },
     }, 3, 3),
+  }, {
+    name: 'train/variants-128px',
+    // ResNet-18's last stage on the 56 px crops: 2 x 2 maps, convolved as dense products or directly.
+    run: () => variantRounds('128px', { default: {}, 'direct-conv': { MEDSSL_DENSE_CONV: '0' } }, 3, 2),
   }] : []),
 ];
 

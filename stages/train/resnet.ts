@@ -8,6 +8,7 @@ import type { LayersModel, Tensor, Tensor1D, Tensor2D, Tensor4D, SymbolicTensor 
 import { tf } from '../../pipeline/tensorflow.js';
 import type { ModelConfig } from '../../schemas/config.js';
 import { type BnObservation, BN_EPSILON, BN_MOMENTUM, batchNorm, relu } from './batchnorm.js';
+import { conv2dSame } from './conv.js';
 import type { ParamStore } from './params.js';
 
 export interface EncoderSpec {
@@ -120,7 +121,7 @@ export interface ForwardMode {
 export function encode(store: ParamStore, spec: EncoderSpec, x: Tensor4D, mode: ForwardMode): Tensor2D {
   const { stem, blocks } = encoderUnits(spec);
   const unit = (input: Tensor4D, u: ConvUnit, withRelu: boolean): Tensor4D => {
-    const y = tf.conv2d(input, store.get(`${u.name}_conv/kernel`) as Tensor as Tensor4D, u.stride, 'same');
+    const y = conv2dSame(input, store.get(`${u.name}_conv/kernel`) as Tensor as Tensor4D, u.stride);
     const n = batchNorm(y, bnParams(store, `${u.name}_bn`), mode.training, `${u.name}_bn`, mode.observed) as Tensor4D;
     return withRelu ? relu(n) : n;
   };

@@ -103,6 +103,11 @@ export class Trainer {
     return this.graphs?.stats ?? { compiled: 0, graphSteps: 0, eagerSteps: this.position.step, notes: ['graph steps off'] };
   }
 
+  /** The graph engine, for profiling (null when steps run eagerly). */
+  get graphEngine(): GraphSteps | null {
+    return this.graphs;
+  }
+
   /** Everything a step reads and may replace, by name: parameters, optimizer slots, queue blocks. */
   private stateSlots(): Map<string, StateSlot> {
     const slots = new Map<string, StateSlot>();

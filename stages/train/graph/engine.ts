@@ -9,7 +9,7 @@
 // is neither state nor an input) stays eager, with a note.
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs';
 import { tf } from '../../../pipeline/tensorflow.js';
-import { GraphStep, type HostTensor, UntraceableStep } from './graph-step.js';
+import { GraphStep, type HostTensor, type NodeTime, UntraceableStep } from './graph-step.js';
 import { DT, libtensorflow, newTensor, readTensor } from './libtensorflow.js';
 import { type NodeBackend, tensorId, traceStep } from './trace.js';
 
@@ -32,6 +32,9 @@ export class GraphSteps {
   /** Slots whose tfjs tensor is older than the session's. */
   private readonly stale = new Set<string>();
   readonly stats = { compiled: 0, graphSteps: 0, eagerSteps: 0, notes: [] as string[] };
+  /** While set, graph steps run traced and leave their node timings in `lastProfile` (bench/train-profile.ts). */
+  profiling = false;
+  lastProfile: NodeTime[] | null = null;
 
   constructor(private readonly pkg: string, private readonly threads: { intraOp: number; interOp: number }) {}
 
@@ -111,7 +114,9 @@ export class GraphSteps {
       const data = t.dataSync() as Float32Array | Int32Array | Uint8Array;
       this.state.set(name, newTensor(l, DTYPES[t.dtype], t.shape, new Uint8Array(data.buffer, data.byteOffset, data.byteLength)));
     }
+    step.profile = this.profiling;
     const [metrics] = step.run(inputs, this.state);
+    if (this.profiling) this.lastProfile = step.lastProfile;
     for (const name of step.replaces) this.stale.add(name);
     this.stats.graphSteps++;
     return new Float32Array(metrics.bytes.buffer, metrics.bytes.byteOffset, metrics.bytes.byteLength / 4);

@@ -8,7 +8,7 @@
 // and one TF_SessionRun replaces thousands of eager dispatches. TensorFlow's graph optimizer (grappler) prunes,
 // folds and fuses it, and the executor runs independent ops side by side on the inter-op pool. The state stays in
 // TensorFlow between steps; it is copied back to the tfjs tensors only when asked (checkpoint, export, an eager step).
-import { type LibTensorflow, type Output, libtensorflow, listInputs, newTensor, readTensor, threadConfig } from './libtensorflow.js';
+import { type LibTensorflow, type Output, libtensorflow, listInputs, newTensor, protoFields, readTensor, threadConfig } from './libtensorflow.js';
 import type { CreatedTensor, Trace } from './trace.js';
 
 /** A value fed to the graph: its TF_DataType, shape and bytes (C order). */
@@ -37,6 +37,9 @@ export class GraphStep {
   private readonly outputOrder: Array<{ kind: 'fetch' | 'state'; name: string; out: Output }> = [];
   /** Graph nodes, for the record (`medssl info`-style reports and tests). */
   readonly nodes: number;
+  /** Set `profile` to have the next run traced: its node timings land in `lastProfile` (see `nodeTimes`). */
+  profile = false;
+  lastProfile: NodeTime[] | null = null;
 
   constructor(pkg: string, trace: Trace, sig: StepSignature, attrTypes: AttrTypes, threads: { intraOp: number; interOp: number }) {
     const l = (this.l = libtensorflow(pkg));
@@ -165,12 +168,22 @@ export class GraphStep {
     }
     const k = this.l.koffi;
     const outs = k.alloc('TF_Tensor *', this.outputOrder.length);
+    // RunOptions.trace_level (field 1) = FULL_TRACE (3): the run fills RunMetadata.step_stats.
+    const traced = this.profile ? { options: f.TF_NewBufferFromString(Uint8Array.of(0x08, 3), 2), metadata: f.TF_NewBuffer() } : null;
     try {
-      f.TF_SessionRun(this.session, null, this.inputOrder.map((i) => i.out), fed, fed.length,
-        this.outputOrder.map((o) => o.out), outs, this.outputOrder.length, null, 0, null, this.l.status);
+      f.TF_SessionRun(this.session, traced?.options ?? null, this.inputOrder.map((i) => i.out), fed, fed.length,
+        this.outputOrder.map((o) => o.out), outs, this.outputOrder.length, null, 0, traced?.metadata ?? null, this.l.status);
       this.l.check('graph step');
+      if (traced) {
+        const b = k.decode(traced.metadata, 'TF_Buffer') as { data: unknown; length: number | bigint };
+        this.lastProfile = nodeTimes(new Uint8Array(k.view(b.data, Number(b.length))).slice());
+      }
     } finally {
       for (const t of made) f.TF_DeleteTensor(t);
+      if (traced) {
+        f.TF_DeleteBuffer(traced.options);
+        f.TF_DeleteBuffer(traced.metadata);
+      }
     }
     const results = k.decode(outs, 'TF_Tensor *', this.outputOrder.length) as unknown[];
     k.free(outs);
@@ -196,6 +209,38 @@ export class GraphStep {
     f.TF_DeleteSession(this.session, this.l.status);
     f.TF_DeleteGraph(this.graph);
   }
+}
+
+/** One executed node of a traced run: its op type as the executor ran it (after grappler's rewrites), its device, and its wall time. */
+export interface NodeTime { name: string; op: string; device: string; micros: number }
+
+/**
+ * The node timings of a serialized RunMetadata (tensorflow/core/protobuf/config.proto): step_stats = 1 ->
+ * StepStats.dev_stats = 1 -> DeviceStepStats { device = 1, node_stats = 2 } -> NodeExecStats { node_name = 1,
+ * all_end_rel_micros = 5, timeline_label = 8 ("name = Op(inputs)") }.
+ */
+export function nodeTimes(metadata: Uint8Array): NodeTime[] {
+  const text = (v: number | Uint8Array) => (v instanceof Uint8Array ? new TextDecoder().decode(v) : '');
+  const out: NodeTime[] = [];
+  for (const [f1, stepStats] of protoFields(metadata)) {
+    if (f1 !== 1 || !(stepStats instanceof Uint8Array)) continue;
+    for (const [f2, dev] of protoFields(stepStats)) {
+      if (f2 !== 1 || !(dev instanceof Uint8Array)) continue;
+      let device = '';
+      for (const [f3, v] of protoFields(dev)) {
+        if (f3 === 1) device = text(v);
+        if (f3 !== 2 || !(v instanceof Uint8Array)) continue;
+        const node: NodeTime = { name: '', op: '', device, micros: 0 };
+        for (const [f4, w] of protoFields(v)) {
+          if (f4 === 1) node.name = text(w);
+          if (f4 === 5 && typeof w === 'number') node.micros = w;
+          if (f4 === 8) node.op = /= ([\w:]+)\(/.exec(text(w))?.[1] ?? text(w);
+        }
+        out.push(node);
+      }
+    }
+  }
+  return out;
 }
 
 /** The step cannot be run as a graph (it reads a value from outside, or reads values back midway): stay eager. */

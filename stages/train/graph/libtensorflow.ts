@@ -78,6 +78,9 @@ export function libtensorflow(pkg: string): LibTensorflow {
     'int TF_NumDims(TF_Tensor *)',
     'int64_t TF_Dim(TF_Tensor *, int)',
     'void TF_DeleteTensor(TF_Tensor *)',
+    'TF_Buffer *TF_NewBufferFromString(const void *proto, size_t len)',
+    'TF_Buffer *TF_NewBuffer()',
+    'void TF_DeleteBuffer(TF_Buffer *)',
   ];
   const f: Record<string, Fn> = {};
   for (const sig of sigs) {
@@ -152,7 +155,7 @@ export function listInputs(l: LibTensorflow, graph: Ptr, op: string, cache: Map<
 }
 
 /** The (field, value) pairs of a protobuf message: varints as numbers, length-delimited fields as bytes. */
-function* protoFields(b: Uint8Array): Generator<[number, number | Uint8Array]> {
+export function* protoFields(b: Uint8Array): Generator<[number, number | Uint8Array]> {
   let i = 0;
   const varint = () => {
     let x = 0, shift = 0, byte;
