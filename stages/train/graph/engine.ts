@@ -11,7 +11,7 @@ import type { Tensor, Tensor1D } from '@tensorflow/tfjs';
 import { tf } from '../../../pipeline/tensorflow.js';
 import { GraphStep, type HostTensor, type NodeTime, UntraceableStep } from './graph-step.js';
 import { DT, libtensorflow, newTensor, readTensor } from './libtensorflow.js';
-import { type NodeBackend, tensorId, traceStep } from './trace.js';
+import { type NodeBackend, NotSymbolic, symbolicTrace, tensorId, traceStep } from './trace.js';
 
 /** One piece of trainer state: read it, or replace it with a (copied) tensor. */
 export interface StateSlot {
@@ -52,8 +52,9 @@ export class GraphSteps {
   }
 
   /**
-   * Records one eager run of the step, compiles it, and rolls its effect on the state back (the compiled graph then
-   * runs the step for real). A step that cannot be compiled is marked eager: its structure then always runs eagerly.
+   * Records the step (symbolically where it can, else by one eager run), compiles it, and rolls its effect on the
+   * state back (the compiled graph then runs the step for real). A step that cannot be compiled is marked eager: its
+   * structure then always runs eagerly.
    */
   compile(key: string, before: Map<string, StateSlot>, run: (capture: Capture) => { metrics: Tensor1D }, after: () => Map<string, StateSlot>): void {
     const backend = tf.backend() as unknown as NodeBackend;
@@ -70,20 +71,34 @@ export class GraphSteps {
     }
     const inputs = new Map<string, number>();
     let fetch = -1;
+    const capture: Capture = (made, metrics) => {
+      for (const [name, t] of made) inputs.set(name, tensorId(backend, t));
+      fetch = tensorId(backend, metrics);
+    };
+    const b = backend.binding as unknown as Record<string, number>;
+    const attrTypes = { STRING: b.TF_ATTR_STRING, INT: b.TF_ATTR_INT, FLOAT: b.TF_ATTR_FLOAT, BOOL: b.TF_ATTR_BOOL, TYPE: b.TF_ATTR_TYPE, SHAPE: b.TF_ATTR_SHAPE };
+    const rollBack = () => {
+      const slots = after();
+      for (const [name, t] of snapshot) slots.get(name)?.set(t);
+    };
     try {
-      const { result, trace } = traceStep(backend, () => run((made, metrics) => {
-        for (const [name, t] of made) inputs.set(name, tensorId(backend, t));
-        fetch = tensorId(backend, metrics);
-      }));
-      result.metrics.dispose();
-      if (trace.readBack) throw new UntraceableStep('the step reads a value back before it ends');
+      // Recorded without computing it where shape inference allows (no activations held), else by running it.
+      let recorded: ReturnType<typeof traceStep<{ metrics: Tensor1D }>>;
+      try {
+        recorded = symbolicTrace(backend, libtensorflow(this.pkg), attrTypes, stateMeta, () => run(capture));
+      } catch (e) {
+        if (!(e instanceof NotSymbolic)) throw e;
+        this.stats.notes.push(`a step was recorded by running it (${e.message.split('\n')[0]})`);
+        rollBack();
+        inputs.clear();
+        recorded = traceStep(backend, () => run(capture));
+      }
+      const { result, trace } = recorded;
       const stateOut = new Map<string, number>();
       for (const [name, slot] of after()) {
         const id = tensorId(backend, slot.get());
         if (id !== stateIn.get(name)) stateOut.set(name, id);
       }
-      const b = backend.binding as unknown as Record<string, number>;
-      const attrTypes = { STRING: b.TF_ATTR_STRING, INT: b.TF_ATTR_INT, FLOAT: b.TF_ATTR_FLOAT, BOOL: b.TF_ATTR_BOOL, TYPE: b.TF_ATTR_TYPE, SHAPE: b.TF_ATTR_SHAPE };
       this.graphs.set(key, new GraphStep(this.pkg, trace, { inputs, stateIn, stateOut, fetch: [fetch], stateMeta }, attrTypes, this.threads));
       this.stats.compiled++;
     } catch (e) {
@@ -94,11 +109,8 @@ export class GraphSteps {
       if (process.env.MEDSSL_DEBUG) process.stderr.write(`medssl: ${note}\n`);
     } finally {
       // Back to the state before the recorded run: the step itself has not happened yet.
-      const slots = after();
-      for (const [name, t] of snapshot) {
-        slots.get(name)?.set(t);
-        t.dispose();
-      }
+      rollBack();
+      for (const t of snapshot.values()) t.dispose();
     }
   }
 

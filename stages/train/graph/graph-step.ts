@@ -9,7 +9,7 @@
 // folds and fuses it, and the executor runs independent ops side by side on the inter-op pool. The state stays in
 // TensorFlow between steps; it is copied back to the tfjs tensors only when asked (checkpoint, export, an eager step).
 import { type LibTensorflow, type Output, libtensorflow, listInputs, newTensor, protoFields, readTensor, threadConfig } from './libtensorflow.js';
-import type { CreatedTensor, Trace } from './trace.js';
+import type { CreatedTensor, Trace, TracedOp } from './trace.js';
 
 /** A value fed to the graph: its TF_DataType, shape and bytes (C order). */
 export interface HostTensor { dtype: number; shape: number[]; bytes: Uint8Array }
@@ -27,7 +27,7 @@ export interface StepSignature {
   stateMeta: Map<number, { dtype: number; shape: number[] }>;
 }
 
-interface AttrTypes { STRING: number; INT: number; FLOAT: number; BOOL: number; TYPE: number; SHAPE: number }
+export interface AttrTypes { STRING: number; INT: number; FLOAT: number; BOOL: number; TYPE: number; SHAPE: number }
 
 export class GraphStep {
   private readonly l: LibTensorflow;
@@ -93,29 +93,11 @@ export class GraphStep {
       return out;
     };
 
-    const lists = new Map<string, Array<{ number?: string; typeList?: string } | null>>();
+    const lists: OpArgCache = new Map();
     const stateMeta = sig.stateMeta;
     for (const [id, m] of stateMeta) meta.set(id, m);
     for (const op of trace.ops) {
-      const args = listInputs(l, this.graph, op.type, lists);
-      const d = f.TF_NewOperation(this.graph, op.type, `n${n++}`);
-      let next = 0;
-      for (const arg of args) {
-        if (!arg) {
-          f.TF_AddInput(d, valueOf(op.inputs[next], stateMeta?.get(op.inputs[next])));
-          next++;
-          continue;
-        }
-        const attr = op.attrs.find((a) => a.name === (arg.number ?? arg.typeList));
-        const len = arg.number ? Number(attr?.value) : Array.isArray(attr?.value) ? attr.value.length : op.inputs.length - next - (args.length - 1 - args.indexOf(arg));
-        const items = op.inputs.slice(next, next + len).map((id) => valueOf(id, stateMeta?.get(id)));
-        f.TF_AddInputList(d, items, items.length);
-        next += len;
-      }
-      if (next !== op.inputs.length) throw new Error(`${op.type}: ${op.inputs.length} inputs traced, its OpDef takes ${next}`);
-      for (const a of op.attrs) setAttr(l, d, a.name, a.type, a.value, attrTypes);
-      const oper = f.TF_FinishOperation(d, l.status);
-      l.check(`graph node ${op.type}`);
+      const oper = addNode(l, this.graph, op, `n${n++}`, (id) => valueOf(id, stateMeta?.get(id)), lists, attrTypes);
       op.outputs.forEach((id, index) => outputs.set(id, { oper, index }));
     }
     this.nodes = n;
@@ -241,6 +223,34 @@ export function nodeTimes(metadata: Uint8Array): NodeTime[] {
     }
   }
   return out;
+}
+
+export type OpArgCache = Map<string, Array<{ number?: string; typeList?: string } | null>>;
+
+/** Adds one traced op to `graph` as node `name`, its inputs given by `valueOf`; returns the operation. */
+export function addNode(l: LibTensorflow, graph: unknown, op: TracedOp, name: string, valueOf: (id: number) => Output, lists: OpArgCache, attrTypes: AttrTypes): unknown {
+  const f = l.f;
+  const args = listInputs(l, graph, op.type, lists);
+  const d = f.TF_NewOperation(graph, op.type, name);
+  let next = 0;
+  for (const arg of args) {
+    if (!arg) {
+      f.TF_AddInput(d, valueOf(op.inputs[next]));
+      next++;
+      continue;
+    }
+    // A list input: its length is an attribute (number_attr), the length of a type list, or what is left.
+    const attr = op.attrs.find((a) => a.name === (arg.number ?? arg.typeList));
+    const len = arg.number ? Number(attr?.value) : Array.isArray(attr?.value) ? attr.value.length : op.inputs.length - next - (args.length - 1 - args.indexOf(arg));
+    const items = op.inputs.slice(next, next + len).map(valueOf);
+    f.TF_AddInputList(d, items, items.length);
+    next += len;
+  }
+  if (next !== op.inputs.length) throw new Error(`${op.type}: ${op.inputs.length} inputs traced, its OpDef takes ${next}`);
+  for (const a of op.attrs) setAttr(l, d, a.name, a.type, a.value, attrTypes);
+  const oper = f.TF_FinishOperation(d, l.status);
+  l.check(`graph node ${op.type}`);
+  return oper;
 }
 
 /** The step cannot be run as a graph (it reads a value from outside, or reads values back midway): stay eager. */
