@@ -1,10 +1,11 @@
-// Records what one eager training step asks of TensorFlow, so that the same step can run as one graph.
+// Records what one training step asks of TensorFlow, so that the same step can run as one graph.
 //
 // tfjs-node executes every kernel, the gradient's included, as a TensorFlow op through its binding
 // (`executeOp(type, attrs, inputIds, numOutputs)`) and uploads JavaScript values with `createTensor`. While a trace is
-// on, both calls are recorded as they happen: the list of ops with their attributes and the tensor ids that flow
-// between them is the step's dataflow graph, gradients and optimizer update included. Nothing about the step
-// changes: it computes as it always does.
+// on, both calls are recorded: the list of ops with their attributes and the tensor ids that flow between them is the
+// step's dataflow graph, gradients and optimizer update included. `symbolicTrace` records without computing (shape
+// inference stands in for the kernels); `traceStep` records a step that runs as it always does, for steps that need
+// values midway.
 import type { Tensor } from '@tensorflow/tfjs';
 import { type AttrTypes, type OpArgCache, addNode } from './graph-step.js';
 import { type LibTensorflow, type Output } from './libtensorflow.js';
