@@ -94,6 +94,8 @@ export class GraphSteps {
         recorded = traceStep(backend, () => run(capture));
       }
       const { result, trace } = recorded;
+      result.metrics.dispose();
+      if (trace.readBack) throw new UntraceableStep('the step reads a value back before it ends');
       const stateOut = new Map<string, number>();
       for (const [name, slot] of after()) {
         const id = tensorId(backend, slot.get());
