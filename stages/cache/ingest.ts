@@ -147,6 +147,7 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
       return;
     }
     const frames: number[] = [];
+    let split: SourceMarker['split'];
     // Encoded records not yet written, and their frame indices.
     let pendingFrames: number[] = [];
     let pendingValues: Buffer[] = [];
@@ -160,6 +161,8 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
         // shaped the image (decode options, preparation code version), so replayed images name their preparation.
         const value = encodeRecord(image.normalization === prep ? image : { ...image, normalization: prep }, { compression: opts.compression });
         frames.push(image.frame);
+        const group = image.split ?? 'none';
+        split = split === undefined || split === group ? group : 'mixed';
         pendingFrames.push(image.frame);
         pendingValues.push(value);
         pending += value.length;
@@ -176,7 +179,9 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
       if (!PERMANENT.has(f.code)) return;
       failure = { code: f.code, stage: f.stage, reason: f.reason };
     }
-    const marker: SourceMarker = { id: item.id, file: names.file(item.path), frames, bytes: read.bytes.length, ...(failure ? { failure } : {}) };
+    const marker: SourceMarker = {
+      id: item.id, file: names.file(item.path), frames, bytes: read.bytes.length, ...(failure ? { failure } : {}), ...(split ? { split } : {}),
+    };
     // Not awaited here: the next sources are prepared while lmdb batches this commit with others (one sync for many
     // sources). At most `maxPendingCommits` are outstanding, which bounds the encoded bytes held in memory.
     const stamp = { path: names.stampKey(item.path), size: read.size, mtimeMs: read.mtimeMs, ino: read.ino, sha256: read.sha256 };
@@ -204,6 +209,8 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
   await firstValueFrom(done$);
   await Promise.all(commits);
   await store.flushed();
+  // Replay reads records through the index: bring it up to date (a rerun that added nothing finds it current).
+  if (store.indexState(prep).state !== 'current') await store.buildIndex(prep);
   report();
   return { ...progress, seconds: (performance.now() - t0) / 1000 };
 }
