@@ -26,12 +26,15 @@ const BUILD_VERSION = 1;
 
 const result = (name: string, unit: string, value: number, config: Record<string, unknown>): BenchResult => ({ name, unit, value, config });
 
-/** Builds the synthetic cache unless the kept one is complete: one 28x28 source per record, ingest-like keys. */
+/**
+ * Builds the synthetic cache unless the kept one is complete (one 28x28 source per record, ingest-like keys), then
+ * (re)builds its index, timed: that is measured on every run.
+ */
 async function ensureCache(): Promise<{ buildS?: number; indexS: number }> {
-  const built = fs.existsSync(BUILT) ? JSON.parse(fs.readFileSync(BUILT, 'utf8')) as { version: number; indexS: number } : undefined;
+  const built = fs.existsSync(BUILT) ? JSON.parse(fs.readFileSync(BUILT, 'utf8')) as { version: number } : undefined;
   if (built?.version === BUILD_VERSION) {
     process.stderr.write(`bench: reusing the synthetic cache at ${CACHE}\n`);
-    return { indexS: built.indexS };
+    return { indexS: await timeIndexBuild() };
   }
   fs.rmSync(CACHE, { recursive: true, force: true });
   process.stderr.write(`bench: building ${RECORDS} records at ${CACHE} (about ${Math.round((RECORDS * 4.5e3) / 1e9)} GB, kept for later runs)\n`);
@@ -55,13 +58,22 @@ async function ensureCache(): Promise<{ buildS?: number; indexS: number }> {
     }
   }
   await Promise.all(pending);
-  const buildS = (performance.now() - t0) / 1000;
-  const t1 = performance.now();
-  await store.buildIndex(PREP);
-  const indexS = (performance.now() - t1) / 1000;
   await store.close();
-  fs.writeFileSync(BUILT, JSON.stringify({ version: BUILD_VERSION, records: RECORDS, buildS, indexS }));
-  return { buildS, indexS };
+  const buildS = (performance.now() - t0) / 1000;
+  fs.writeFileSync(BUILT, JSON.stringify({ version: BUILD_VERSION, records: RECORDS, buildS }));
+  return { buildS, indexS: await timeIndexBuild() };
+}
+
+/** Seconds to build the index from the done markers (what an ingest does when it finishes). */
+async function timeIndexBuild(): Promise<number> {
+  const store = CacheStore.open(CACHE);
+  try {
+    const t0 = performance.now();
+    await store.buildIndex(PREP);
+    return (performance.now() - t0) / 1000;
+  } finally {
+    await store.close();
+  }
 }
 
 /** 64 hex digits from a number, well spread (a stand-in for a SHA-256). */

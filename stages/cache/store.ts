@@ -488,15 +488,10 @@ export class IndexView {
     try {
       return decodeRecord(value, { verify });
     } catch (e) {
-      // The key is decoded only here: a string per record costs more than the rest of reading its index entry.
+      // The key becomes a string only here, for the error: for every record it would be made for nothing.
       if (e instanceof CorruptRecordError) throw new CorruptRecordError(key.toString('utf8'), e.reason);
       throw e;
     }
-  }
-
-  /** The record key of an entry as text (for failure records). */
-  keyName(group: number, ordinal: number): string {
-    return this.keyAt(group, ordinal)?.toString('utf8') ?? this.entryName(group, ordinal);
   }
 
   /**

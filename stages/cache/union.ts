@@ -88,7 +88,7 @@ export class FilteredSpace implements RankSpace {
  * earlier cache supplied (the same key: the same content, read once). Symbols take w bits, the smallest power of two
  * with 2^w >= 2k (2 bits for 2 caches, 4 for up to 8). Every B entries a checkpoint holds the records kept before it
  * and, per cache, the entries consumed before it, so finding rank r is a binary search over checkpoints and a scan of
- * at most B symbols. Memory per merged entry: w/8 bytes plus 4(k + 1)/B (k = 3, 100 million records: 52 MB).
+ * at most B symbols. Memory per merged entry: w/8 bytes plus 4(k + 1)/B (k = 3, 100 million records: 56 MB).
  */
 export class MergeMap {
   private constructor(
