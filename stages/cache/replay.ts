@@ -79,7 +79,9 @@ export class CacheDataset {
         space = new GroupSpace(groups, views[0].counts);
       } else {
         // A union is merged once, here: one pass over the caches' index entries, a few bits kept per record.
-        const maps = groups.map((g) => MergeMap.build(views.map((v) => v.keys(g)), views.map((v) => v.counts[g]), (c) => `${caches[c]} (split ${SPLIT_GROUPS[g]})`));
+        const maps = groups.map((g) => MergeMap.build(views.map((v) => v.keys(g)), views.map((v) => v.counts[g]), (c, reason) => {
+          throw new CacheError(caches[c], `preparation ${prep}, split ${SPLIT_GROUPS[g]}: ${reason}`);
+        }));
         space = new UnionSpace(groups, maps);
       }
       if (opts.filter) {

@@ -103,9 +103,10 @@ export class MergeMap {
 
   /**
    * Merges `sequences` (each cache's record keys of this group, in canonical order, strictly increasing; `counts`
-   * their lengths). Throws with `name(cache)` when a sequence is out of order or not as long as its count says.
+   * their lengths). Calls `damaged(cache, reason)`, which throws, when a sequence is out of order or not as long as its
+   * count says.
    */
-  static build(sequences: Array<Iterable<Uint8Array>>, counts: readonly number[], name: (cache: number) => string): MergeMap {
+  static build(sequences: Array<Iterable<Uint8Array>>, counts: readonly number[], damaged: (cache: number, reason: string) => never): MergeMap {
     const k = sequences.length;
     if (k < 1 || k > 32768) throw new RangeError(`a union of 1 to 32768 caches, not ${k}`);
     const total = counts.reduce((a, b) => a + b, 0);
@@ -164,7 +165,7 @@ export class MergeMap {
         blockKept[j / blockSize] = kept;
         blockConsumed.set(consumed, (j / blockSize) * k);
       }
-      if (heap.length === 0) throw new RangeError(`${name(consumedShort(consumed, counts))}: its index has fewer entries than its count`);
+      if (heap.length === 0) damaged(consumedShort(consumed, counts), 'its index has fewer entries than its count');
       const c = pop();
       const key = heads[c] as Uint8Array;
       const duplicate = last !== undefined && compareRecordKeys(key, last) === 0;
@@ -177,12 +178,12 @@ export class MergeMap {
       consumed[c]++;
       const following = next(iterators[c]);
       if (following !== undefined) {
-        if (compareRecordKeys(following, key) <= 0) throw new RangeError(`${name(c)}: its index is out of order at entry ${consumed[c]}`);
-        if (consumed[c] >= counts[c]) throw new RangeError(`${name(c)}: its index has more entries than its count (${counts[c]})`);
+        if (compareRecordKeys(following, key) <= 0) damaged(c, `its index is out of order at entry ${consumed[c]}`);
+        if (consumed[c] >= counts[c]) damaged(c, `its index has more entries than its count (${counts[c]})`);
         heads[c] = following;
         push(c);
       } else {
-        if (consumed[c] !== counts[c]) throw new RangeError(`${name(c)}: its index ends after ${consumed[c]} of ${counts[c]} entries`);
+        if (consumed[c] !== counts[c]) damaged(c, `its index ends after ${consumed[c]} of ${counts[c]} entries`);
         heads[c] = undefined;
       }
     }

@@ -115,11 +115,14 @@ describe('epoch permutation (IndexShuffle)', () => {
 describe('rank spaces', () => {
   it('a merge map finds the same (cache, ordinal) as a merge of the key lists, duplicates read from the first cache', () => {
     const s = random(3).stream({ purpose: 'merge' });
-    const key = (i: number) => Buffer.from(`v3/p/${String(i).padStart(6, '0')}#e/${s.int(3)}`.replace(/#e\/\d$/, '#e') + '/000000');
+    const key = (i: number) => Buffer.from(`v3/p/${String(i).padStart(6, '0')}#e/000000`);
     // 5 caches of sorted keys drawn from one pool, so some keys are in several caches.
     const pool = Array.from({ length: 3000 }, (_, i) => key(i));
     const caches = Array.from({ length: 5 }, () => pool.filter(() => s.bernoulli(0.3)));
-    const map = MergeMap.build(caches.map((c) => c), caches.map((c) => c.length), (c) => `cache ${c}`);
+    const damaged = (c: number, reason: string): never => {
+      throw new Error(`cache ${c}: ${reason}`);
+    };
+    const map = MergeMap.build(caches.map((c) => c), caches.map((c) => c.length), damaged);
     const expected: Array<[number, number]> = [];
     const seen = new Set<string>();
     const merged = caches.flatMap((c, ci) => c.map((k, o) => ({ k, ci, o }))).sort((x, y) => compareRecordKeys(x.k, y.k) || x.ci - y.ci);
@@ -133,8 +136,8 @@ describe('rank spaces', () => {
       const at = map.locate(r);
       expect([Math.floor(at / 2 ** 32), at % 2 ** 32]).toEqual(expected[r]);
     }
-    expect(() => MergeMap.build([[pool[2], pool[1]]], [2], (c) => `cache ${c}`)).toThrow(/cache 0: its index is out of order/);
-    expect(() => MergeMap.build([[pool[1]]], [2], (c) => `cache ${c}`)).toThrow(/cache 0: its index ends after 1 of 2/);
+    expect(() => MergeMap.build([[pool[2], pool[1]]], [2], damaged)).toThrow(/cache 0: its index is out of order/);
+    expect(() => MergeMap.build([[pool[1]]], [2], damaged)).toThrow(/cache 0: its index ends after 1 of 2/);
   });
 
   it('a bitmap selects the i-th kept position', () => {
