@@ -4,6 +4,8 @@
 // So when the file is short, this reads the free list (with plain reads, never through a map) and accepts the file
 // only when every missing page is on it. The layout read is that of the LMDB bundled with the lmdb package (64-bit
 // page numbers, 24-byte page headers, free lists with runs of pages).
+// These reads hold no LMDB read transaction, so a writer committing meanwhile may reuse the free list's pages: a short
+// file checked during a concurrent ingest may be misjudged (opening it again reads the new state).
 import fs from 'node:fs';
 
 const PAGE_HEADER = 24;
