@@ -7,7 +7,7 @@ import { firstValueFrom, mergeMap, from, defer, filter, count } from 'rxjs';
 import type { FailureRecord, NormalizedImage, SourceItem } from '../../schemas/records.js';
 import { FailureLog, MedsslError, toFailure } from '../../pipeline/failures.js';
 import { Gate, settle } from '../../pipeline/flow.js';
-import { type CacheStore, type PreparationInfo, type SourceMarker, CACHE_SCHEMA_VERSION, contentKey, encodeRecord } from './store.js';
+import { type CacheStore, type PreparationInfo, type SourceMarker, CACHE_SCHEMA_VERSION, IndexBuildSuperseded, contentKey, encodeRecord } from './store.js';
 
 /** The deterministic preparation of one source: its normalized frames. Throw MedsslError for bad input. */
 export type Prepare = (
@@ -209,8 +209,11 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
   await firstValueFrom(done$);
   await Promise.all(commits);
   await store.flushed();
-  // Replay reads records through the index: bring it up to date (a rerun that added nothing finds it current).
-  if (store.indexState(prep).state !== 'current') await store.buildIndex(prep);
+  // Replay reads records through the index: bring it up to date (a rerun that added nothing finds it current). Another
+  // ingest into this cache that starts its build later owns the index and brings it up to date instead.
+  if (store.indexState(prep).state !== 'current') await store.buildIndex(prep).catch((e: unknown) => {
+    if (!(e instanceof IndexBuildSuperseded)) throw e;
+  });
   report();
   return { ...progress, seconds: (performance.now() - t0) / 1000 };
 }

@@ -80,6 +80,14 @@ export class CacheError extends Error {
   }
 }
 
+/** A build of the index stopped because another process started one on the same cache (which then owns it). */
+export class IndexBuildSuperseded extends CacheError {
+  constructor(file: string, prep: string) {
+    super(file, `preparation ${prep}: another process started indexing this cache; its index is left to it`);
+    this.name = 'IndexBuildSuperseded';
+  }
+}
+
 /**
  * One LMDB environment with seven named databases:
  * - `records`: recordKey -> encoded record (binary);
@@ -358,7 +366,7 @@ export class CacheStore {
     // Two builders of one cache (two ingests ending together): the later one owns the slot, the earlier one stops.
     const mine = () => {
       if ((this.meta.get(writesKey(prep, slot)) as { token?: string } | undefined)?.token !== token) {
-        throw new CacheError(this.path, `preparation ${prep}: another process started indexing this cache; its index is left to it`);
+        throw new IndexBuildSuperseded(this.path, prep);
       }
     };
     const prefixes = SPLIT_GROUPS.map((_, g) => indexPrefix(prep, slot, g));
