@@ -46,7 +46,8 @@ export async function openTrainingPool(config: Config, opts: PoolOptions): Promi
   const inputs = opts.inputs ?? config.data.inputs;
   const summary = await ingestInputs(config, inputs, opts.cachePath, { workers: opts.workers, failures: opts.failures, progress: opts.progress });
   const preparation = preparationHash(config);
-  const dataset = CacheDataset.open([opts.cachePath], { normalization: preparation, filter: (h) => h.split !== 'val' && h.split !== 'test' });
+  // Splits, not a header filter: each split has its own run of ordinals in the index, so nothing is read per record.
+  const dataset = CacheDataset.open([opts.cachePath], { normalization: preparation, splits: ['train', 'none'] });
   return {
     dataset, cachePath: opts.cachePath, size: dataset.size, preparation,
     ingested: { images: summary.images, skipped: summary.skipped, failures: summary.failures },

@@ -1,6 +1,6 @@
 // The public API: `import { ... } from 'medssl'`.
 export * from '../schemas/index.js';
-export { random, RandomStream, philox4x32, hash32, type RandomKey, type RandomSource } from './random.js';
+export { random, RandomStream, IndexShuffle, philox4x32, hash32, type RandomKey, type RandomSource } from './random.js';
 export { Gate, settle, pull, type GateOptions, type PullOptions } from './flow.js';
 export { FailureLog, MedsslError, guard, toFailure, type GuardOptions } from './failures.js';
 export { walkFiles, fromHighland, toHighland, writeJsonl, readJsonl } from './bridge.js';
@@ -34,12 +34,13 @@ export {
 export { resultsDocument, writeReports, renderMarkdown, renderHtml, type ResultsDocument, type Provenance } from '../stages/evaluate/report.js';
 export { defaultArms, experimentArms, trainerArms, armConfig, standInEncoder, freshEncoder, ArmNotWired, PRETRAIN_IMAGES_PER_SECOND, type TrainerDeps } from './arms.js';
 export {
-  CacheStore, CACHE_SCHEMA_VERSION, CorruptRecordError, encodeRecord, decodeRecord, checkRecord, readHeader, recordKey, sourceKey, contentKey,
+  CacheStore, CACHE_SCHEMA_VERSION, CacheError, CorruptRecordError, encodeRecord, decodeRecord, checkRecord, readHeader, recordKey, sourceKey, contentKey,
   type CacheStoreOptions, type SourceMarker, type RecordHeader, type PreparationInfo,
 } from '../stages/cache/store.js';
 export { ingest, shardOf, parseShard, type IngestOptions, type IngestProgress, type IngestSummary, type Prepare, type Shard } from '../stages/cache/ingest.js';
-export { replay, replay$, CacheDataset, type ReplayOptions } from '../stages/cache/replay.js';
-export { verifyCache, cacheStats, type VerifyReport, type CacheStats } from '../stages/cache/verify.js';
+export { replay, replay$, CacheDataset, type ReplayOptions, type DatasetOptions, type EpochOptions } from '../stages/cache/replay.js';
+export { SPLIT_GROUPS, type SplitGroup } from '../stages/cache/ordinal-index.js';
+export { verifyCache, cacheStats, indexCache, type VerifyReport, type CacheStats, type IndexSummary } from '../stages/cache/verify.js';
 export { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig, sourceNames, ingestInputs, PREPARE_VERSION, type IngestInputsOptions } from './prepare.js';
 export { packageVersion, packageRoot } from './version.js';
 export { tf, backendInfo, loadTensorflow, tensorflowLoaded, tensorflowEnvironment, type BackendInfo, type BackendName } from './tensorflow.js';

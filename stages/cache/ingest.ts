@@ -7,7 +7,7 @@ import { firstValueFrom, mergeMap, from, defer, filter, count } from 'rxjs';
 import type { FailureRecord, NormalizedImage, SourceItem } from '../../schemas/records.js';
 import { FailureLog, MedsslError, toFailure } from '../../pipeline/failures.js';
 import { Gate, settle } from '../../pipeline/flow.js';
-import { type CacheStore, type PreparationInfo, type SourceMarker, CACHE_SCHEMA_VERSION, contentKey, encodeRecord } from './store.js';
+import { type CacheStore, type PreparationInfo, type SourceMarker, CACHE_SCHEMA_VERSION, IndexBuildSuperseded, contentKey, encodeRecord } from './store.js';
 
 /** The deterministic preparation of one source: its normalized frames. Throw MedsslError for bad input. */
 export type Prepare = (
@@ -147,6 +147,7 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
       return;
     }
     const frames: number[] = [];
+    let split: SourceMarker['split'];
     // Encoded records not yet written, and their frame indices.
     let pendingFrames: number[] = [];
     let pendingValues: Buffer[] = [];
@@ -160,6 +161,8 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
         // shaped the image (decode options, preparation code version), so replayed images name their preparation.
         const value = encodeRecord(image.normalization === prep ? image : { ...image, normalization: prep }, { compression: opts.compression });
         frames.push(image.frame);
+        const group = image.split ?? 'none';
+        split = split === undefined || split === group ? group : 'mixed';
         pendingFrames.push(image.frame);
         pendingValues.push(value);
         pending += value.length;
@@ -176,7 +179,9 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
       if (!PERMANENT.has(f.code)) return;
       failure = { code: f.code, stage: f.stage, reason: f.reason };
     }
-    const marker: SourceMarker = { id: item.id, file: names.file(item.path), frames, bytes: read.bytes.length, ...(failure ? { failure } : {}) };
+    const marker: SourceMarker = {
+      id: item.id, file: names.file(item.path), frames, bytes: read.bytes.length, ...(failure ? { failure } : {}), ...(split ? { split } : {}),
+    };
     // Not awaited here: the next sources are prepared while lmdb batches this commit with others (one sync for many
     // sources). At most `maxPendingCommits` are outstanding, which bounds the encoded bytes held in memory.
     const stamp = { path: names.stampKey(item.path), size: read.size, mtimeMs: read.mtimeMs, ino: read.ino, sha256: read.sha256 };
@@ -204,6 +209,11 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
   await firstValueFrom(done$);
   await Promise.all(commits);
   await store.flushed();
+  // Replay reads records through the index: bring it up to date (a rerun that added nothing finds it current). Another
+  // ingest into this cache that starts its build later owns the index and brings it up to date instead.
+  if (store.indexState(prep).state !== 'current') await store.buildIndex(prep).catch((e: unknown) => {
+    if (!(e instanceof IndexBuildSuperseded)) throw e;
+  });
   report();
   return { ...progress, seconds: (performance.now() - t0) / 1000 };
 }

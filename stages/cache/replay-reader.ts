@@ -1,10 +1,14 @@
-// Reader thread for replay(): opens the caches read-only (LMDB allows many concurrent readers), decodes the records
-// it is asked for and transfers their arrays back, so each array is copied once, out of the memory map.
+// Reader thread for replay(): opens the caches read-only (LMDB allows many concurrent readers) and the same indexes
+// as its dataset, decodes the records it is asked for and transfers their arrays back, so each array is copied once,
+// out of the memory map.
 import { parentPort, workerData } from 'node:worker_threads';
-import { CacheStore, CorruptRecordError } from './store.js';
-import type { ReadReply, ReadRequest } from './replay.js';
+import { CacheError, CacheStore, CorruptRecordError } from './store.js';
+import { cacheOf, groupAt, ordinalOf } from './union.js';
+import type { ReadReply, ReadRequest, ReaderData } from './replay.js';
 
-const stores = (workerData as { caches: string[] }).caches.map((c) => CacheStore.open(c, { readOnly: true }));
+const data = workerData as ReaderData;
+const stores = data.caches.map((c) => CacheStore.open(c, { readOnly: true }));
+const views = stores.map((s, c) => s.indexView(data.indexes[c].prep, data.indexes[c].meta, data.indexes[c].writes));
 
 parentPort?.on('message', (req: ReadRequest | { close: true }) => {
   // Closing is a message, not terminate(): a thread killed inside an LMDB call makes the addon throw into a dying
@@ -16,19 +20,21 @@ parentPort?.on('message', (req: ReadRequest | { close: true }) => {
   try {
     const images: Extract<ReadReply, { images: unknown }>['images'] = [];
     const transfer: ArrayBuffer[] = [];
-    for (const [cache, key] of req.records) {
+    for (const loc of req.locations) {
+      const cache = cacheOf(loc);
       try {
-        const image = stores[cache].image(key, req.verify);
-        if (!image) throw new CorruptRecordError(key, 'listed by its source marker but missing');
+        const image = views[cache].image(groupAt(loc), ordinalOf(loc), req.verify);
         images.push(image);
         transfer.push(image.data.buffer as ArrayBuffer);
       } catch (e) {
         if (!(e instanceof CorruptRecordError)) throw e;
-        images.push({ corrupt: e.reason, key, cache });
+        images.push({ corrupt: e.reason, key: e.key, cache });
       }
     }
     parentPort?.postMessage({ id: req.id, images } satisfies ReadReply, transfer);
   } catch (e) {
-    parentPort?.postMessage({ id: req.id, error: (e as Error)?.message ?? String(e) } satisfies ReadReply);
+    const file = e instanceof CacheError ? e.file : undefined;
+    const error = e instanceof CacheError ? e.reason : ((e as Error)?.message ?? String(e));
+    parentPort?.postMessage({ id: req.id, error, ...(file !== undefined ? { file } : {}) } satisfies ReadReply);
   }
 });

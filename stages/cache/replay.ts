@@ -1,13 +1,17 @@
 // Replay: a source stage that reads one cache, or several shard caches as one dataset, in a seeded epoch order.
-// The order is a Philox permutation of the sorted record keys, so it depends only on (records, seed, epoch): the same
-// cache(s) and seed give bit-identical sequences whatever the number of reader threads, and shard caches replay
-// exactly like the single cache they partition.
+// Records are found through each cache's ordinal index (ordinal-index.ts), so opening a dataset reads a few meta
+// entries, not every key, and an epoch's order is a permutation computed per position (IndexShuffle), not an array:
+// memory does not grow with the number of records (a union of caches keeps a few bits per record, union.ts). The
+// order depends only on (records, seed, epoch): the same cache(s) and seed give bit-identical sequences whatever the
+// number of reader threads, and shard caches replay exactly like the single cache they partition.
 import { Worker } from 'node:worker_threads';
 import { Observable } from 'rxjs';
 import type { NormalizedImage } from '../../schemas/records.js';
 import { FailureLog } from '../../pipeline/failures.js';
-import { random } from '../../pipeline/random.js';
-import { CACHE_SCHEMA_VERSION, CacheStore, type RecordHeader, CorruptRecordError, recordKey, readHeader } from './store.js';
+import { type IndexShuffle, random } from '../../pipeline/random.js';
+import { CACHE_SCHEMA_VERSION, CacheError, CacheStore, type IndexView, type RecordHeader, CorruptRecordError, readHeader } from './store.js';
+import { type IndexMeta, SPLIT_GROUPS, type SplitGroup } from './ordinal-index.js';
+import { BitSelect, FilteredSpace, GroupSpace, type Location, MergeMap, type RankSpace, UnionSpace, cacheOf, groupAt, ordinalOf } from './union.js';
 
 export interface EpochOptions {
   seed: number;
@@ -25,7 +29,15 @@ export interface EpochOptions {
 export interface DatasetOptions {
   /** Preparation hash to replay; may be omitted when the caches hold exactly one. */
   normalization?: string;
-  /** Keeps records whose header passes (modality, split, label...); applied once when the dataset is opened. */
+  /**
+   * Split groups to replay ('none': records without a split), default all. Each group has its own ordinals in the
+   * index, so this costs nothing at open, unlike `filter`.
+   */
+  splits?: readonly SplitGroup[];
+  /**
+   * Keeps records whose header passes (modality, label...). Applied once when the dataset is opened, by reading every
+   * record's header (time proportional to the records) into a bitmap (one bit per record). Prefer `splits` for splits.
+   */
   filter?: (header: RecordHeader) => boolean;
 }
 
@@ -34,44 +46,61 @@ export interface ReplayOptions extends EpochOptions, DatasetOptions {
   caches: string[];
 }
 
-/** Random access to the records of one preparation across one or more caches, in sorted key order. */
+/** How often (in records) an epoch checks that no rebuild has started writing the index it reads. */
+const CHECK_EVERY = 4096;
+
+/**
+ * Random access to the records of one preparation across one or more caches. Record i is the i-th in canonical
+ * order: split groups in SPLIT_GROUPS order, and within a group source keys, then frames (a union merges its caches
+ * in that order and reads a record present in several from the first).
+ */
 export class CacheDataset {
   private constructor(
     readonly caches: string[],
     readonly normalization: string,
     private readonly stores: CacheStore[],
-    /** Sorted record keys and, per key, the index of the cache holding it. */
-    readonly keys: string[],
-    readonly owners: Uint16Array,
+    private readonly views: IndexView[],
+    private readonly space: RankSpace,
   ) {}
 
   private readers: ReaderPool | undefined;
 
   static open(caches: string[], opts: DatasetOptions = {}): CacheDataset {
     if (caches.length === 0) throw new RangeError('replay: no cache given');
-    if (caches.length > 65535) throw new RangeError('replay: at most 65535 caches');
-    const stores = caches.map((c) => CacheStore.open(c, { readOnly: true }));
+    if (caches.length > 32768) throw new RangeError('replay: at most 32768 caches');
+    const stores: CacheStore[] = [];
     try {
+      for (const c of caches) stores.push(CacheStore.open(c, { readOnly: true }));
       const prep = opts.normalization ?? onlyPreparation(stores, caches);
-      const owner = new Map<string, number>();
-      stores.forEach((store, s) => {
-        for (const { content, marker } of store.markers(prep)) {
-          for (const frame of marker.frames) {
-            const key = recordKey(prep, content, frame);
-            if (!owner.has(key)) owner.set(key, s);
-          }
-        }
-      });
-      let keys = [...owner.keys()].sort();
+      const views = stores.map((s) => s.openIndex(prep));
+      const groups = selectGroups(opts.splits);
+      let space: RankSpace;
+      if (views.length === 1) {
+        space = new GroupSpace(groups, views[0].counts);
+      } else {
+        // A union is merged once, here: one pass over the caches' index entries, a few bits kept per record.
+        const maps = groups.map((g) => MergeMap.build(views.map((v) => v.keys(g)), views.map((v) => v.counts[g]), (c, reason) => {
+          throw new CacheError(caches[c], `preparation ${prep}, split ${SPLIT_GROUPS[g]}: ${reason}`);
+        }));
+        space = new UnionSpace(groups, maps);
+      }
       if (opts.filter) {
         const keep = opts.filter;
-        keys = keys.filter((k) => {
-          const value = stores[owner.get(k) as number].raw(k);
-          return value !== undefined && keep(readHeader(value));
-        });
+        const base = space;
+        space = new FilteredSpace(base, BitSelect.build(base.size, (r) => {
+          const loc = base.locate(r);
+          const value = views[cacheOf(loc)].raw(groupAt(loc), ordinalOf(loc));
+          if (value === undefined) return true; // kept, so that the epoch reports it
+          let header: RecordHeader;
+          try {
+            header = readHeader(value);
+          } catch {
+            return true;
+          }
+          return keep(header);
+        }));
       }
-      const owners = Uint16Array.from(keys, (k) => owner.get(k) as number);
-      return new CacheDataset(caches, prep, stores, keys, owners);
+      return new CacheDataset(caches, prep, stores, views, space);
     } catch (e) {
       for (const s of stores) void s.close();
       throw e;
@@ -79,26 +108,33 @@ export class CacheDataset {
   }
 
   get size(): number {
-    return this.keys.length;
+    return this.space.size;
   }
 
-  /** The i-th record in key order, decoded into its own Float32Array (one copy out of the memory map). */
+  /** Where record i is: its cache, split group and ordinal (union.ts Location). */
+  locate(i: number): Location {
+    if (!(i >= 0 && i < this.size) || !Number.isInteger(i)) throw new RangeError(`record ${i} out of range (size ${this.size})`);
+    return this.space.locate(i);
+  }
+
+  /** The i-th record in canonical order, decoded into its own Float32Array (one copy out of the memory map). */
   get(i: number, verify = true): NormalizedImage {
-    const key = this.keys[i];
-    if (key === undefined) throw new RangeError(`record ${i} out of range (size ${this.size})`);
-    const image = this.stores[this.owners[i]].image(key, verify);
-    if (!image) throw new CorruptRecordError(key, 'listed by its source marker but missing');
-    return image;
+    const loc = this.locate(i);
+    return this.views[cacheOf(loc)].image(groupAt(loc), ordinalOf(loc), verify);
   }
 
   /** Bytes of the i-th stored record (header, array and checksum), without decoding. */
   storedBytes(i: number): number {
-    return this.stores[this.owners[i]].raw(this.keys[i])?.length ?? 0;
+    const loc = this.locate(i);
+    return this.views[cacheOf(loc)].raw(groupAt(loc), ordinalOf(loc))?.length ?? 0;
   }
 
-  /** The epoch's order: a Fisher-Yates permutation drawn from random(seed).stream({ epoch, purpose: 'replay-order' }). */
-  order(seed: number, epoch: number): Uint32Array {
-    return random(seed).stream({ epoch, purpose: 'replay-order' }).permutation(this.size);
+  /**
+   * The epoch's order: position p of the epoch reads record order.at(p), a Feistel permutation keyed by
+   * random(seed).stream({ epoch, purpose: 'replay-order' }) (pipeline/random.ts IndexShuffle). Iterable.
+   */
+  order(seed: number, epoch: number): IndexShuffle {
+    return random(seed).stream({ epoch, purpose: 'replay-order' }).indexShuffle(this.size);
   }
 
   /**
@@ -110,25 +146,54 @@ export class CacheDataset {
     const readers = Math.max(1, Math.floor(opts.readers ?? 1));
     const verify = opts.verify ?? true;
     if (readers === 1) {
-      for (let i = 0; i < order.length; i++) {
-        const image = readOne(this, order[i], verify, opts.failures);
+      for (let p = 0; p < order.length; p++) {
+        if (p % CHECK_EVERY === CHECK_EVERY - 1) this.assertIntact();
+        const image = this.readOne(this.space.locate(order.at(p)), verify, opts.failures);
         if (image) yield image;
       }
+      this.assertIntact();
       return;
     }
     if (this.readers && this.readers.size !== readers) {
       await this.readers.close();
       this.readers = undefined;
     }
-    this.readers ??= new ReaderPool(this.caches, readers);
-    const chunk = opts.chunk ?? Math.max(1, Math.floor(4e6 / Math.max(this.size ? this.storedBytes(order[0]) : 1, 1)));
+    this.readers ??= new ReaderPool(this.caches, this.views.map((v) => ({ prep: v.prep, meta: v.meta, writes: v.writes })), readers);
+    const chunk = opts.chunk ?? Math.max(1, Math.floor(4e6 / Math.max(this.size ? this.storedBytes(order.at(0)) : 1, 1)));
     yield* this.readers.read(this, order, verify, chunk, opts.failures);
+  }
+
+  /** Throws when a rebuild has started writing an index this dataset reads (an ingest into a cache being replayed). */
+  assertIntact(): void {
+    this.views.forEach((v, c) => {
+      if (!v.intact()) {
+        throw new CacheError(this.caches[c], 'its index was rebuilt while this dataset read it (an ingest wrote to the cache): open the dataset again');
+      }
+    });
   }
 
   async close(): Promise<void> {
     await this.readers?.close();
     await Promise.all(this.stores.map((s) => s.close()));
   }
+
+  private readOne(loc: Location, verify: boolean, failures?: FailureLog): NormalizedImage | undefined {
+    const view = this.views[cacheOf(loc)];
+    try {
+      return view.image(groupAt(loc), ordinalOf(loc), verify);
+    } catch (e) {
+      if (!failures || !(e instanceof CorruptRecordError)) throw e;
+      failures.record({ kind: 'failure', file: this.caches[cacheOf(loc)], stage: 'replay', code: 'corrupt', reason: e.message, id: e.key });
+      return undefined;
+    }
+  }
+}
+
+/** Group codes of the chosen splits, in SPLIT_GROUPS order (default all). */
+function selectGroups(splits: readonly SplitGroup[] | undefined): number[] {
+  if (splits === undefined) return SPLIT_GROUPS.map((_, g) => g);
+  for (const s of splits) if (!SPLIT_GROUPS.includes(s)) throw new RangeError(`replay: split ${JSON.stringify(s)} is not one of ${SPLIT_GROUPS.join(', ')}`);
+  return SPLIT_GROUPS.flatMap((s, g) => (splits.includes(s) ? [g] : []));
 }
 
 /**
@@ -168,23 +233,21 @@ export function replay$(opts: ReplayOptions): Observable<NormalizedImage> {
   });
 }
 
-function readOne(dataset: CacheDataset, i: number, verify: boolean, failures?: FailureLog): NormalizedImage | undefined {
-  try {
-    return dataset.get(i, verify);
-  } catch (e) {
-    if (!failures || !(e instanceof CorruptRecordError)) throw e;
-    failures.record({ kind: 'failure', file: dataset.caches[dataset.owners[i]], stage: 'replay', code: 'corrupt', reason: e.message, id: dataset.keys[i] });
-    return undefined;
-  }
+/** What a reader thread opens: the caches, and the very index (slot and count of rebuilds) the dataset reads. */
+export interface ReaderData {
+  caches: string[];
+  indexes: Array<{ prep: string; meta: IndexMeta; writes: number }>;
 }
 
-/** A request to a reader thread: records as [cache index, key]. */
+/** A request to a reader thread: the records' locations (union.ts), in epoch order. */
 export interface ReadRequest {
   id: number;
-  records: Array<[number, string]>;
+  locations: Float64Array;
   verify: boolean;
 }
-export type ReadReply = { id: number; images: Array<NormalizedImage | { corrupt: string; key: string; cache: number }> } | { id: number; error: string };
+export type ReadReply =
+  | { id: number; images: Array<NormalizedImage | { corrupt: string; key: string; cache: number }> }
+  | { id: number; error: string; file?: string };
 
 /** Reader threads, each with the caches open read-only, answering ReadRequests in the order they were sent. */
 class ReaderPool {
@@ -192,8 +255,8 @@ class ReaderPool {
   private readonly waiting = new Map<number, { resolve: (r: ReadReply) => void; reject: (e: unknown) => void }>();
   private nextId = 0;
 
-  constructor(caches: string[], readonly size: number) {
-    this.workers = Array.from({ length: size }, () => startWorker('./replay-reader.js', { caches }));
+  constructor(caches: string[], indexes: ReaderData['indexes'], readonly size: number) {
+    this.workers = Array.from({ length: size }, () => startWorker('./replay-reader.js', { caches, indexes } satisfies ReaderData));
     for (const w of this.workers) {
       w.on('message', (r: ReadReply) => { this.waiting.get(r.id)?.resolve(r); this.waiting.delete(r.id); });
       const fail = (e: unknown) => {
@@ -210,19 +273,20 @@ class ReaderPool {
   private broken: Error | undefined;
   private closing = false;
 
-  async *read(dataset: CacheDataset, order: Uint32Array, verify: boolean, chunk: number, failures?: FailureLog): AsyncGenerator<NormalizedImage> {
+  async *read(dataset: CacheDataset, order: IndexShuffle, verify: boolean, chunk: number, failures?: FailureLog): AsyncGenerator<NormalizedImage> {
     const chunks = Math.ceil(order.length / chunk);
     const inFlight: Array<Promise<ReadReply>> = [];
     let next = 0;
     if (this.broken) throw this.broken;
     const send = (j: number): Promise<ReadReply> => {
-      const records: Array<[number, string]> = [];
-      for (let p = j * chunk; p < Math.min(order.length, (j + 1) * chunk); p++) records.push([dataset.owners[order[p]], dataset.keys[order[p]]]);
+      const from = j * chunk, to = Math.min(order.length, (j + 1) * chunk);
+      const locations = new Float64Array(to - from);
+      for (let p = from; p < to; p++) locations[p - from] = dataset.locate(order.at(p));
       const id = this.nextId++;
       if (this.broken) return Promise.reject(this.broken);
       const promise = new Promise<ReadReply>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
       promise.catch(() => {}); // observed when awaited in order below
-      this.workers[j % this.size].postMessage({ id, records, verify } satisfies ReadRequest);
+      this.workers[j % this.size].postMessage({ id, locations, verify } satisfies ReadRequest, [locations.buffer]);
       return promise;
     };
     try {
@@ -230,7 +294,9 @@ class ReaderPool {
       for (let j = 0; j < chunks; j++) {
         const reply = await (inFlight.shift() as Promise<ReadReply>);
         if (next < chunks) inFlight.push(send(next++));
-        if ('error' in reply) throw new Error(`replay reader: ${reply.error}`);
+        if ('error' in reply) throw reply.file !== undefined ? new CacheError(reply.file, reply.error) : new Error(`replay reader: ${reply.error}`);
+        // Checked after the chunk was read: a rebuild that started before any of its reads is seen here.
+        dataset.assertIntact();
         for (const image of reply.images) {
           if ('corrupt' in image) {
             if (!failures) throw new CorruptRecordError(image.key, image.corrupt);

@@ -1,5 +1,7 @@
-// `medssl cache verify` and `medssl cache stats`: read every record, check it, summarise.
+// `medssl cache verify`, `medssl cache stats` and `medssl cache index`: read every record, check it, summarise;
+// (re)build the ordinal index.
 import { CacheStore, checkRecord, readHeader, recordKey } from './store.js';
+import { SPLIT_GROUPS, type SplitGroup } from './ordinal-index.js';
 import type { FailureRecord } from '../../schemas/records.js';
 
 export interface VerifyReport {
@@ -17,9 +19,18 @@ export interface VerifyReport {
 export interface VerifyOptions {
   /** Called for each problem found (key and reason), e.g. to print them. */
   onCorrupt?: (key: string, reason: string) => void;
+  /**
+   * Called for a preparation whose index is missing or out of date (not corruption: an ingest stopped before
+   * indexing, or a cache from before the index; `medssl cache index` or a rerun of the ingest rebuilds it).
+   */
+  onIndex?: (preparation: string, reason: string) => void;
 }
 
-/** Reads every record of the cache at `path` and checks its checksum; `corrupt` is 0 for a sound cache. */
+/**
+ * Reads every record of the cache at `path` and checks its checksum, checks that every marker's frames are there,
+ * and that each current index lists exactly the records of its preparation in canonical order; `corrupt` is 0 for a
+ * sound cache.
+ */
 export async function verifyCache(path: string, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const store = CacheStore.open(path, { readOnly: true });
   try {
@@ -38,14 +49,79 @@ export async function verifyCache(path: string, opts: VerifyOptions = {}): Promi
         bad(key, `unreadable header: ${(e as Error).message}`);
       }
     }
+    const preparations = new Set<string>();
     for (const { prep, content, marker } of store.markers()) {
+      preparations.add(prep);
       if (marker.failure) report.failures++;
       for (const frame of marker.frames) {
         const key = recordKey(prep, content, frame);
         if (store.raw(key) === undefined) bad(key, 'listed by its source marker but missing');
       }
     }
+    for (const prep of preparations) {
+      const state = store.indexState(prep);
+      if (state.state === 'current') checkIndex(store, prep, bad);
+      else opts.onIndex?.(prep, state.reason);
+    }
     return report;
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * Compares the current index of `prep` with the canonical order its markers give, entry by entry (one group's
+ * entries and one page of markers in memory at a time). Reports the first difference per split.
+ */
+function checkIndex(store: CacheStore, prep: string, bad: (key: string, reason: string) => void): void {
+  const view = store.openIndex(prep);
+  const entries = SPLIT_GROUPS.map((_, g) => view.keys(g)[Symbol.iterator]());
+  const seen = SPLIT_GROUPS.map(() => 0);
+  const wrong = SPLIT_GROUPS.map(() => false);
+  const where = (g: number, ordinal: number) => `index ${prep}/${SPLIT_GROUPS[g]}/${ordinal}`;
+  for (const { key, group } of store.canonical(prep)) {
+    const ordinal = seen[group]++;
+    if (wrong[group]) continue;
+    let entry: IteratorResult<Buffer>;
+    try {
+      entry = entries[group].next();
+    } catch (e) {
+      bad(where(group, ordinal), (e as Error).message);
+      wrong[group] = true;
+      continue;
+    }
+    if (entry.done) {
+      bad(where(group, ordinal), `missing: the index lists ${view.counts[group]} records of split ${SPLIT_GROUPS[group]}`);
+      wrong[group] = true;
+    } else if (entry.value.toString('utf8') !== key) {
+      bad(where(group, ordinal), `lists ${entry.value.toString('utf8')} where the markers give ${key}`);
+      wrong[group] = true;
+    }
+  }
+  SPLIT_GROUPS.forEach((name, g) => {
+    if (!wrong[g] && seen[g] !== view.counts[g]) bad(`index ${prep}/${name}`, `counts ${view.counts[g]} records, the markers list ${seen[g]}`);
+  });
+}
+
+export interface IndexSummary {
+  preparation: string;
+  /** Records per split group. */
+  counts: Record<SplitGroup, number>;
+  seconds: number;
+}
+
+/** (Re)builds the ordinal index of every preparation in the cache at `path` (which must not be read-only). */
+export async function indexCache(path: string): Promise<IndexSummary[]> {
+  const store = CacheStore.open(path);
+  try {
+    const out: IndexSummary[] = [];
+    for (const prep of store.preparationHashes().keys()) {
+      const t0 = performance.now();
+      const meta = await store.buildIndex(prep);
+      const counts = Object.fromEntries(SPLIT_GROUPS.map((name, g) => [name, meta.counts[g]])) as Record<SplitGroup, number>;
+      out.push({ preparation: prep, counts, seconds: (performance.now() - t0) / 1000 });
+    }
+    return out;
   } finally {
     await store.close();
   }
