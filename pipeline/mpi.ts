@@ -41,6 +41,8 @@ export interface Communicator {
   /** Rank `root`'s values to every rank, in place. */
   broadcast<T extends Float32Array | Float64Array | Int32Array | Uint8Array>(data: T, root?: number): T;
   barrier(): void;
+  /** A barrier that sleeps between checks instead of spinning: for waits of seconds or hours (a rank ingesting). */
+  barrierAsync(): Promise<void>;
   /** Every rank's bytes, in rank order (sizes may differ). */
   allgather(data: Uint8Array): Uint8Array[];
   /** Every rank's bytes at `root` (rank order); null on the other ranks. */
@@ -76,6 +78,7 @@ export class SelfCommunicator implements Communicator {
     return data;
   }
   barrier(): void {}
+  async barrierAsync(): Promise<void> {}
   allgather(data: Uint8Array): Uint8Array[] {
     return [data.slice()];
   }
@@ -109,6 +112,7 @@ interface Abi {
   infoNull: unknown;
   inPlace: bigint;
   commTypeShared: number;
+  statusIgnore: bigint;
 }
 
 type Fn = (...args: unknown[]) => number;
@@ -173,14 +177,14 @@ function bind(env: NodeJS.ProcessEnv = process.env): Bound {
     abi = {
       name: 'openmpi', handle: 'void *', world, float: need('ompi_mpi_float'), double: need('ompi_mpi_double'), int: need('ompi_mpi_int'),
       byte: need('ompi_mpi_byte'), sum: need('ompi_mpi_op_sum'), max: need('ompi_mpi_op_max'), infoNull: need('ompi_mpi_info_null'),
-      inPlace: 1n, commTypeShared: 0,
+      inPlace: 1n, commTypeShared: 0, statusIgnore: 0n,
     };
   } else if (/MPICH|Intel\(R\) MPI|MVAPICH/i.test(version)) {
     // The MPICH ABI (MPICH, Intel MPI, MVAPICH, Cray MPICH): handles are ints with fixed values (mpi.h). Written from
     // the header; not run here.
     abi = {
       name: 'mpich', handle: 'int', world: 0x44000000, float: 0x4c00040a, double: 0x4c00080b, int: 0x4c000405, byte: 0x4c00010d,
-      sum: 0x58000003, max: 0x58000001, infoNull: 0x1c000000, inPlace: BigInt.asUintN(64, -1n), commTypeShared: 1,
+      sum: 0x58000003, max: 0x58000001, infoNull: 0x1c000000, inPlace: BigInt.asUintN(64, -1n), commTypeShared: 1, statusIgnore: 1n,
     };
   } else {
     throw new MedsslError('unsupported', path, `unknown MPI ABI ("${version}"): medssl binds Open MPI and the MPICH family`);
@@ -199,6 +203,8 @@ function bind(env: NodeJS.ProcessEnv = process.env): Bound {
     allreduce: `int MPI_Allreduce(void *send, void *recv, int count, ${H} type, ${H} op, ${H} comm)`,
     bcast: `int MPI_Bcast(void *buf, int count, ${H} type, int root, ${H} comm)`,
     barrier: `int MPI_Barrier(${H} comm)`,
+    ibarrier: `int MPI_Ibarrier(${H} comm, void *request)`,
+    test: 'int MPI_Test(void *request, _Out_ int *flag, void *status)',
     allgather: `int MPI_Allgather(void *send, int sendcount, ${H} sendtype, void *recv, int recvcount, ${H} recvtype, ${H} comm)`,
     allgatherv: `int MPI_Allgatherv(void *send, int sendcount, ${H} sendtype, void *recv, int32_t *recvcounts, int32_t *displs, ${H} recvtype, ${H} comm)`,
     gather: `int MPI_Gather(void *send, int sendcount, ${H} sendtype, void *recv, int recvcount, ${H} recvtype, int root, ${H} comm)`,
@@ -263,6 +269,18 @@ class MpiCommunicator implements Communicator {
   barrier(): void {
     if (this.size === 1) return;
     this.timed('barrier', 0, () => this.check(this.b.f.barrier(this.b.abi.world), 'MPI_Barrier'));
+  }
+
+  async barrierAsync(): Promise<void> {
+    if (this.size === 1) return;
+    const request = this.b.abi.name === 'openmpi' ? new BigUint64Array(1) : new Int32Array(1);
+    this.check(this.b.f.ibarrier(this.b.abi.world, request), 'MPI_Ibarrier');
+    const flag = [0];
+    for (let wait = 1; ; wait = Math.min(wait * 2, 200)) {
+      this.check(this.b.f.test(request, flag, this.b.abi.statusIgnore), 'MPI_Test');
+      if (flag[0]) return;
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
   }
 
   allgather(data: Uint8Array): Uint8Array[] {
