@@ -31,6 +31,9 @@ export function mpirunCommand(ranks: number, nodeArgs: string[], env: NodeJS.Pro
     // Loopback and shared memory only; no fork warnings from a process with threads (Node).
     OMPI_MCA_btl: 'self,vader,tcp', OMPI_MCA_btl_tcp_if_include: 'lo', OMPI_MCA_oob_tcp_if_include: 'lo',
     OMPI_MCA_mpi_warn_on_fork: '0', OMPI_MCA_btl_vader_single_copy_mechanism: 'none',
+    // The ranks share this machine's cores with each other (and other work): a waiting rank yields its core instead of
+    // spinning on it. On a cluster, where each rank has its own cores, Open MPI's default (spinning) is right.
+    OMPI_MCA_mpi_yield_when_idle: '1',
     ...(root ? { OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' } : {}),
     ...env,
   };
