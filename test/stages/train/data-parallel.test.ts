@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cli, sample } from '../../shared.js';
+import { cli, projectRoot, sample } from '../../shared.js';
 import { tf } from '../../../pipeline/tensorflow.js';
 import { distributedCodes } from '../../../stages/train/distributed.js';
 import { sinkhornKnopp } from '../../../stages/train/sinkhorn.js';
@@ -127,5 +127,18 @@ describe('data-parallel pieces', () => {
     const lines = r.stderr.trim().split('\n').filter((l) => l.startsWith('medssl:'));
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^medssl: libmpi: started by mpirun \(Open MPI\) as one of 2 ranks, but no MPI library loads .*Install Open MPI/);
+  });
+
+  it('the cluster examples parse: the MPIJob manifest and the Slurm script', async () => {
+    const { parse } = await import('yaml');
+    const job = parse(fs.readFileSync(path.join(projectRoot, 'examples', 'cluster', 'kubernetes-mpijob.yaml'), 'utf8')) as { kind: string; spec: { mpiReplicaSpecs: { Launcher: { template: { spec: { containers: Array<{ args: string[] }> } } }; Worker: { replicas: number } } } };
+    expect(job.kind).toBe('MPIJob');
+    const launcher = job.spec.mpiReplicaSpecs.Launcher.template.spec.containers[0].args.join('\n');
+    // The rank count is written twice: the workers and mpirun's -np.
+    expect(launcher).toContain(`mpirun -np ${job.spec.mpiReplicaSpecs.Worker.replicas} `);
+    expect(launcher).toMatch(/medssl pretrain --config/);
+    const script = path.join(projectRoot, 'examples', 'cluster', 'slurm-pretrain.sh');
+    expect(spawnSync('bash', ['-n', script]).status).toBe(0);
+    expect(fs.readFileSync(script, 'utf8')).toMatch(/srun --mpi=pmix .*medssl pretrain/);
   });
 });
