@@ -104,14 +104,18 @@ async function countParams(): Promise<void> {
   const out: Record<string, unknown> = {};
   const all = sizes();
   const models: Record<string, Record<string, unknown>> = {
-    '64px (resnet width 16, K 64)': all['64px'],
-    '224px (ResNet-18, K 3000)': all['224px'],
-    'ResNet-50, projection 2048 -> 128, K 3000': { ...all['224px'], model: { ...(all['224px'].model as object), arch: 'resnet50' } },
+    // bench/train-sizes.json's 64 px size: the small ResNet (width 16) of the steps above, K 64.
+    [SIZE]: all['64px'],
+    // Its 224 px size: ResNet-18, projection 2048 -> 128, K 3000.
+    'resnet18-224px': all['224px'],
+    // The same with ResNet-50 (the paper's encoder family).
+    'resnet50-224px': { ...all['224px'], model: { ...(all['224px'].model as object), arch: 'resnet50' } },
   };
   for (const [name, raw] of Object.entries(models)) {
     const config = parseConfig(raw);
     const trainer = new Trainer(config, 1, 0);
-    const bnLayers = [...trainer.store.vars.keys()].filter((n) => n.endsWith('/gamma')).length;
+    // Batch-norm layers of the encoder (each runs once per crop resolution) and of the projection head (once).
+    const bnLayers = [...trainer.store.vars.keys()].filter((n) => n.endsWith('/gamma') && !n.startsWith('head_')).length;
     out[name] = { params: trainer.store.count((n) => trainer.store.trainable.has(n)), bnLayers, resolutions: new Set([config.augment.global.size, config.augment.local.size]).size, sinkhornIterations: config.train.sinkhornIterations };
     trainer.dispose();
   }
@@ -181,24 +185,26 @@ async function distributed(): Promise<BenchResult[]> {
     if (r.status !== 0) throw new Error(`--count: ${r.stderr}`);
     return JSON.parse(r.stdout.trim().split('\n').pop() as string) as Record<string, { params: number; bnLayers: number; resolutions: number; sinkhornIterations: number }>;
   })();
-  out.push({ name: 'distributed/gradient-bytes', unit: 'bytes', value: counts['64px (resnet width 16, K 64)'].params * 4, config: Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, { ...v, gradientBytes: v.params * 4 }])) });
+  out.push({ name: 'distributed/gradient-bytes', unit: 'bytes', value: counts[SIZE].params * 4, config: Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, { ...v, gradientBytes: v.params * 4 }])) });
   // The estimate: weak scaling (each rank keeps its local batch), the fused allreduce after the backward pass (no
   // overlap), plus the step's small allreduces (batch norm forward and backward per layer and resolution, Sinkhorn, the
   // step agreement) at latency cost each.
   const perRankMs = stepMs['2-ranks'] ?? stepMs['1-rank-eager'];
   for (const [model, c] of Object.entries(counts)) {
-    const small = 2 * (c.bnLayers * c.resolutions) + 2 * (1 + c.sinkhornIterations) + 1;
+    // Forward and backward for each encoder batch norm at each resolution and the head's, Sinkhorn's total and
+    // iterations (a maximum and a sum each), the step's agreement: 59 for the 64 px model, as the 2-rank run counts.
+    const small = 2 * (c.bnLayers * c.resolutions + 1) + 2 * (1 + c.sinkhornIterations) + 1;
     for (const ranks of [8, 64]) {
       for (const net of NETWORKS) {
         const e = allreduceEstimate(c.params * 4, ranks, net.gbit, net.latencyUs, small);
         const commMs = e.fusedMs + e.smallMs;
         out.push({
-          name: `distributed/estimate/${model.split(' ')[0]}/${ranks}-ranks/${net.gbit}gbit`, unit: 'ms of communication per step (estimate)', value: commMs,
+          name: `distributed/estimate/${model}/${ranks}-ranks/${net.gbit}gbit`, unit: 'ms of communication per step (estimate)', value: commMs,
           config: {
             estimate: true, model, ranks, network: net.name, latencyUsAssumed: net.latencyUs, gradientBytes: c.params * 4, fusedAllreduceMs: e.fusedMs, smallAllreduces: small, smallAllreducesMs: e.smallMs,
             // A step 9x the communication spends 10% of its time communicating.
             stepTimeForTenPercentOverheadMs: commMs * 9,
-            ...(model.startsWith(SIZE) ? { perRankStepMsMeasuredHere: perRankMs, efficiencyAtThatStepTime: perRankMs / (perRankMs + commMs) } : {}),
+            ...(model === SIZE ? { perRankStepMsMeasuredHere: perRankMs, efficiencyAtThatStepTime: perRankMs / (perRankMs + commMs) } : {}),
           },
         });
       }

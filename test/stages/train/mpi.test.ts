@@ -75,14 +75,23 @@ describe('data-parallel pretrain under mpirun (two ranks on loopback)', () => {
     expect(b).toHaveLength(4);
     expect(b.map((e) => e.worldSize)).toEqual([2, 2, 2, 2]);
     expect(a.map((e) => e.worldSize)).toEqual([1, 1, 1, 1]);
+    let lossDiff = 0, weightDiff = 0;
     b.forEach((e, i) => {
       for (const k of ['loss', 'codeEntropy', 'prototypeUsage'] as const) {
-        expect(Math.abs((e[k] as number) - (a[i][k] as number)) / Math.abs(a[i][k] as number), `${k} at step ${i}`).toBeLessThan(1e-4);
+        const d = Math.abs((e[k] as number) - (a[i][k] as number)) / Math.abs(a[i][k] as number);
+        if (k === 'loss') lossDiff = Math.max(lossDiff, d);
+        expect(d, `${k} at step ${i}`).toBeLessThan(1e-4);
       }
     });
     const ta = tensors(one), tb = tensors(two);
     expect([...tb.keys()].filter((k) => k.startsWith('param:')).sort()).toEqual([...ta.keys()].filter((k) => k.startsWith('param:')).sort());
-    for (const [name, v] of ta) if (name.startsWith('param:')) expect(relDiff(tb.get(name) as Float32Array, v), name).toBeLessThan(1e-4);
+    for (const [name, v] of ta) {
+      if (!name.startsWith('param:')) continue;
+      const d = relDiff(tb.get(name) as Float32Array, v);
+      weightDiff = Math.max(weightDiff, d);
+      expect(d, name).toBeLessThan(1e-4);
+    }
+    process.stderr.write(`two ranks against one process, 4 steps: largest relative difference ${lossDiff.toExponential(1)} in the loss, ${weightDiff.toExponential(1)} in the weights (per tensor, relative to its largest value)\n`);
     // Rank 0 alone wrote the run folder: one metrics file, one encoder.
     expect(fs.existsSync(path.join(two, 'encoder', 'model.json'))).toBe(true);
   }, TIMEOUT);
@@ -96,6 +105,7 @@ describe('data-parallel pretrain under mpirun (two ranks on loopback)', () => {
     const rows = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { case: string; metrics: number; weights: number; moments: number; stepsWithAModalityMissingOnARank?: number });
     expect(rows.map((x) => x.case)).toHaveLength(5);
     for (const x of rows) {
+      process.stderr.write(`each step, ${x.case}: largest relative difference ${x.metrics.toExponential(1)} in the metrics, ${x.weights.toExponential(1)} in the weights, ${x.moments.toExponential(1)} in the gradients\n`);
       expect(x.metrics, `${x.case}: loss and metrics`).toBeLessThan(1e-5);
       expect(x.weights, `${x.case}: weights`).toBeLessThan(1e-4);
       // First moments: the averaged gradients (x 0.1 for Adam), relative to their largest value.
