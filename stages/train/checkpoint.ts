@@ -54,7 +54,9 @@ interface QueueInfo { key: string; filled: number; length: number; dim: number; 
 
 /** The part of the config a checkpoint must agree with (everything but run-length knobs). */
 export function trainingIdentity(config: Config): string {
-  const { epochs: _e, checkpointEverySteps: _c, highWaterMark: _h, ...train } = config.train;
+  const { epochs: _e, checkpointEverySteps: _c, highWaterMark: _h, syncBatchNorm, ...rest } = config.train;
+  // syncBatchNorm (newer than the format) counts only when it is not the default, so older checkpoints still resume.
+  const train = syncBatchNorm ? rest : { ...rest, syncBatchNorm };
   return stableHash({ seed: config.seed, model: config.model, train });
 }
 
