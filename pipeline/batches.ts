@@ -5,6 +5,11 @@
 //
 // The Gate counts images between the replay and the batcher, and the trainer pauses it while its queue is full, so
 // memory stays bounded however slow a step is. Val and test splits (MedMNIST) are never pre-trained on.
+//
+// Data-parallel training (`world` of N ranks): rank r replays only the positions p of the epoch's seeded order with
+// p mod N = r, among the epoch's first stepsPerEpoch x B, and batches them by B / N. Batch k of every rank together is
+// then exactly batch k of one process (positions kB .. kB + B - 1), and the crops are the same, since they depend
+// only on (seed, epoch, image).
 import { type Observable, map } from 'rxjs';
 import type { Config } from '../schemas/config.js';
 import type { Batch, NormalizedImage } from '../schemas/records.js';
@@ -12,7 +17,7 @@ import { CacheDataset } from '../stages/cache/replay.js';
 import { augment } from '../stages/augment/augment.js';
 import { toBatches } from '../stages/augment/batch.js';
 import { CropBuffers } from '../stages/augment/buffers.js';
-import { FailureLog } from './failures.js';
+import { FailureLog, MedsslError } from './failures.js';
 import { Gate, settle } from './flow.js';
 import { ingestInputs, preparationHash } from './prepare.js';
 
@@ -67,6 +72,27 @@ export interface BatchesOptions {
   labelled?: (image: NormalizedImage) => boolean;
   /** Stop after this many batches (budgeted runs); default: the whole epoch. */
   steps?: number;
+  /** Data-parallel training: this rank's share of every batch (rankPositions); default one process, every position. */
+  world?: { rank: number; size: number };
+}
+
+/**
+ * The positions of an epoch's seeded order that rank `rank` of `size` trains on: those below `total` (the epoch's
+ * full global batches, steps x B) with p mod size = rank, in order. A pure function of (order length, rank, size).
+ */
+export function rankPositions(total: number, rank: number, size: number): Uint32Array {
+  if (!(Number.isInteger(size) && size >= 1 && Number.isInteger(rank) && rank >= 0 && rank < size)) throw new RangeError(`rank ${rank} of ${size}`);
+  const out = new Uint32Array(Math.max(0, Math.ceil((total - rank) / size)));
+  for (let i = 0, p = rank; p < total; i++, p += size) out[i] = p;
+  return out;
+}
+
+/** Each rank's batch size: B / N, which must be a whole number. */
+export function localBatchSize(batchSize: number, ranks: number): number {
+  if (batchSize % ranks !== 0) {
+    throw new MedsslError('invalid-value', 'train.batchSize', `${batchSize} is not divisible by the ${ranks} ranks: each rank trains on batchSize / ranks samples of every batch`);
+  }
+  return batchSize / ranks;
 }
 
 /** One epoch of batches (the last incomplete batch is dropped, as the schedules assume). */
@@ -74,15 +100,24 @@ export function poolBatches(pool: TrainingPool, config: Config, opts: BatchesOpt
   const failures = opts.failures ?? new FailureLog(opts.gate);
   const keepLabel = opts.labelled;
   const numLabels = opts.numLabels ?? 0;
-  const images = pool.dataset.epoch({ seed: opts.seed, epoch: opts.epoch, readers: config.cache.readers, verify: config.cache.verify, failures });
-  const limited = opts.steps === undefined ? images : take(images, opts.steps * config.train.batchSize);
+  const world = opts.world && opts.world.size > 1 ? opts.world : null;
+  let limited: AsyncIterable<NormalizedImage>;
+  let batchSize = config.train.batchSize;
+  if (world) {
+    batchSize = localBatchSize(config.train.batchSize, world.size);
+    const steps = Math.min(opts.steps ?? Infinity, Math.floor(pool.size / config.train.batchSize));
+    limited = shareOf(pool, pool.dataset.order(opts.seed, opts.epoch), rankPositions(steps * config.train.batchSize, world.rank, world.size), config.cache.verify);
+  } else {
+    const images = pool.dataset.epoch({ seed: opts.seed, epoch: opts.epoch, readers: config.cache.readers, verify: config.cache.verify, failures });
+    limited = opts.steps === undefined ? images : take(images, opts.steps * config.train.batchSize);
+  }
   // Crop sets live only between augment and toBatches here, so their buffers go back to the workers.
   const buffers = new CropBuffers();
   return opts.gate.source(limited).pipe(
     map((image) => (numLabels === 0 || (keepLabel && !keepLabel(image)) ? withoutLabel(image) : image)),
     augment({ failures, config: config.augment, seed: opts.seed, epoch: opts.epoch, buffers }),
     settle(opts.gate),
-    toBatches({ batchSize: config.train.batchSize, numLabels, dropLast: true, stratify: config.train.clustering === 'uni-modal' ? 'modality' : 'none', buffers }),
+    toBatches({ batchSize, numLabels, dropLast: true, stratify: config.train.clustering === 'uni-modal' ? 'modality' : 'none', buffers }),
   );
 }
 
@@ -110,6 +145,22 @@ function withoutLabel(image: NormalizedImage): NormalizedImage {
   if (!image.label) return image;
   const { label: _, ...rest } = image;
   return rest;
+}
+
+/**
+ * This rank's images: the records at `positions` of the epoch's order, read on the calling thread. A record that cannot
+ * be read stops the run: skipping it would shift this rank's batches against the other ranks'.
+ */
+async function* shareOf(pool: TrainingPool, order: Uint32Array, positions: Uint32Array, verify: boolean): AsyncGenerator<NormalizedImage> {
+  for (const p of positions) {
+    let image: NormalizedImage;
+    try {
+      image = pool.dataset.get(order[p], verify);
+    } catch (e) {
+      throw new MedsslError('corrupt', pool.cachePath, `record ${order[p]} of the epoch's order cannot be read (${(e as Error).message}); a data-parallel run cannot skip it without shifting this rank's batches against the others': check the cache (medssl cache verify) and resume`);
+    }
+    yield image;
+  }
 }
 
 async function* take<T>(source: AsyncIterable<T>, n: number): AsyncGenerator<T> {

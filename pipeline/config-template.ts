@@ -85,6 +85,7 @@ train:
     adamEpsilon: 0.00000001
   checkpointEverySteps: 0     # 0 = at the end of every epoch
   highWaterMark: 2            # batches the trainer may have waiting
+  syncBatchNorm: true         # data-parallel (mpirun / srun): batch-norm statistics over every rank's rows
   alarm: { afterSteps: 50, window: 20, lossTolerance: 0.01, minPrototypeUsage: 0.05 }   # collapse alarm
 
 evaluate:                     # stages/evaluate/README.md

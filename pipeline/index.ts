@@ -45,13 +45,15 @@ export { listInputs, prepareSource, prepareInWorkers, preparationHash, preparati
 export { packageVersion, packageRoot } from './version.js';
 export { tf, backendInfo, loadTensorflow, tensorflowLoaded, tensorflowEnvironment, type BackendInfo, type BackendName } from './tensorflow.js';
 export { runExperimentJob, experimentSummary, presetFor } from './job.js';
-export { openTrainingPool, poolBatches, poolStepsPerEpoch, poolGate, labelWidth, type TrainingPool, type PoolOptions, type BatchesOptions } from './batches.js';
+export { openTrainingPool, poolBatches, poolStepsPerEpoch, poolGate, labelWidth, rankPositions, localBatchSize, type TrainingPool, type PoolOptions, type BatchesOptions } from './batches.js';
+export { openWorld, currentWorld, mpiLaunch, mpiLibrary, placeRank, SelfCommunicator, type Communicator, type ReduceOp, type CollectiveStats } from './mpi.js';
 export { sinkhornKnopp, type SinkhornOptions } from '../stages/train/sinkhorn.js';
 export { swavLoss, type SwavLossOptions } from '../stages/train/swav-loss.js';
 export { ntXentLoss } from '../stages/train/ntxent-loss.js';
 export { sigmoidCrossEntropy } from '../stages/train/supervised-loss.js';
 export { train, CollapseWatch, type TrainOptions } from '../stages/train/train.js';
-export { Trainer, modalityGroups, type StepResult, type TrainerPosition } from '../stages/train/trainer.js';
+export { Trainer, modalityGroups, type StepResult, type TrainerPosition, type TrainerOptions } from '../stages/train/trainer.js';
+export { syncBatchNorm, distributedCodes, gatherRows } from '../stages/train/distributed.js';
 export { pretrain, type PretrainOptions, type PretrainResult } from '../stages/train/pretrain.js';
 export { loadEncoder, exportEncoder, saveCheckpoint, loadCheckpoint, type Encoder } from '../stages/train/checkpoint.js';
 export { encoderSpec, encoderModel, type EncoderSpec } from '../stages/train/resnet.js';

@@ -188,6 +188,12 @@ export const TrainConfig = z.strictObject({
   checkpointEverySteps: z.number().int().nonnegative().default(0),
   /** Batches the trainer may have waiting (its pull queue). */
   highWaterMark: z.number().int().positive().default(2),
+  /**
+   * Data-parallel training (several ranks under MPI): batch-norm statistics over every rank's rows, as one process
+   * would compute them on the global batch. false: each rank normalises with its own rows' statistics (the moving
+   * averages then take their mean over ranks). No effect in one process.
+   */
+  syncBatchNorm: z.boolean().default(true),
   alarm: AlarmConfig,
 }).prefault({});
 

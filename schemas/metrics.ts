@@ -22,6 +22,8 @@ export const StepEvent = z.object({
   imagesPerSec: z.number(),
   /** Fraction of wall time since the previous step spent waiting for the batch. */
   waitFraction: z.number(),
+  /** Ranks that trained this step together (data-parallel under MPI); 1 for one process. Absent in older runs. */
+  worldSize: z.number().int().positive().optional(),
 });
 export type StepEvent = z.infer<typeof StepEvent>;
 

@@ -16,6 +16,10 @@ interface PretrainFlags {
 
 // `medssl pretrain --config C --out RUN_DIR [--resume]`: one pre-training run on the cached pool
 // (pipeline/batches.ts), with a progress line on stderr at least every 10 s.
+//
+// Started by an MPI launcher (`mpirun -np N medssl pretrain ...`, `srun --mpi=pmix medssl pretrain ...`), each process
+// is one rank of a data-parallel run (pipeline/mpi.ts, stages/train/README.md): it trains on its share of every
+// batch; rank 0 alone ingests first, prints, and writes the run folder.
 export function register(program: Command): void {
   program
     .command('pretrain')
@@ -34,6 +38,8 @@ export function register(program: Command): void {
       '  $ medssl pretrain --config swav.yaml --out runs/swav',
       '  $ medssl pretrain --config swav.yaml --out runs/swav --resume',
       '  $ medssl pretrain --config swav.yaml --out runs/smoke --steps 20',
+      '  $ mpirun -np 4 medssl pretrain --config swav.yaml --out runs/swav      (data-parallel: 4 ranks, B/4 each)',
+      '  $ srun --mpi=pmix -n 16 medssl pretrain --config swav.yaml --out runs/swav',
     ].join('\n'))
     .action(async (opts: PretrainFlags) => {
       const { loadConfig } = await import('../config.js');
@@ -43,12 +49,39 @@ export function register(program: Command): void {
       const { trainingProgress } = await import('../../stages/train/progress.js');
       const config = loadConfig(opts.config);
       if (config.data.inputs.length === 0) throw new MedsslError('not-found', opts.config, 'data.inputs is empty: nothing to pre-train on');
+      // Under an MPI launcher: join the job before TensorFlow loads (it takes this rank's GPU and share of the cores).
+      const { openWorld, placeRank } = await import('../mpi.js');
+      const joined = openWorld();
+      const world = joined && joined.size > 1 ? joined : null;
+      if (world) {
+        const { localBatchSize } = await import('../batches.js');
+        localBatchSize(config.train.batchSize, world.size);
+        for (const note of placeRank(world)) if (world.rank === 0) process.stderr.write(`medssl: ${note}\n`);
+        if (world.rank !== 0) opts.quiet = true;
+      }
       const gate = poolGate(config);
       const failures = new FailureLog(gate);
+      const cachePath = opts.cache ?? config.cache.path ?? path.join(opts.out, 'cache');
       // Decode and normalize once into the cache (resumable); every epoch replays it in a seeded order.
-      const pool = await openTrainingPool(config, {
-        cachePath: opts.cache ?? config.cache.path ?? path.join(opts.out, 'cache'), workers: opts.workers, failures, ...(opts.quiet ? {} : { progress: process.stderr }),
-      });
+      const open = () => openTrainingPool(config, { cachePath, workers: opts.workers, failures, ...(opts.quiet ? {} : { progress: process.stderr }) });
+      let pool: Awaited<ReturnType<typeof open>>;
+      if (world) {
+        // Rank 0 ingests first; then the first rank of each other machine (a node-local cache); then the rest, which
+        // find the cache complete. Never two writers on one cache at once.
+        const phase = world.rank === 0 ? 0 : world.localRank === 0 ? 1 : 2;
+        let opened: typeof pool | undefined;
+        for (let p = 0; p < 3; p++) {
+          if (phase === p) opened = await open();
+          await world.barrierAsync();
+        }
+        pool = opened as typeof pool;
+        const sizes = world.allreduce(Float64Array.of(pool.size, pool.size * pool.size), 'sum');
+        if (world.size * sizes[1] !== sizes[0] * sizes[0]) {
+          throw new MedsslError('invalid-value', cachePath, `the ranks see pools of different sizes (rank ${world.rank}: ${pool.size} images): every rank must cache the same inputs`);
+        }
+      } else {
+        pool = await open();
+      }
       for (const f of failures.records.slice(0, 20)) process.stderr.write(failureLine(f));
       const labelled = config.train.objective === 'supervised' || config.train.objective === 'hybrid';
       const numLabels = labelled ? labelWidth(pool) : 0;
@@ -61,7 +94,8 @@ export function register(program: Command): void {
         const { runPaths } = await import('../privacy.js');
         const result = await pretrain({
           config: runPaths(config, opts.out).config(config), runDir: opts.out, resume: opts.resume, gate, stepsPerEpoch, steps: opts.steps,
-          batches: (epoch) => poolBatches(pool, config, { seed: config.seed, epoch, gate, failures, numLabels, steps: stepsPerEpoch }),
+          ...(world ? { world } : {}),
+          batches: (epoch) => poolBatches(pool, config, { seed: config.seed, epoch, gate, failures, numLabels, steps: stepsPerEpoch, ...(world ? { world } : {}) }),
           onEvent: (e) => {
             progress?.observe(e);
             if (opts.quiet) return;
@@ -73,8 +107,9 @@ export function register(program: Command): void {
         const summary = {
           runDir: path.resolve(result.runDir), cache: path.resolve(pool.cachePath), images: pool.size, steps: result.steps,
           firstLoss: result.firstLoss, lastLoss: result.lastLoss, alarms: result.alarms.length, failures: failures.records.length,
-          encoder: path.resolve(result.encoder),
+          encoder: path.resolve(result.encoder), worldSize: world?.size ?? 1,
         };
+        if (world && world.rank !== 0) return;
         if (opts.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
         else {
           process.stdout.write(`pretrained ${summary.steps} steps on ${summary.images} images: loss ${fmt(summary.firstLoss)} -> ${fmt(summary.lastLoss)}` +

@@ -5,7 +5,9 @@
 // FusedBatchNormGradV3: one kernel each way instead of the dozen element-wise ops that tf.moments + tf.batchNorm and
 // their gradients expand to (each a full pass over the activation). Elsewhere the composed ops are used.
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs';
+import type { Communicator } from '../../pipeline/mpi.js';
 import { tf, backendInfo } from '../../pipeline/tensorflow.js';
+import { syncBatchNorm } from './distributed.js';
 
 export const BN_EPSILON = 1e-5;
 /** Moving statistics keep 90% of their value per step (PyTorch's momentum 0.1). */
@@ -26,9 +28,17 @@ export interface BnParams {
   movingVariance: Tensor1D;
 }
 
-/** y = gamma (x - mean) / sqrt(var + eps) + beta over all axes but the last. */
-export function batchNorm(x: Tensor, p: BnParams, training: boolean, layer: string, observed?: BnObservation[]): Tensor {
+/**
+ * y = gamma (x - mean) / sqrt(var + eps) + beta over all axes but the last. With `sync` (data-parallel training), the
+ * batch statistics are those of every rank's rows (distributed.ts).
+ */
+export function batchNorm(x: Tensor, p: BnParams, training: boolean, layer: string, observed?: BnObservation[], sync?: Communicator): Tensor {
   if (!training) return tf.batchNorm(x, p.movingMean, p.movingVariance, p.beta, p.gamma, BN_EPSILON);
+  if (sync) {
+    const { y, mean, variance, count } = syncBatchNorm(x, p.gamma, p.beta, sync);
+    if (observed) observed.push({ layer, mean: tf.keep(mean), variance: tf.keep(tf.mul(variance, count / Math.max(count - 1, 1)) as Tensor1D) });
+    return y;
+  }
   const useNative = nativeKernels.enabled && x.rank === 4;
   const { y, mean, variance } = useNative ? fusedTraining(x, p.gamma, p.beta) : composedTraining(x, p.gamma, p.beta);
   if (observed) {

@@ -6,6 +6,10 @@
 //                                    optimizer slots (`slot:<name>/m|v`), queues (`queue:<key>:<crop>`)
 //   <runDir>/encoder/model.json + weights.bin   the encoder as a tf.LayersModel (loadEncoder)
 //
+// Data-parallel runs (several ranks): rank 0 writes the checkpoint; the other ranks' queues (a queue is per rank) are
+// gathered to it and stored as `queue@<rank>:<key>:<crop>`, so that a run resumed with the same number of ranks
+// continues exactly. Every rank reads the same checkpoint on resume (the run folder is on shared storage).
+//
 // Randomness needs no saved stream: every draw (weights at init, crops) is a pure function of (seed, epoch, sample),
 // so the seed and the position are the RNG state. A checkpoint is written to a temporary folder and renamed,
 // so a crash mid-write leaves the previous one intact.
@@ -15,6 +19,7 @@ import type { LayersModel, io } from '@tensorflow/tfjs';
 import { tf } from '../../pipeline/tensorflow.js';
 import { stableHash } from '../../pipeline/config.js';
 import { MedsslError } from '../../pipeline/failures.js';
+import type { Communicator } from '../../pipeline/mpi.js';
 import type { Config } from '../../schemas/config.js';
 import { EmbeddingQueue } from './queue.js';
 import { encoderModel } from './resnet.js';
@@ -37,18 +42,37 @@ export interface CheckpointState {
   channels: number;
   numLabels: number;
   optimizerIterations: number;
-  queues: Array<{ key: string; filled: number; length: number; dim: number; crops: number }>;
+  queues: QueueInfo[];
   tensors: TensorEntry[];
+  /** Data-parallel runs: ranks that trained (absent: 1). */
+  worldSize?: number;
+  /** Data-parallel runs: the queues of ranks 1..worldSize-1 (rank 0's are `queues`). */
+  rankQueues?: Array<{ rank: number; queues: QueueInfo[] }>;
 }
+
+interface QueueInfo { key: string; filled: number; length: number; dim: number; crops: number }
 
 /** The part of the config a checkpoint must agree with (everything but run-length knobs). */
 export function trainingIdentity(config: Config): string {
-  const { epochs: _e, checkpointEverySteps: _c, highWaterMark: _h, ...train } = config.train;
+  const { epochs: _e, checkpointEverySteps: _c, highWaterMark: _h, syncBatchNorm, ...rest } = config.train;
+  // syncBatchNorm (newer than the format) counts only when it is not the default, so older checkpoints still resume.
+  const train = syncBatchNorm ? rest : { ...rest, syncBatchNorm };
   return stableHash({ seed: config.seed, model: config.model, train });
 }
 
+/**
+ * Saves the trainer's state (and exports the encoder). Data-parallel: every rank calls it at the same step; the queues
+ * of the other ranks go to rank 0, which alone writes.
+ */
 export async function saveCheckpoint(trainer: Trainer, runDir: string, epoch: number): Promise<string> {
   const dir = path.join(runDir, 'checkpoint');
+  const world = trainer.world;
+  let others: Array<{ rank: number; queues: QueueInfo[]; data: Float32Array[] }> = [];
+  if (world && world.size > 1) {
+    const gathered = world.gather(world.rank === 0 ? new Uint8Array(0) : await encodeQueues(trainer.queues), 0);
+    if (!gathered) return dir;
+    others = gathered.slice(1).map((bytes, i) => ({ rank: i + 1, ...decodeQueues(bytes) }));
+  }
   const tmp = path.join(runDir, 'checkpoint.tmp');
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
@@ -64,10 +88,20 @@ export async function saveCheckpoint(trainer: Trainer, runDir: string, epoch: nu
   for (const [name, v] of trainer.store.vars) await put(`param:${name}`, v, trainer.store.trainable.has(name));
   for (const [name, v] of trainer.optimizer.slots) await put(`slot:${name}`, v);
   for (const [key, q] of trainer.queues) for (let i = 0; i < q.blocks.length; i++) await put(`queue:${key}:${i}`, q.blocks[i]);
+  for (const o of others) {
+    let k = 0;
+    for (const q of o.queues) {
+      for (let i = 0; i < q.crops; i++) {
+        const data = o.data[k++];
+        await put(`queue@${o.rank}:${q.key}:${i}`, { shape: [q.length, q.dim], data: async () => data });
+      }
+    }
+  }
   const state: CheckpointState = {
     format: 'medssl-checkpoint/1', position: trainer.position, epoch, seed: trainer.config.seed, configHash: trainingIdentity(trainer.config),
     channels: trainer.channels, numLabels: trainer.numLabels, optimizerIterations: trainer.optimizer.iterations,
     queues: [...trainer.queues].map(([key, q]) => ({ key, filled: q.filled, length: q.length, dim: q.dim, crops: q.crops })), tensors: entries,
+    ...(world && world.size > 1 ? { worldSize: world.size, rankQueues: others.map((o) => ({ rank: o.rank, queues: o.queues })) } : {}),
   };
   const fd = fs.openSync(path.join(tmp, 'tensors.bin'), 'w');
   for (const c of chunks) fs.writeSync(fd, Buffer.from(c.buffer, c.byteOffset, c.byteLength));
@@ -79,8 +113,12 @@ export async function saveCheckpoint(trainer: Trainer, runDir: string, epoch: nu
   return dir;
 }
 
-/** Rebuilds the trainer of `runDir`'s checkpoint; the config must match the one the run was started with. */
-export function loadCheckpoint(runDir: string, config: Config): { trainer: Trainer; state: CheckpointState } {
+/**
+ * Rebuilds the trainer of `runDir`'s checkpoint; the config must match the one the run was started with.
+ * Data-parallel (`world`): each rank takes its own queues; with another number of ranks than the run had, the queues
+ * start empty (a note says so), as each rank's queue belongs to its share of the data.
+ */
+export function loadCheckpoint(runDir: string, config: Config, opts: { world?: Communicator } = {}): { trainer: Trainer; state: CheckpointState; notes: string[] } {
   const dir = path.join(runDir, 'checkpoint');
   const stateFile = path.join(dir, 'state.json');
   if (!fs.existsSync(stateFile)) throw new MedsslError('not-found', runDir, 'no checkpoint to resume from (checkpoint/state.json)');
@@ -99,7 +137,7 @@ export function loadCheckpoint(runDir: string, config: Config): { trainer: Train
   const need = state.tensors.reduce((m, t) => Math.max(m, t.offset + t.shape.reduce((a, d) => a * d, 1)), 0);
   if (!Number.isInteger(floats) || floats < need) throw new MedsslError('truncated', path.join(dir, 'tensors.bin'), `holds ${floats} floats, the index needs ${need}`);
   const all = new Float32Array(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.length));
-  const trainer = new Trainer(config, state.channels, state.numLabels);
+  const trainer = new Trainer(config, state.channels, state.numLabels, opts.world ? { world: opts.world } : {});
   const tensor = (e: TensorEntry) => tf.tensor(all.subarray(e.offset, e.offset + e.shape.reduce((a, d) => a * d, 1)), e.shape, 'float32');
   for (const e of state.tensors) {
     const [kind, ...rest] = e.name.split(':');
@@ -113,16 +151,61 @@ export function loadCheckpoint(runDir: string, config: Config): { trainer: Train
     }
     if (kind === 'param' || kind === 'slot') t.dispose();
   }
-  for (const q of state.queues) {
+  const notes: string[] = [];
+  const rank = opts.world?.rank ?? 0;
+  const size = opts.world?.size ?? 1;
+  const savedSize = state.worldSize ?? 1;
+  let queues = rank === 0 ? state.queues : state.rankQueues?.find((r) => r.rank === rank)?.queues ?? [];
+  const prefix = rank === 0 ? 'queue' : `queue@${rank}`;
+  if (savedSize !== size) {
+    if (state.queues.length) notes.push(`the run had ${savedSize} rank(s), this one has ${size}: the embedding queues start empty (each rank's queue holds its own share of the data)`);
+    queues = [];
+  }
+  for (const q of queues) {
     const queue = new EmbeddingQueue(q.length, q.dim, q.crops);
     queue.blocks.forEach((b) => b.dispose());
-    queue.blocks = Array.from({ length: q.crops }, (_, i) => tensor(state.tensors.find((e) => e.name === `queue:${q.key}:${i}`) as TensorEntry) as typeof queue.blocks[number]);
+    queue.blocks = Array.from({ length: q.crops }, (_, i) => tensor(state.tensors.find((e) => e.name === `${prefix}:${q.key}:${i}`) as TensorEntry) as typeof queue.blocks[number]);
     queue.filled = q.filled;
     trainer.queues.set(q.key, queue);
   }
   trainer.optimizer.iterations = state.optimizerIterations;
   trainer.position = state.position;
-  return { trainer, state };
+  return { trainer, state, notes };
+}
+
+/** A rank's queues as bytes: a JSON index (4-byte length first), padded to 4 bytes, then the float32 blocks. */
+async function encodeQueues(queues: Map<string, EmbeddingQueue>): Promise<Uint8Array> {
+  const info: QueueInfo[] = [...queues].map(([key, q]) => ({ key, filled: q.filled, length: q.length, dim: q.dim, crops: q.crops }));
+  const json = new TextEncoder().encode(JSON.stringify(info));
+  const head = 4 + Math.ceil(json.length / 4) * 4;
+  const floats = info.reduce((a, q) => a + q.crops * q.length * q.dim, 0);
+  const out = new Uint8Array(head + floats * 4);
+  new DataView(out.buffer).setUint32(0, json.length, true);
+  out.set(json, 4);
+  const data = new Float32Array(out.buffer, head, floats);
+  let off = 0;
+  for (const q of queues.values()) {
+    for (const b of q.blocks) {
+      data.set((await b.data()) as Float32Array, off);
+      off += b.size;
+    }
+  }
+  return out;
+}
+
+function decodeQueues(bytes: Uint8Array): { queues: QueueInfo[]; data: Float32Array[] } {
+  const copy = bytes.slice();
+  const len = new DataView(copy.buffer).getUint32(0, true);
+  const queues = JSON.parse(new TextDecoder().decode(copy.subarray(4, 4 + len))) as QueueInfo[];
+  let off = 4 + Math.ceil(len / 4) * 4;
+  const data: Float32Array[] = [];
+  for (const q of queues) {
+    for (let i = 0; i < q.crops; i++) {
+      data.push(new Float32Array(copy.buffer, off, q.length * q.dim));
+      off += q.length * q.dim * 4;
+    }
+  }
+  return { queues, data };
 }
 
 /** Writes the encoder as model.json + weights.bin (tfjs-layers' format, loadable by tf.loadLayersModel too). */

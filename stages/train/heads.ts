@@ -23,7 +23,7 @@ export function addProjectionParams(store: ParamStore, h: HeadSpec): void {
 /** Unit-norm embeddings z [N, out] of features [N, featureDim]. */
 export function project(store: ParamStore, features: Tensor2D, mode: ForwardMode): Tensor2D {
   const h = tf.matMul(features, store.get('head_fc1/kernel') as Tensor as Tensor2D);
-  const n = relu(batchNorm(h, bnParams(store, 'head_bn'), mode.training, 'head_bn', mode.observed)) as Tensor2D;
+  const n = relu(batchNorm(h, bnParams(store, 'head_bn'), mode.training, 'head_bn', mode.observed, mode.sync)) as Tensor2D;
   const z = tf.add(tf.matMul(n, store.get('head_fc2/kernel') as Tensor as Tensor2D), store.get('head_fc2/bias')) as Tensor2D;
   return l2Normalize(z);
 }

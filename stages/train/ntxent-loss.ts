@@ -27,6 +27,31 @@ export function ntXentLoss(z1: Tensor2D, z2: Tensor2D, temperature: number): Sca
   });
 }
 
+/**
+ * NT-Xent with the candidates of every rank (data-parallel training): this rank's anchors are its own rows of each
+ * view; positives and negatives come from `gather` (every rank's rows in rank order, this rank's at rows
+ * rank * n ... (rank + 1) * n - 1). The mean over ranks of this loss is the loss of one process on the whole batch.
+ */
+export function ntXentLossSharded(z1: Tensor2D, z2: Tensor2D, temperature: number, gather: (z: Tensor2D) => Tensor2D, rank: number): Scalar {
+  if (z1.shape[0] !== z2.shape[0] || z1.shape[1] !== z2.shape[1]) {
+    throw new RangeError(`ntXentLoss needs two views of the same shape, got [${z1.shape}] and [${z2.shape}]`);
+  }
+  const n = z1.shape[0];
+  return tf.tidy(() => {
+    const a1 = l2Normalize(z1), a2 = l2Normalize(z2);
+    const all = tf.concat([gather(a1), gather(a2)], 0);
+    const total = all.shape[0] / 2;
+    if (total < 2) throw new RangeError('ntXentLoss needs at least 2 samples (negatives come from the batch)');
+    const sim = tf.div(tf.matMul(tf.concat([a1, a2], 0), all, false, true), temperature);
+    const off = rank * n;
+    const own = tf.concat([tf.range(off, off + n, 1, 'int32'), tf.range(total + off, total + off + n, 1, 'int32')]);
+    const positives = tf.concat([tf.range(total + off, total + off + n, 1, 'int32'), tf.range(off, off + n, 1, 'int32')]);
+    const logits = tf.add(sim, tf.mul(tf.oneHot(own, 2 * total), -1e9));
+    const picked = tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(positives, 2 * total)), 1);
+    return tf.neg(tf.mean(picked)) as Scalar;
+  });
+}
+
 /** Rows scaled to unit L2 norm (a tiny floor keeps an all-zero row finite). */
 export function l2Normalize<T extends Tensor>(x: T, axis = -1): T {
   return tf.tidy(() => tf.div(x, tf.sqrt(tf.maximum(tf.sum(tf.square(x), axis, true), 1e-24))) as T);

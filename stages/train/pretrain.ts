@@ -1,12 +1,16 @@
 // A whole pre-training run in a folder: resolved config, metrics.jsonl, checkpoints, exported encoder.
 // `resume: true` continues the same run from its checkpoint (same config; batches already trained on are skipped,
 // metrics are appended).
+//
+// Data-parallel (`world`, several ranks under MPI): every rank runs this with its own share of the batches; rank 0
+// alone writes the config, metrics.jsonl, checkpoints and the encoder, and every rank reads the checkpoint to resume.
 import fs from 'node:fs';
 import path from 'node:path';
-import { type Observable, concatMap, defer, from, isObservable, range, share, tap } from 'rxjs';
+import { type Observable, concatMap, defer, from, isObservable, lastValueFrom, range, share, tap } from 'rxjs';
 import { writeJsonl } from '../../pipeline/bridge.js';
 import { MedsslError } from '../../pipeline/failures.js';
 import { Gate } from '../../pipeline/flow.js';
+import type { Communicator } from '../../pipeline/mpi.js';
 import type { Config } from '../../schemas/config.js';
 import type { AlarmEvent, MetricsEvent, StepEvent } from '../../schemas/metrics.js';
 import type { Batch } from '../../schemas/records.js';
@@ -32,6 +36,8 @@ export interface PretrainOptions {
    * replayed as they need, instead of train.epochs.
    */
   steps?: number;
+  /** Data-parallel training: this process is one rank of `world`; `batches` must give this rank's share. */
+  world?: Communicator;
 }
 
 export interface PretrainResult {
@@ -54,20 +60,28 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
   if (!stepsPerEpoch) throw new MedsslError('invalid-value', 'config', 'train.stepsPerEpoch is not set and the data source did not say');
   const totalSteps = opts.steps ?? t.epochs * stepsPerEpoch;
   const epochs = Math.ceil(totalSteps / stepsPerEpoch);
-  fs.mkdirSync(runDir, { recursive: true });
+  const world = opts.world && opts.world.size > 1 ? opts.world : undefined;
+  const writer = !world || world.rank === 0;
+  if (writer) fs.mkdirSync(runDir, { recursive: true });
   const metricsFile = path.join(runDir, 'metrics.jsonl');
   let trainer: Trainer | undefined;
   let startEpoch = 0;
   if (opts.resume) {
-    const restored = loadCheckpoint(runDir, config);
+    if (world && !fs.existsSync(path.join(runDir, 'checkpoint', 'state.json'))) {
+      throw new MedsslError('not-found', runDir, `rank ${world.rank} sees no checkpoint here: to resume a data-parallel run, every rank must see the run folder (shared storage)`);
+    }
+    const restored = loadCheckpoint(runDir, config, world ? { world } : {});
     trainer = restored.trainer;
+    if (writer) for (const note of restored.notes) process.stderr.write(`medssl: ${note}\n`);
     const last = restored.state.position.last;
     // A finished epoch is not regenerated; an interrupted one is, and its trained batches are skipped.
     startEpoch = last ? (last.step + 1 >= stepsPerEpoch ? last.epoch + 1 : last.epoch) : 0;
   } else if (fs.existsSync(path.join(runDir, 'checkpoint')) || fs.existsSync(metricsFile)) {
     throw new MedsslError('invalid-value', runDir, 'already holds a run: pass --resume to continue it, or choose another --out');
   }
-  fs.writeFileSync(path.join(runDir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+  // Every rank has looked at the folder before rank 0 writes to it.
+  world?.barrier();
+  if (writer) fs.writeFileSync(path.join(runDir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
 
   const gate = opts.gate ?? new Gate({ window: t.highWaterMark + 1 });
   const source$ = typeof opts.batches === 'function'
@@ -77,7 +91,7 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
   const alarms: AlarmEvent[] = [];
   const events$ = source$.pipe(
     train({
-      config, totalSteps, gate, trainer, run: path.basename(path.resolve(runDir)), maxSteps: totalSteps,
+      config, totalSteps, gate, trainer, run: path.basename(path.resolve(runDir)), maxSteps: totalSteps, ...(world ? { world } : {}),
       onTrainer: (tr) => { trainer = tr; },
       checkpoint: (tr, epoch) => saveCheckpoint(tr, runDir, epoch),
     }),
@@ -93,7 +107,8 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
     share(),
   );
   try {
-    await writeJsonl(events$, metricsFile);
+    if (writer) await writeJsonl(events$, metricsFile);
+    else await lastValueFrom(events$, { defaultValue: null });
     const steps = (trainer as Trainer | undefined)?.position.step ?? 0;
     return { runDir, steps, stepsThisRun, firstLoss: first, lastLoss, alarms, checkpoint, encoder: path.join(runDir, 'encoder') };
   } finally {

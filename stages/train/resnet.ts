@@ -7,6 +7,7 @@
 import type { LayersModel, Tensor, Tensor1D, Tensor2D, Tensor4D, SymbolicTensor } from '@tensorflow/tfjs';
 import { tf } from '../../pipeline/tensorflow.js';
 import type { ModelConfig } from '../../schemas/config.js';
+import type { Communicator } from '../../pipeline/mpi.js';
 import { type BnObservation, BN_EPSILON, BN_MOMENTUM, batchNorm, relu } from './batchnorm.js';
 import { conv2dSame } from './conv.js';
 import type { ParamStore } from './params.js';
@@ -115,6 +116,8 @@ export interface ForwardMode {
   training: boolean;
   /** Batch statistics are appended here in training mode (folded into the moving averages after the step). */
   observed?: BnObservation[];
+  /** Data-parallel training with synchronised batch norm: statistics over every rank's rows. */
+  sync?: Communicator;
 }
 
 /** Pooled features [N, featureDim] of images [N, H, W, C]. */
@@ -122,7 +125,7 @@ export function encode(store: ParamStore, spec: EncoderSpec, x: Tensor4D, mode: 
   const { stem, blocks } = encoderUnits(spec);
   const unit = (input: Tensor4D, u: ConvUnit, withRelu: boolean): Tensor4D => {
     const y = conv2dSame(input, store.get(`${u.name}_conv/kernel`) as Tensor as Tensor4D, u.stride);
-    const n = batchNorm(y, bnParams(store, `${u.name}_bn`), mode.training, `${u.name}_bn`, mode.observed) as Tensor4D;
+    const n = batchNorm(y, bnParams(store, `${u.name}_bn`), mode.training, `${u.name}_bn`, mode.observed, mode.sync) as Tensor4D;
     return withRelu ? relu(n) : n;
   };
   let h = unit(x, stem, true);

@@ -18,6 +18,8 @@ export interface SwavLossOptions {
   cropsForAssign: number[];
   /** One [Q, K] block per assigned crop (same order as cropsForAssign), prepended before Sinkhorn. */
   queueScores?: Tensor2D[];
+  /** The codes of the assigned crops, already computed (data-parallel training: Sinkhorn over every rank's rows). */
+  codes?: Tensor2D[];
 }
 
 /** Loss over one [B, K] score matrix (z . c before temperature) per crop. */
@@ -34,7 +36,7 @@ export function swavLoss(cropScores: Tensor2D[], opts: SwavLossOptions): Scalar 
     const logP = cropScores.map((s) => tf.logSoftmax(tf.div(s, opts.temperature)));
     let total: Tensor = tf.scalar(0);
     opts.cropsForAssign.forEach((a, i) => {
-      const q = assignedCodes(cropScores[a], opts.queueScores?.[i], opts);
+      const q = opts.codes ? opts.codes[i] : assignedCodes(cropScores[a], opts.queueScores?.[i], opts);
       let sub: Tensor = tf.scalar(0);
       for (let w = 0; w < v; w++) {
         if (w === a) continue;

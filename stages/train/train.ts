@@ -10,6 +10,7 @@ import type { Config } from '../../schemas/config.js';
 import type { AlarmEvent, EpochEvent, MetricsEvent, StepEvent } from '../../schemas/metrics.js';
 import type { Batch } from '../../schemas/records.js';
 import { type Gate, pull } from '../../pipeline/flow.js';
+import type { Communicator } from '../../pipeline/mpi.js';
 import { Trainer } from './trainer.js';
 
 export interface TrainOptions {
@@ -29,6 +30,12 @@ export interface TrainOptions {
   run?: string;
   /** Stop once the trainer has made this many optimizer steps in all (`medssl pretrain --steps`). */
   maxSteps?: number;
+  /**
+   * Data-parallel training: this process is one rank of `world` and its batches are its share of each global batch
+   * (stages/train/README.md). Events then describe the whole job: the loss and metrics of the global batch, images
+   * per second of all ranks.
+   */
+  world?: Communicator;
 }
 
 export function train(opts: TrainOptions): OperatorFunction<Batch, MetricsEvent> {
@@ -51,7 +58,7 @@ export function train(opts: TrainOptions): OperatorFunction<Batch, MetricsEvent>
         const waited = performance.now() - last;
         if (stopped) break;
         if (!trainer) {
-          trainer = new Trainer(opts.config, batch.views[0].channels, batch.numLabels);
+          trainer = new Trainer(opts.config, batch.views[0].channels, batch.numLabels, opts.world ? { world: opts.world } : {});
           opts.onTrainer?.(trainer);
         }
         const done = trainer.position.last;
@@ -66,10 +73,11 @@ export function train(opts: TrainOptions): OperatorFunction<Batch, MetricsEvent>
         const r = await trainer.trainStep(batch, opts.totalSteps);
         const stepMs = performance.now() - t0;
         last = performance.now();
-        const b = batch.ids.length;
+        // Images of the global batch (every rank's share).
+        const b = batch.ids.length * trainer.worldSize;
         const event: StepEvent = {
           type: 'step', epoch: batch.epoch, step: trainer.position.step - 1, ...r,
-          stepTimeMs: stepMs, imagesPerSec: (b * 1000) / (stepMs + waited), waitFraction: waited / (stepMs + waited),
+          stepTimeMs: stepMs, imagesPerSec: (b * 1000) / (stepMs + waited), waitFraction: waited / (stepMs + waited), worldSize: trainer.worldSize,
         };
         emit(event);
         epoch.add(event, b, stepMs, waited);
@@ -83,6 +91,11 @@ export function train(opts: TrainOptions): OperatorFunction<Batch, MetricsEvent>
           emit({ type: 'checkpoint', step: trainer.position.step, epoch: batch.epoch, path: await opts.checkpoint(trainer, batch.epoch) });
         }
         if (opts.maxSteps !== undefined && trainer.position.step >= opts.maxSteps) break;
+      }
+      // Data-parallel: the ranks' inputs must end together (a rank still holding a batch would wait for the others).
+      if (!stopped && opts.world) {
+        if (!trainer) throw new Error(`rank ${opts.world.rank} of ${opts.world.size} received no batch at all`);
+        trainer.endOfData();
       }
       if (!stopped) {
         await closeEpoch();
