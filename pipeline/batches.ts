@@ -80,11 +80,10 @@ export interface BatchesOptions {
  * The positions of an epoch's seeded order that rank `rank` of `size` trains on: those below `total` (the epoch's
  * full global batches, steps x B) with p mod size = rank, in order. A pure function of (order length, rank, size).
  */
-export function rankPositions(total: number, rank: number, size: number): Uint32Array {
+export function* rankPositions(total: number, rank: number, size: number): Generator<number> {
   if (!(Number.isInteger(size) && size >= 1 && Number.isInteger(rank) && rank >= 0 && rank < size)) throw new RangeError(`rank ${rank} of ${size}`);
-  const out = new Uint32Array(Math.max(0, Math.ceil((total - rank) / size)));
-  for (let i = 0, p = rank; p < total; i++, p += size) out[i] = p;
-  return out;
+  // Generated, not stored: at 100M records an array of positions would be the memory the ordinal index saves.
+  for (let p = rank; p < total; p += size) yield p;
 }
 
 /** Each rank's batch size: B / N, which must be a whole number. */
@@ -151,13 +150,13 @@ function withoutLabel(image: NormalizedImage): NormalizedImage {
  * This rank's images: the records at `positions` of the epoch's order, read on the calling thread. A record that cannot
  * be read stops the run: skipping it would shift this rank's batches against the other ranks'.
  */
-async function* shareOf(pool: TrainingPool, order: Uint32Array, positions: Uint32Array, verify: boolean): AsyncGenerator<NormalizedImage> {
+async function* shareOf(pool: TrainingPool, order: { at(position: number): number }, positions: Iterable<number>, verify: boolean): AsyncGenerator<NormalizedImage> {
   for (const p of positions) {
     let image: NormalizedImage;
     try {
-      image = pool.dataset.get(order[p], verify);
+      image = pool.dataset.get(order.at(p), verify);
     } catch (e) {
-      throw new MedsslError('corrupt', pool.cachePath, `record ${order[p]} of the epoch's order cannot be read (${(e as Error).message}); a data-parallel run cannot skip it without shifting this rank's batches against the others': check the cache (medssl cache verify) and resume`);
+      throw new MedsslError('corrupt', pool.cachePath, `record ${order.at(p)} of the epoch's order cannot be read (${(e as Error).message}); a data-parallel run cannot skip it without shifting this rank's batches against the others': check the cache (medssl cache verify) and resume`);
     }
     yield image;
   }
