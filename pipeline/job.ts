@@ -12,6 +12,7 @@ import { runPaths } from './privacy.js';
 import { packageVersion } from './version.js';
 import type { Preset } from '../stages/evaluate/experiment.js';
 import type { ResultsDocument } from '../stages/evaluate/report.js';
+import { ALPHA, formatP } from '../stages/evaluate/report.js';
 
 export interface ExperimentJobOptions {
   out: string;
@@ -162,10 +163,19 @@ export function experimentSummary(doc: ResultsDocument): string {
       const rows = d.arms.filter((a) => a.status === 'ok' && a.protocols[protocol]);
       if (!rows.length) continue;
       const fr = Object.keys(rows[0].protocols[protocol]!).sort((a, b) => Number(b) - Number(a));
-      lines.push(`${d.name}, ${protocol === 'linear' ? 'linear probe' : protocol === 'finetune' ? 'fine-tuned' : 'kNN'}: test AUC at ${fr.map((f) => `${Math.round(Number(f) * 100)}%`).join(' / ')} labels`);
-      for (const a of rows) lines.push(`  ${a.name.padEnd(28)} ${fr.map((f) => a.protocols[protocol]![f].auc.toFixed(3)).join('  ')}`);
+      const seeds = rows[0].protocols[protocol]![fr[0]].seeds.length;
+      lines.push(`${d.name}, ${protocol === 'linear' ? 'linear probe' : protocol === 'finetune' ? 'fine-tuned' : 'kNN'} (${seeds} seed${seeds > 1 ? 's' : ''}): test AUC at ${fr.map((f) => `${Math.round(Number(f) * 100)}%`).join(' / ')} labels`);
+      const name = Math.max(28, ...rows.map((a) => a.name.length));
+      for (const a of rows) {
+        lines.push(`  ${a.name.padEnd(name)} ${fr.map((f) => {
+          const r = a.protocols[protocol]![f];
+          const mark = r.pVsNone === undefined ? '' : r.pVsNone < ALPHA ? ` p=${formatP(r.pVsNone)}` : ' n.d.';
+          return `${r.auc.toFixed(3)}${mark}`.padEnd(15);
+        }).join(' ').trimEnd()}`);
+      }
     }
   }
+  lines.push(`p: paired DeLong test against no pre-training (same test set, label subsets and seeds); n.d.: no difference (p >= ${ALPHA})`);
   for (const s of doc.skipped) lines.push(`skipped ${s.name} (${s.dataset}): ${s.reason}`);
   return `${lines.join('\n')}\n`;
 }
