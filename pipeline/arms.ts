@@ -108,6 +108,10 @@ export function trainerArms(deps: TrainerDeps): ArmProvider {
     async pretrainArm(arm, ctx) {
       if (arm.kind === 'none' || arm.kind === 'none-bn') return null;
       if (arm.kind === 'random') return build(ctx.inputShape, ctx.seed + 1_000_003);
+      if (arm.kind === 'encoder') {
+        if (!arm.encoder) throw new MedsslError('invalid-value', arm.name, "an arm of kind 'encoder' needs `encoder`: the folder of an exported encoder");
+        return deps.loadEncoder(arm.encoder);
+      }
       const runDir = armRunDir(arm, ctx);
       let run = runs.get(runDir);
       if (!run) {
@@ -155,8 +159,6 @@ interface ArmData {
   labelled?: (image: NormalizedImage) => boolean;
   /** Keep only the pool's images of these modalities (the target modality's data alone). */
   modality?: (modality: string) => boolean;
-  /** A name for the opened pool (the same cache opened with another modality filter is another pool). */
-  poolKey: string;
 }
 
 /**
@@ -171,10 +173,10 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
   const poolCache = config.cache.path ?? path.join(opts.cacheRoot, 'pool');
   const pools = new Map<string, Promise<TrainingPool>>();
   const openPool = (data: ArmData, cfg: Config) => {
-    let pool = pools.get(data.poolKey);
+    let pool = pools.get(data.cachePath);
     if (!pool) {
-      pool = openTrainingPool(cfg, { cachePath: data.cachePath, inputs: data.inputs, progress: opts.progress, ...(data.modality ? { modality: data.modality } : {}) });
-      pools.set(data.poolKey, pool);
+      pool = openTrainingPool(cfg, { cachePath: data.cachePath, inputs: data.inputs, progress: opts.progress });
+      pools.set(data.cachePath, pool);
     }
     return pool;
   };
@@ -187,14 +189,14 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
     loadEncoder,
     buildEncoder: (shape, seed) => freshEncoder(config, shape[2], seed),
     // The 'none-bn' control's images: crop 0 (a global view at the evaluation size) of the first images of the
-    // pool's epoch 0 as multi-modal pre-training would see them; 2048 of them, drawn once.
+    // pool's epoch 0 as multi-modal pre-training would see them; 512 of them, drawn once.
     calibrationImages(ctx) {
       const [h, w, c] = ctx.inputShape;
       if (ctx.config.augment.global.size !== h || h !== w || ctx.config.normalize.channels !== c) return Promise.resolve(ctx.target.train.images);
       calibration ??= (async () => {
         const cfg = ctx.config;
-        const pool = await openPool({ inputs: ctx.pool, cachePath: poolCache, poolKey: poolCache }, cfg);
-        const b = cfg.train.batchSize, steps = Math.max(1, Math.min(Math.floor(2048 / b), Math.floor(pool.size / b)));
+        const pool = await openPool({ inputs: ctx.pool, cachePath: poolCache }, cfg);
+        const b = cfg.train.batchSize, steps = Math.max(1, Math.min(Math.floor(512 / b), Math.floor(pool.size / b)));
         const gate = poolGate(cfg);
         const out: Float32Array[] = [];
         await new Promise<void>((resolve, reject) => {
@@ -215,24 +217,25 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
       if (arm.kind === 'supervised') {
         if (others.length === 0) throw new MedsslError('invalid-value', arm.name, 'needs a second labelled dataset to pre-train on: add another entry to evaluate.datasets (it pre-trains on one and is evaluated on the other)');
         const cachePath = path.join(opts.cacheRoot, `labelled-${others.map(fileName).join('+')}`);
-        return { inputs: others, cachePath, poolKey: cachePath, labelled: () => true };
+        return { inputs: others, cachePath, labelled: () => true };
       }
       if (arm.kind === 'swav-target-modality') {
-        return { inputs: ctx.pool, cachePath: poolCache, poolKey: `${poolCache}#${ctx.target.modality}`, modality: poolModalities(ctx.target.modality) };
+        return { inputs: ctx.pool, cachePath: poolCache, modality: poolModalities(ctx.target.modality) };
       }
       const names = new Set(others.map(fileName));
       return {
-        inputs: ctx.pool, cachePath: poolCache, poolKey: poolCache,
+        inputs: ctx.pool, cachePath: poolCache,
         ...(arm.kind === 'hybrid' ? { labelled: (image: NormalizedImage) => names.has(sourceFile(image)) } : {}),
       };
     },
     async pretrain({ config: armConfig, batches, runDir, steps }) {
       const data = batches as ArmData;
       const pool = await openPool(data, armConfig);
-      if (pool.size < armConfig.train.batchSize) {
-        throw new MedsslError('invalid-value', runDir, pool.size === 0
-          ? `the pre-training pool is empty: none of ${data.inputs.length ? data.inputs.join(', ') : 'data.inputs (none given)'} gave a usable training image (see the ingest failures above)`
-          : `the pre-training pool has ${pool.size} images, fewer than one batch (train.batchSize ${armConfig.train.batchSize}): add data to data.inputs or lower train.batchSize`);
+      const size = data.modality ? pool.modalities.filter(data.modality).length : pool.size;
+      if (size < armConfig.train.batchSize) {
+        throw new MedsslError('invalid-value', runDir, size === 0
+          ? `the pre-training pool is empty: none of ${data.inputs.length ? data.inputs.join(', ') : 'data.inputs (none given)'} gave a usable training image${data.modality ? ' of the target modality' : ''} (see the ingest failures above)`
+          : `the pre-training pool has ${size} images${data.modality ? ' of the target modality' : ''}, fewer than one batch (train.batchSize ${armConfig.train.batchSize}): add data to data.inputs or lower train.batchSize`);
       }
       const numLabels = data.labelled ? labelWidth(pool) : 0;
       // Exactly `steps` optimizer steps whatever the pool: epochs of stepsPerEpoch batches, the last one cut short.
@@ -244,7 +247,7 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
       return pretrain({
         // The run folder's config.json names input files as the experiment's outputs do (privacy.ts runPaths).
         config: runPaths(sized, runDir).config(sized), runDir, gate, stepsPerEpoch, steps,
-        batches: (epoch) => poolBatches(pool, sized, { seed: sized.seed, epoch, gate, failures, numLabels, steps: stepsPerEpoch, ...(data.labelled ? { labelled: data.labelled } : {}) }),
+        batches: (epoch) => poolBatches(pool, sized, { seed: sized.seed, epoch, gate, failures, numLabels, steps: stepsPerEpoch, ...(data.labelled ? { labelled: data.labelled } : {}), ...(data.modality ? { modality: data.modality } : {}) }),
       });
     },
   });

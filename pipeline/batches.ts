@@ -28,8 +28,6 @@ export interface PoolOptions {
   failures?: FailureLog;
   /** Where the ingest progress bar (or summary line) goes. */
   progress?: NodeJS.WriteStream;
-  /** Keep only records whose modality this accepts (e.g. the target modality's data alone). */
-  modality?: (modality: string) => boolean;
 }
 
 /** The replayable pre-training pool. */
@@ -54,11 +52,10 @@ export async function openTrainingPool(config: Config, opts: PoolOptions): Promi
   const preparation = preparationHash(config);
   // The filter sees every header once, in key order: the kept ones' modalities line up with the dataset's indices.
   const modalities: string[] = [];
-  const keepModality = opts.modality ?? (() => true);
   const dataset = CacheDataset.open([opts.cachePath], {
     normalization: preparation,
     filter: (h) => {
-      const keep = h.split !== 'val' && h.split !== 'test' && keepModality(h.modality);
+      const keep = h.split !== 'val' && h.split !== 'test';
       if (keep) modalities.push(h.modality);
       return keep;
     },
@@ -82,6 +79,8 @@ export interface BatchesOptions {
   labelled?: (image: NormalizedImage) => boolean;
   /** Stop after this many batches (budgeted runs); default: the whole epoch. */
   steps?: number;
+  /** Train on the records of these modalities only (the target modality's data alone); default all. */
+  modality?: (modality: string) => boolean;
 }
 
 /**
@@ -165,15 +164,20 @@ function cyclePermutation(seed: number, modality: number, cycle: number, n: numb
 async function* epochImages(pool: TrainingPool, config: Config, opts: BatchesOptions, failures: FailureLog): AsyncGenerator<NormalizedImage> {
   const s = config.data.sampling;
   const uniModal = config.train.clustering === 'uni-modal' && (config.train.objective === 'swav' || config.train.objective === 'hybrid');
-  if (s.power === 1 && s.maxShare >= 1 && s.epochImages === null && !(uniModal && s.pureBatches)) {
+  if (s.power === 1 && s.maxShare >= 1 && s.epochImages === null && !(uniModal && s.pureBatches) && !opts.modality) {
     yield* pool.dataset.epoch({ seed: opts.seed, epoch: opts.epoch, readers: config.cache.readers, verify: config.cache.verify, failures });
     return;
   }
-  const order = balancedOrder(pool.modalities, {
-    seed: opts.seed, epoch: opts.epoch, epochImages: s.epochImages ?? pool.size, power: s.power, maxShare: s.maxShare,
+  // A modality filter samples from its records only (their indices in the pool, in order).
+  const keep = opts.modality;
+  const index = keep ? pool.modalities.flatMap((m, i) => (keep(m) ? [i] : [])) : null;
+  const modalities = index ? index.map((i) => pool.modalities[i]) : pool.modalities;
+  const order = balancedOrder(modalities, {
+    seed: opts.seed, epoch: opts.epoch, epochImages: s.epochImages ?? modalities.length, power: s.power, maxShare: s.maxShare,
     block: uniModal && s.pureBatches ? config.train.batchSize : 1,
   });
-  for (const i of order) {
+  for (const k of order) {
+    const i = index ? index[k] : k;
     try {
       yield pool.dataset.get(i, config.cache.verify);
     } catch (e) {

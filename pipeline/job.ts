@@ -32,7 +32,7 @@ export async function runExperimentJob(config: Config, opts: ExperimentJobOption
   const datasets = config.evaluate.datasets.map((d) => {
     // With data.hashPaths neither a dataset nor its task is named after its file unless the config names it.
     const base = path.basename(d.file).replace(/\.npz$/i, '');
-    const ds = loadMedmnist(d.file, { name: d.name ?? paths.hashed(base), modality: d.modality, slice: d.slice });
+    const ds = { ...loadMedmnist(d.file, { name: d.name ?? paths.hashed(base), modality: d.modality, slice: d.slice }), ...(d.pretrainOnly ? { pretrainOnly: true } : {}) };
     return config.data.hashPaths ? { ...ds, tasks: ds.tasks.map((t) => t.split(base).join(paths.hashed(base))) } : ds;
   });
   const { PRESETS, PAPER_ARMS, runExperiment } = await import('../stages/evaluate/experiment.js');
@@ -49,7 +49,7 @@ export async function runExperimentJob(config: Config, opts: ExperimentJobOption
   // relative to OUT, never absolute; with data.hashPaths they are hashes, and it does not replay).
   fs.writeFileSync(path.join(opts.out, 'config.json'), `${JSON.stringify(paths.config(config), null, 2)}\n`);
   const metrics = fs.openSync(path.join(opts.out, 'metrics.jsonl'), 'w');
-  const bar = experimentProgress(opts.progress, arms.length * datasets.length, log);
+  const bar = experimentProgress(opts.progress, arms.length * datasets.filter((d) => !d.pretrainOnly).length, log);
   let result;
   try {
     result = await runExperiment({

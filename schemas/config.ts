@@ -203,7 +203,7 @@ export const TrainConfig = z.strictObject({
   alarm: AlarmConfig,
 }).prefault({});
 
-export const ARM_KINDS = ['none', 'none-bn', 'random', 'simclr', 'swav-uni-modal', 'swav-target-modality', 'supervised', 'swav-multi-modal', 'hybrid'] as const;
+export const ARM_KINDS = ['none', 'none-bn', 'random', 'simclr', 'swav-uni-modal', 'swav-target-modality', 'supervised', 'swav-multi-modal', 'hybrid', 'encoder'] as const;
 
 export const EvaluateConfig = z.strictObject({
   fractions: z.array(z.number().gt(0).max(1)).min(1).default([1, 0.5, 0.25, 0.1]),
@@ -218,6 +218,8 @@ export const EvaluateConfig = z.strictObject({
     modality: z.string().min(1),
     /** 3-D volumes only: the slice each volume is evaluated on. */
     slice: z.enum(['max-area', 'central']).optional(),
+    /** true: only "another labelled dataset" for the supervised and hybrid arms (its train split), not evaluated. */
+    pretrainOnly: z.boolean().optional(),
   })).default([]),
   /** The arms (rows of the table); absent = the paper's rows (stages/evaluate/experiment.ts PAPER_ARMS). */
   arms: z.array(z.strictObject({
@@ -225,6 +227,8 @@ export const EvaluateConfig = z.strictObject({
     kind: z.enum(ARM_KINDS),
     /** Overrides of the train section for this arm's pre-training. */
     train: z.record(z.string(), z.unknown()).optional(),
+    /** kind 'encoder': a folder holding an exported encoder (model.json + weights.bin), evaluated as it is. */
+    encoder: z.string().min(1).optional(),
   })).min(1).optional(),
   /** Overrides the preset's wall-clock budget (seconds): reported against, never acted on. */
   budgetSeconds: z.number().positive().optional(),

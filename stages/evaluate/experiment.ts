@@ -22,6 +22,8 @@ export interface ArmSpec {
   kind: ArmKind;
   /** Overrides of the `train` config section for this arm's pre-training (objective, clustering, epochs, ...). */
   train?: Record<string, unknown>;
+  /** kind 'encoder': a folder with an encoder exported elsewhere (e.g. by the PyTorch peer), evaluated as it is. */
+  encoder?: string;
 }
 
 /** The paper's table, row by row (Ghesu et al. 2022, Table 2 layout), with SimCLR and a random encoder added. */
@@ -41,6 +43,8 @@ export interface DatasetSpec {
   name?: string;
   modality: string;
   slice?: 'max-area' | 'central';
+  /** Only "another labelled dataset" for the supervised and hybrid arms: pre-trained on, never evaluated. */
+  pretrainOnly?: boolean;
 }
 
 export interface Preset {
@@ -86,13 +90,14 @@ export const PRESETS: Record<'quick' | 'full', Preset> = {
     primary: 'linear',
     linear: { steps: 150, lr: 0.05, weightDecays: [1e-3, 1e-2] },
     knn: { k: 20, temperature: 0.07 },
-    // Fine-tuning is most of the evaluation time: three seeds at 10% and 100% labels, validation every 5 steps.
-    finetune: { steps: 60, batchSize: 32, lr: 1e-3, evalEvery: 5, patience: 0, flip: false, fractions: [1, 0.1], seeds: [0, 1, 2] },
+    // Fine-tuning is most of the evaluation time: three seeds at 10% and 100% labels, validation every 8 steps
+    // (convergence interpolates between evaluations, so its steps are not confined to that grid).
+    finetune: { steps: 40, batchSize: 32, lr: 1e-3, evalEvery: 8, patience: 0, flip: false, fractions: [1, 0.1], seeds: [0, 1, 2] },
     convergenceFraction: 0.1,
     robustness: { protocol: 'linear', fraction: 1, grid: QUICK_GRID },
     budgetSeconds: 900,
-    // 600 steps of 64: several passes over the bundled pool's balanced epoch (pipeline/batches.ts).
-    pretrainImages: 38_400,
+    // 300 steps of 64: three passes over the bundled pool's balanced epoch of 6,400 images (pipeline/batches.ts).
+    pretrainImages: 19_200,
   },
   full: {
     name: 'full',
@@ -188,6 +193,8 @@ export interface FractionResult {
   /** Two-sided p of the paired DeLong test against the no-pre-training arm (absent for that arm itself). */
   pVsNone?: number;
   vsNone?: VersusNone;
+  /** The same test against the BN-re-estimated control ('none-bn'), for the pre-trained arms. */
+  vsNoneBn?: VersusNone;
 }
 export interface CurveResult { fraction: number; seed: number; points: CurvePoint[]; bestStep: number }
 export interface ConvergenceResult {
@@ -238,20 +245,21 @@ const key = (f: number) => String(f);
 export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider): Promise<ExperimentResult> {
   const log = plan.log ?? (() => {});
   const start = Date.now();
-  const datasets = plan.datasets.map((d) => ('train' in d ? d : loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice })));
+  const datasets = plan.datasets.map((d) => ('train' in d ? d : { ...loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice }), ...(d.pretrainOnly ? { pretrainOnly: true } : {}) }));
+  const evaluated = datasets.filter((d) => !d.pretrainOnly);
   const out: DatasetResult[] = [];
-  for (const [di, ds] of datasets.entries()) {
+  for (const ds of evaluated) {
     const arms: ArmResult[] = [];
     const scores = new Map<ArmResult, TestScores>();
     for (const arm of plan.arms) {
       const ctx: ArmContext = {
         config: plan.config,
         target: ds,
-        otherLabelled: datasets.filter((_, j) => j !== di),
+        otherLabelled: datasets.filter((d) => d !== ds),
         pool: plan.config.data.inputs,
         inputShape: [ds.train.height, ds.train.width, ds.train.channels],
         pretrainImages: plan.preset.pretrainImages,
-        targets: datasets.length,
+        targets: evaluated.length,
         seed: plan.config.seed,
         runDir: `${plan.outDir}/arms/${slug(arm.name)}`,
         log,
@@ -372,16 +380,22 @@ async function evaluateArm(arm: ArmSpec, pretrained: Encoder | null, ds: Labelle
 /**
  * Every arm against no pre-training: per protocol and fraction, the paired DeLong test per seed (same test set, same
  * label subset, same seed of the fine-tuning order), combined over seeds (auc.ts combinePaired). Sets `pVsNone` and
- * `vsNone` on each FractionResult of every arm but the 'none' one.
+ * `vsNone` on each FractionResult of every arm but the 'none' one; against the BN-re-estimated control ('none-bn',
+ * when the plan has it) the same test gives `vsNoneBn` to every pre-trained arm.
  */
 export function addVersusNone(arms: ArmResult[], scores: Map<ArmResult, TestScores>, ds: LabelledDataset): void {
-  const baseline = arms.find((a) => a.kind === 'none' && a.status === 'ok');
+  addVersus(arms, scores, ds, 'none', (r, v) => { r.vsNone = v; r.pVsNone = v.p; });
+  addVersus(arms, scores, ds, 'none-bn', (r, v) => { r.vsNoneBn = v; });
+}
+
+function addVersus(arms: ArmResult[], scores: Map<ArmResult, TestScores>, ds: LabelledDataset, kind: ArmKind, set: (r: FractionResult, v: VersusNone) => void): void {
+  const baseline = arms.find((a) => a.kind === kind && a.status === 'ok');
   const base = baseline && scores.get(baseline);
   if (!baseline || !base) return;
   const tasks = ds.tasks.length;
   for (const arm of arms) {
     const own = scores.get(arm);
-    if (arm === baseline || arm.status !== 'ok' || !own) continue;
+    if (arm === baseline || arm.status !== 'ok' || !own || (kind !== 'none' && UNTRAINED_KINDS.has(arm.kind))) continue;
     for (const [protocol, table] of Object.entries(arm.protocols) as Array<[Protocol, Record<string, FractionResult>]>) {
       for (const [f, r] of Object.entries(table)) {
         const pairs: PairedAuc[] = [];
@@ -392,8 +406,7 @@ export function addVersusNone(arms: ArmResult[], scores: Map<ArmResult, TestScor
         if (!pairs.length) continue;
         const c = combinePaired(pairs);
         const half = 1.959963984540054 * Math.sqrt(c.variance);
-        r.vsNone = { delta: c.delta, ci: [c.delta - half, c.delta + half], z: c.z, p: c.p };
-        r.pVsNone = c.p;
+        set(r, { delta: c.delta, ci: [c.delta - half, c.delta + half], z: c.z, p: c.p });
       }
     }
   }
@@ -425,9 +438,8 @@ export function addConvergence(arms: ArmResult[], fraction: number): void {
       const base = baseline.curves.find((b) => b.fraction === fraction && b.seed === c.seed);
       if (!base) continue;
       const target = Math.max(...base.points.map((pt) => pt.valAuc));
-      const baselineSteps = base.bestStep;
-      const hit = c.points.find((pt) => pt.valAuc >= target);
-      const steps = hit ? hit.step : null;
+      const baselineSteps = crossing(base.points, target) ?? base.bestStep;
+      const steps = crossing(c.points, target);
       perSeed.push({ seed: c.seed, target, baselineSteps, steps, savedPercent: steps === null ? null : 100 * (1 - steps / baselineSteps) });
     }
     const reached = perSeed.filter((s) => s.savedPercent !== null);
@@ -438,6 +450,23 @@ export function addConvergence(arms: ArmResult[], fraction: number): void {
       savedPercent: reached.length && reached.length === perSeed.length ? reached.reduce((a, s) => a + s.savedPercent!, 0) / reached.length : null,
     };
   }
+}
+
+/**
+ * The step at which a validation curve first reaches `target`, interpolated linearly between the evaluations around
+ * the crossing. The curve starts at (0, 0.5): the head is zero-initialised, so every score is equal and the AUC is
+ * exactly 1/2. null when the curve never reaches the target.
+ */
+export function crossing(points: CurvePoint[], target: number): number | null {
+  let prev = { step: 0, valAuc: 0.5 };
+  for (const pt of points) {
+    if (pt.valAuc >= target) {
+      if (prev.valAuc >= target || pt.valAuc === prev.valAuc) return pt.step;
+      return prev.step + ((target - prev.valAuc) / (pt.valAuc - prev.valAuc)) * (pt.step - prev.step);
+    }
+    prev = pt;
+  }
+  return null;
 }
 
 export function slug(name: string): string {

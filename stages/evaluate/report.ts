@@ -31,7 +31,7 @@ export interface HeadlineArm {
   dataset: string;
   protocol: Protocol;
   /** Per fraction; `pVsNone`: two-sided p of the paired DeLong test against no pre-training (absent for that arm). */
-  fractions: Record<string, { auc: number; ci: [number, number]; sd: number; seeds: number[]; pVsNone?: number; vsNone?: FractionResult['vsNone'] }>;
+  fractions: Record<string, { auc: number; ci: [number, number]; sd: number; seeds: number[]; pVsNone?: number; vsNone?: FractionResult['vsNone']; vsNoneBn?: FractionResult['vsNoneBn'] }>;
   convergenceSavedPercent: number | null;
 }
 
@@ -57,7 +57,7 @@ export function resultsDocument(result: ExperimentResult, preset: Preset, proven
     pretrained: a.pretrained,
     dataset: first.name,
     protocol,
-    fractions: Object.fromEntries(Object.entries(a.protocols[protocol] ?? {}).map(([f, r]) => [f, { auc: r.auc, ci: r.ci, sd: r.sd, seeds: r.seeds, ...(r.vsNone ? { pVsNone: r.pVsNone, vsNone: r.vsNone } : {}) }])),
+    fractions: Object.fromEntries(Object.entries(a.protocols[protocol] ?? {}).map(([f, r]) => [f, { auc: r.auc, ci: r.ci, sd: r.sd, seeds: r.seeds, ...(r.vsNone ? { pVsNone: r.pVsNone, vsNone: r.vsNone } : {}), ...(r.vsNoneBn ? { vsNoneBn: r.vsNoneBn } : {}) }])),
     convergenceSavedPercent: a.convergence?.savedPercent ?? null,
   }));
   const skipped = result.datasets.flatMap((d) => d.arms.filter((a) => a.status === 'skipped').map((a) => ({ name: a.name, kind: a.kind, dataset: d.name, reason: a.reason ?? '' })));
@@ -200,7 +200,7 @@ export function renderHtml(doc: ResultsDocument): string {
           name: a.name,
           points: ticks.flatMap((t, i) => { const r = a.protocols[p]![[...fr].reverse()[i]]; return r ? [{ x: t.value, y: r.auc, lo: r.ci[0], hi: r.ci[1] }] : []; }),
         }));
-        out.push(`<figure>${lineChart({ title: `${d.name}: ${PROTOCOL_NAMES[p]} AUC against label fraction`, xLabel: 'labelled training data', yLabel: 'test AUC', series, xTicks: ticks })}</figure>`);
+        out.push(`<figure>${lineChart({ title: `${d.name}: ${PROTOCOL_NAMES[p]} AUC against label fraction`, xLabel: 'labelled training data', yLabel: 'test AUC', series, xTicks: ticks , yBounds: [0, 1] })}</figure>`);
       }
     }
     const curved = ok.filter((a) => a.curves.length);
@@ -209,7 +209,7 @@ export function renderHtml(doc: ResultsDocument): string {
       const pick = (a: ArmResult) => a.curves.find((c) => c.seed === seed && c.fraction === fraction);
       const valSeries = curved.map((a) => ({ name: a.name, points: (pick(a)?.points ?? []).map((pt) => ({ x: pt.step, y: pt.valAuc })) }));
       const lossSeries = curved.map((a) => ({ name: a.name, points: (pick(a)?.points ?? []).map((pt) => ({ x: pt.step, y: pt.loss })) }));
-      out.push(`<figure>${lineChart({ title: `${d.name}: fine-tuning validation AUC (${pct(String(fraction))} labels, seed ${seed})`, xLabel: 'step', yLabel: 'validation AUC', series: valSeries })}</figure>`);
+      out.push(`<figure>${lineChart({ title: `${d.name}: fine-tuning validation AUC (${pct(String(fraction))} labels, seed ${seed})`, xLabel: 'step', yLabel: 'validation AUC', series: valSeries , yBounds: [0, 1] })}</figure>`);
       out.push(`<figure>${lineChart({ title: `${d.name}: fine-tuning training loss (${pct(String(fraction))} labels, seed ${seed})`, xLabel: 'step', yLabel: 'sigmoid cross-entropy', series: lossSeries })}</figure>`);
     }
     const conv = ok.filter((a) => a.convergence);
@@ -234,7 +234,7 @@ export function renderHtml(doc: ResultsDocument): string {
           name: a.name,
           points: [{ x: identity, y: a.robustness!.clean }, ...a.robustness!.points.filter((p) => p.kind === kind).map((p) => ({ x: p.value, y: p.auc }))].sort((u, v) => u.x - v.x),
         }));
-        out.push(`<figure>${lineChart({ title: `${d.name}: AUC under ${kind}`, xLabel: kind, yLabel: 'test AUC', series })}</figure>`);
+        out.push(`<figure>${lineChart({ title: `${d.name}: AUC under ${kind}`, xLabel: kind, yLabel: 'test AUC', series , yBounds: [0, 1] })}</figure>`);
       }
     }
   }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../schemas/config.js';
 import { MedsslError } from '../../../pipeline/failures.js';
-import { addConvergence, runExperiment, type ArmProvider, type ArmResult, type Preset } from '../../../stages/evaluate/experiment.js';
+import { addConvergence, crossing, runExperiment, type ArmProvider, type ArmResult, type Preset } from '../../../stages/evaluate/experiment.js';
 import { renderMarkdown, resultsDocument, writeReports } from '../../../stages/evaluate/report.js';
 import { syntheticDataset, tinyEncoder } from './tiny.js';
 
@@ -163,9 +163,20 @@ describe('addConvergence', () => {
     ];
     addConvergence(arms, 0.1);
     expect(arms[0].convergence!.savedPercent).toBe(0);
-    expect(arms[1].convergence!.perSeed[0]).toEqual({ seed: 0, target: 0.85, baselineSteps: 30, steps: 10, savedPercent: 100 * (1 - 10 / 30) });
+    // 'fast' crosses 0.85 between (0, 0.5) and (10, 0.86): at 10 x 0.35 / 0.36 steps.
+    const steps = (10 * 0.35) / 0.36;
+    expect(arms[1].convergence!.perSeed[0].baselineSteps).toBe(30);
+    expect(arms[1].convergence!.perSeed[0].steps).toBeCloseTo(steps, 12);
+    expect(arms[1].convergence!.perSeed[0].savedPercent).toBeCloseTo(100 * (1 - steps / 30), 12);
     expect(arms[2].convergence!.savedPercent).toBeNull();
     expect(arms[2].convergence!.reached).toBe(0);
+  });
+
+  it('interpolates the crossing between evaluations, from AUC 1/2 at step 0', () => {
+    const pts = (xs: Array<[number, number]>) => xs.map(([step, valAuc]) => ({ step, valAuc, loss: 0 }));
+    expect(crossing(pts([[8, 0.7], [16, 0.9]]), 0.8)).toBeCloseTo(12, 12);
+    expect(crossing(pts([[8, 0.9]]), 0.7)).toBeCloseTo(8 * 0.2 / 0.4, 12);
+    expect(crossing(pts([[8, 0.7], [16, 0.75]]), 0.8)).toBeNull();
   });
 
   it('does not average an arm over the seeds that reached the target only', () => {
