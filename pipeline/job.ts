@@ -119,6 +119,7 @@ export function presetFor(base: Preset, config: Config): Preset {
     convergenceFraction: ft.includes(base.convergenceFraction) ? base.convergenceFraction : (ft[0] ?? Math.min(...e.fractions)),
     robustness: { ...base.robustness, protocol: e.protocols.includes(base.robustness.protocol) ? base.robustness.protocol : e.protocols[0], fraction: e.fractions.includes(base.robustness.fraction) ? base.robustness.fraction : e.fractions[0] },
     budgetSeconds: e.budgetSeconds ?? base.budgetSeconds,
+    pretrainImages: e.pretrainImages ?? base.pretrainImages,
   };
 }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../schemas/config.js';
-import { armConfig, defaultArms, trainerArms, ArmNotWired } from '../../pipeline/arms.js';
+import { armConfig, defaultArms, poolModalities, trainerArms, ArmNotWired } from '../../pipeline/arms.js';
 import { PAPER_ARMS, type ArmContext } from '../../stages/evaluate/experiment.js';
 import { syntheticDataset, tinyEncoder } from '../stages/evaluate/tiny.js';
 
@@ -48,9 +48,29 @@ describe('trainerArms', () => {
     expect(await provider.pretrainArm({ name: 'bn', kind: 'none-bn' }, ctx('a'))).toBeNull();
   });
 
+  it("evaluates an exported encoder as it is for kind 'encoder' (the PyTorch peer's), and says when its folder is missing", async () => {
+    const loaded: string[] = [];
+    const provider = trainerArms({
+      async pretrain() { throw new Error('an encoder arm does not pre-train'); },
+      async loadEncoder(dir) { loaded.push(dir); return tinyEncoder(8, 1); },
+      batchesFor: () => [],
+    });
+    (await provider.pretrainArm({ name: 'peer', kind: 'encoder', encoder: '/x/peer-encoder' }, ctx('a')))!.dispose();
+    expect(loaded).toEqual(['/x/peer-encoder']);
+    await expect(provider.pretrainArm({ name: 'peer', kind: 'encoder' }, ctx('a'))).rejects.toThrow(/needs `encoder`/);
+  });
+
   it('rejects arm overrides that are not valid train settings', () => {
     expect(() => armConfig(config, { name: 'x', kind: 'simclr', train: { objective: 'nope' } })).toThrow(/train.objective/);
     expect(armConfig(config, { name: 'x', kind: 'simclr' }).train.epochs).toBe(3);
   });
 });
 
+describe('poolModalities', () => {
+  it("maps an evaluation dataset's modality to the pool's DICOM codes (the target-modality-only arm's data)", () => {
+    const cr = poolModalities('radiography');
+    expect(['CR', 'DX', 'cr'].map(cr)).toEqual([true, true, true]);
+    expect(['CT', 'MR', 'OP', 'US'].map(cr)).toEqual([false, false, false, false]);
+    expect(['CT', 'MR'].map(poolModalities('ct'))).toEqual([true, false]);
+  });
+});
