@@ -208,7 +208,8 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
         const all = new Float32Array(out.reduce((a, x) => a + x.length, 0));
         let o = 0;
         for (const x of out) { all.set(x, o); o += x.length; }
-        return all;
+        // A pool smaller than one batch gives no crops: calibrate on the target's training images instead.
+        return all.length ? all : ctx.target.train.images;
       })();
       return calibration;
     },
