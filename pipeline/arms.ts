@@ -18,7 +18,7 @@ import type { ArmContext, ArmProvider, ArmSpec } from '../stages/evaluate/experi
 import path from 'node:path';
 import type { NormalizedImage } from '../schemas/records.js';
 import { FailureLog } from './failures.js';
-import { type TrainingPool, labelWidth, openTrainingPool, poolBatches, poolGate } from './batches.js';
+import { type TrainingPool, labelWidth, openTrainingPool, poolBatches, poolGate, poolStepsPerEpoch } from './batches.js';
 import { sourceNames } from './prepare.js';
 import { runPaths } from './privacy.js';
 import { loadEncoder } from '../stages/train/checkpoint.js';
@@ -57,6 +57,7 @@ export const defaultArms: ArmProvider = {
   async pretrainArm(arm: ArmSpec, ctx: ArmContext): Promise<Encoder | null> {
     switch (arm.kind) {
       case 'none':
+      case 'none-bn':
         return null;
       case 'random':
         return standInEncoder(ctx.inputShape, ctx.seed + 1_000_003);
@@ -69,7 +70,7 @@ export const defaultArms: ArmProvider = {
 /** What the trainer (stages/train) and the data pipeline provide (experimentArms below passes the real ones). */
 export interface TrainerDeps {
   /** stages/train: pre-trains and writes the run (checkpoints, encoder) under runDir. */
-  pretrain(args: { config: Config; batches: unknown; runDir: string; resume: boolean }): Promise<unknown>;
+  pretrain(args: { config: Config; batches: unknown; runDir: string; resume: boolean; steps: number }): Promise<unknown>;
   /** stages/train: the encoder of a finished run, [N, H, W, C] -> [N, D]. */
   loadEncoder(runDir: string): Promise<Encoder>;
   /**
@@ -80,23 +81,22 @@ export interface TrainerDeps {
   batchesFor(arm: ArmSpec, config: Config, ctx: ArmContext): unknown;
   /** The trainer's encoder architecture, freshly initialised from `seed` (for 'none'). Default: the stand-in. */
   buildEncoder?(shape: [number, number, number], seed: number): Encoder;
-  /**
-   * Deterministic budget -> epochs: epochs = max(1, floor(budget * imagesPerSecond / poolImages)). Give the measured
-   * pre-training throughput of this machine (source images per second) and the pool size; omitted = config epochs.
-   */
-  imagesPerSecond?: number;
-  poolImages?(ctx: ArmContext): number;
   /** The cache stage's keys for the pre-training data (recorded in results.json provenance). */
   cacheKeys?(): Record<string, string>;
+  /** Pool images for the 'none-bn' control (ArmProvider.calibrationImages). */
+  calibrationImages?(ctx: ArmContext): Promise<Float32Array>;
 }
 
-/** Arms whose pre-training depends on the evaluation target (they learn from "another" labelled dataset). */
-const PER_TARGET: ReadonlySet<string> = new Set(['supervised', 'hybrid']);
+/**
+ * Arms whose pre-training depends on the evaluation target: supervised and hybrid learn from "another" labelled
+ * dataset, and 'swav-target-modality' from the pool's images of the target's modality alone.
+ */
+export const PER_TARGET: ReadonlySet<string> = new Set(['supervised', 'hybrid', 'swav-target-modality']);
 
 /**
  * The provider bound to the trainer: every kind of the paper's table. Arms that do not depend on the target are
- * pre-trained once and memoised (runDir per arm); 'supervised' and 'hybrid' are pre-trained per target on the other
- * labelled datasets, each call with budgetSeconds / targets.
+ * pre-trained once and memoised (runDir per arm); the PER_TARGET ones once per target. Every run, of every arm, is
+ * `ctx.pretrainImages / batchSize` optimizer steps: the same images seen by every encoder that is evaluated.
  */
 export function trainerArms(deps: TrainerDeps): ArmProvider {
   const runs = new Map<string, Promise<string>>();
@@ -104,17 +104,21 @@ export function trainerArms(deps: TrainerDeps): ArmProvider {
   return {
     initEncoder: (ctx, seed) => build(ctx.inputShape, seed),
     cacheKeys: deps.cacheKeys,
+    ...(deps.calibrationImages ? { calibrationImages: deps.calibrationImages } : {}),
     async pretrainArm(arm, ctx) {
-      if (arm.kind === 'none') return null;
+      if (arm.kind === 'none' || arm.kind === 'none-bn') return null;
       if (arm.kind === 'random') return build(ctx.inputShape, ctx.seed + 1_000_003);
-      const perTarget = PER_TARGET.has(arm.kind);
-      const runDir = perTarget ? `${ctx.runDir}/${ctx.target.name.replace(/[^A-Za-z0-9_.-]+/g, '-')}` : ctx.runDir;
+      if (arm.kind === 'encoder') {
+        if (!arm.encoder) throw new MedsslError('invalid-value', arm.name, "an arm of kind 'encoder' needs `encoder`: the folder of an exported encoder");
+        return deps.loadEncoder(arm.encoder);
+      }
+      const runDir = armRunDir(arm, ctx);
       let run = runs.get(runDir);
       if (!run) {
-        const budget = perTarget ? ctx.budgetSeconds / ctx.targets : ctx.budgetSeconds;
-        const config = armConfig(ctx.config, arm, budget, deps.imagesPerSecond, deps.poolImages?.(ctx));
-        ctx.log(`arm "${arm.name}": pre-training, objective ${config.train.objective}, budget ${budget.toFixed(0)} s`);
-        run = deps.pretrain({ config, batches: deps.batchesFor(arm, config, ctx), runDir, resume: false }).then(() => runDir);
+        const config = armConfig(ctx.config, arm);
+        const steps = armSteps(config, ctx.pretrainImages);
+        ctx.log(`arm "${arm.name}": pre-training, objective ${config.train.objective}, ${steps} steps of ${config.train.batchSize}`);
+        run = deps.pretrain({ config, batches: deps.batchesFor(arm, config, ctx), runDir, resume: false, steps }).then(() => runDir);
         runs.set(runDir, run);
       }
       return deps.loadEncoder(await run);
@@ -122,25 +126,30 @@ export function trainerArms(deps: TrainerDeps): ArmProvider {
   };
 }
 
-/** The arm's config: its `train` overrides over the experiment's, and epochs sized to the budget when measurable. */
-export function armConfig(config: Config, arm: ArmSpec, budgetSeconds: number, imagesPerSecond?: number, poolImages?: number): Config {
-  const train = { ...config.train, ...(arm.train ?? {}) } as Config['train'];
-  const merged = parseConfig({ ...config, train }, `arm "${arm.name}"`);
-  if (imagesPerSecond && poolImages) merged.train.epochs = Math.max(1, Math.floor((budgetSeconds * imagesPerSecond) / poolImages));
-  return merged;
+/** Where an arm's run lives: one folder per arm, and per target for the PER_TARGET kinds. */
+export function armRunDir(arm: ArmSpec, ctx: Pick<ArmContext, 'runDir' | 'target'>): string {
+  return PER_TARGET.has(arm.kind) ? `${ctx.runDir}/${ctx.target.name.replace(/[^A-Za-z0-9_.-]+/g, '-')}` : ctx.runDir;
 }
 
-/**
- * The provider `medssl experiment` uses. MERGE POINT: once stages/train lands, return
- * `trainerArms({ pretrain, loadEncoder, batchesFor, buildEncoder, imagesPerSecond, poolImages, cacheKeys })` here.
- */
-/**
- * Pre-training throughput assumed when sizing an arm's run to its time budget (source images per second of the
- * budget). A constant, not a live measurement, so an experiment's runs are the same on every machine; measured with
- * the quick preset's encoder (ResNet width 16, 2 x 28 + 4 x 14 crops) on a 2-core machine. A slower machine takes
- * longer than the preset's budget and says so; it computes the same thing.
- */
-export const PRETRAIN_IMAGES_PER_SECOND = 200;
+/** Optimizer steps of every pre-training run: the images every arm sees, in whole batches. */
+export function armSteps(config: Config, pretrainImages: number): number {
+  return Math.max(1, Math.floor(pretrainImages / config.train.batchSize));
+}
+
+/** The arm's config: its `train` overrides over the experiment's. */
+export function armConfig(config: Config, arm: ArmSpec): Config {
+  const train = { ...config.train, ...(arm.train ?? {}) } as Config['train'];
+  return parseConfig({ ...config, train }, `arm "${arm.name}"`);
+}
+
+/** The modality codes of the pool (DICOM's) that an evaluation dataset's modality name stands for. */
+export function poolModalities(datasetModality: string): (modality: string) => boolean {
+  const m = datasetModality.toLowerCase();
+  if (m === 'radiography' || m === 'cr' || m === 'dx') return (x) => RADIOGRAPHY_CODES.has(x.toUpperCase());
+  if (m === 'fundus' || m === 'op') return (x) => x.toUpperCase() === 'OP';
+  return (x) => x.toUpperCase() === m.toUpperCase();
+}
+const RADIOGRAPHY_CODES: ReadonlySet<string> = new Set(['CR', 'DX', 'RG', 'DR']);
 
 /** What an arm pre-trains on (passed from `batchesFor` to `pretrain` through trainerArms). */
 interface ArmData {
@@ -148,7 +157,8 @@ interface ArmData {
   cachePath: string;
   /** Keep labels of these images only (hybrid: the other labelled datasets'); absent: no labels. */
   labelled?: (image: NormalizedImage) => boolean;
-  budgetSeconds: number;
+  /** Keep only the pool's images of these modalities (the target modality's data alone). */
+  modality?: (modality: string) => boolean;
 }
 
 /**
@@ -170,6 +180,7 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
     }
     return pool;
   };
+  let calibration: Promise<Float32Array> | undefined;
   // Source ids name files by their hashed components under data.hashPaths: match (and name caches) the same way.
   const names = sourceNames(config, []);
   const fileName = (f: string) => names.component(path.basename(f));
@@ -177,40 +188,67 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
   return trainerArms({
     loadEncoder,
     buildEncoder: (shape, seed) => freshEncoder(config, shape[2], seed),
+    // The 'none-bn' control's images: crop 0 (a global view at the evaluation size) of the first images of the
+    // pool's epoch 0 as multi-modal pre-training would see them; 512 of them, drawn once.
+    calibrationImages(ctx) {
+      const [h, w, c] = ctx.inputShape;
+      if (ctx.config.augment.global.size !== h || h !== w || ctx.config.normalize.channels !== c) return Promise.resolve(ctx.target.train.images);
+      calibration ??= (async () => {
+        const cfg = ctx.config;
+        const pool = await openPool({ inputs: ctx.pool, cachePath: poolCache }, cfg);
+        const b = cfg.train.batchSize, steps = Math.max(1, Math.min(Math.floor(512 / b), Math.floor(pool.size / b)));
+        const gate = poolGate(cfg);
+        const out: Float32Array[] = [];
+        await new Promise<void>((resolve, reject) => {
+          poolBatches(pool, cfg, { seed: cfg.seed, epoch: 0, gate, steps }).subscribe({
+            next: (batch) => { out.push(batch.views[0].data.slice()); },
+            error: reject, complete: () => resolve(),
+          });
+        });
+        const all = new Float32Array(out.reduce((a, x) => a + x.length, 0));
+        let o = 0;
+        for (const x of out) { all.set(x, o); o += x.length; }
+        // A pool smaller than one batch gives no crops: calibrate on the target's training images instead.
+        return all.length ? all : ctx.target.train.images;
+      })();
+      return calibration;
+    },
     batchesFor(arm, _armConfig, ctx): ArmData {
-      const budgetSeconds = arm.kind === 'supervised' || arm.kind === 'hybrid' ? ctx.budgetSeconds / ctx.targets : ctx.budgetSeconds;
       const others = ctx.otherLabelled.map((d) => d.file).filter((f): f is string => !!f);
       if (arm.kind === 'supervised') {
         if (others.length === 0) throw new MedsslError('invalid-value', arm.name, 'needs a second labelled dataset to pre-train on: add another entry to evaluate.datasets (it pre-trains on one and is evaluated on the other)');
-        return { inputs: others, cachePath: path.join(opts.cacheRoot, `labelled-${others.map(fileName).join('+')}`), labelled: () => true, budgetSeconds };
+        const cachePath = path.join(opts.cacheRoot, `labelled-${others.map(fileName).join('+')}`);
+        return { inputs: others, cachePath, labelled: () => true };
+      }
+      if (arm.kind === 'swav-target-modality') {
+        return { inputs: ctx.pool, cachePath: poolCache, modality: poolModalities(ctx.target.modality) };
       }
       const names = new Set(others.map(fileName));
       return {
-        inputs: ctx.pool, cachePath: poolCache, budgetSeconds,
+        inputs: ctx.pool, cachePath: poolCache,
         ...(arm.kind === 'hybrid' ? { labelled: (image: NormalizedImage) => names.has(sourceFile(image)) } : {}),
       };
     },
-    async pretrain({ config: armConfig, batches, runDir }) {
+    async pretrain({ config: armConfig, batches, runDir, steps }) {
       const data = batches as ArmData;
       const pool = await openPool(data, armConfig);
-      if (pool.size < armConfig.train.batchSize) {
-        throw new MedsslError('invalid-value', runDir, pool.size === 0
-          ? `the pre-training pool is empty: none of ${data.inputs.length ? data.inputs.join(', ') : 'data.inputs (none given)'} gave a usable training image (see the ingest failures above)`
-          : `the pre-training pool has ${pool.size} images, fewer than one batch (train.batchSize ${armConfig.train.batchSize}): add data to data.inputs or lower train.batchSize`);
+      const size = data.modality ? pool.modalities.filter(data.modality).length : pool.size;
+      if (size < armConfig.train.batchSize) {
+        throw new MedsslError('invalid-value', runDir, size === 0
+          ? `the pre-training pool is empty: none of ${data.inputs.length ? data.inputs.join(', ') : 'data.inputs (none given)'} gave a usable training image${data.modality ? ' of the target modality' : ''} (see the ingest failures above)`
+          : `the pre-training pool has ${size} images${data.modality ? ' of the target modality' : ''}, fewer than one batch (train.batchSize ${armConfig.train.batchSize}): add data to data.inputs or lower train.batchSize`);
       }
       const numLabels = data.labelled ? labelWidth(pool) : 0;
-      const b = armConfig.train.batchSize;
-      const full = Math.max(1, Math.floor(pool.size / b));
-      const steps = Math.max(1, Math.floor((data.budgetSeconds * PRETRAIN_IMAGES_PER_SECOND) / b));
-      const epochs = Math.max(1, Math.ceil(steps / full));
-      const stepsPerEpoch = Math.min(full, Math.ceil(steps / epochs));
+      // Exactly `steps` optimizer steps whatever the pool: epochs of stepsPerEpoch batches, the last one cut short.
+      const stepsPerEpoch = Math.max(1, poolStepsPerEpoch(pool, armConfig));
+      const epochs = Math.ceil(steps / stepsPerEpoch);
       const sized = { ...armConfig, train: { ...armConfig.train, epochs, stepsPerEpoch } };
       const gate = poolGate(sized);
       const failures = new FailureLog(gate);
       return pretrain({
         // The run folder's config.json names input files as the experiment's outputs do (privacy.ts runPaths).
-        config: runPaths(sized, runDir).config(sized), runDir, gate, stepsPerEpoch,
-        batches: (epoch) => poolBatches(pool, sized, { seed: sized.seed, epoch, gate, failures, numLabels, steps: stepsPerEpoch, ...(data.labelled ? { labelled: data.labelled } : {}) }),
+        config: runPaths(sized, runDir).config(sized), runDir, gate, stepsPerEpoch, steps,
+        batches: (epoch) => poolBatches(pool, sized, { seed: sized.seed, epoch, gate, failures, numLabels, steps: stepsPerEpoch, ...(data.labelled ? { labelled: data.labelled } : {}), ...(data.modality ? { modality: data.modality } : {}) }),
       });
     },
   });

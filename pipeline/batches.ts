@@ -17,7 +17,9 @@ import { CacheDataset } from '../stages/cache/replay.js';
 import { augment } from '../stages/augment/augment.js';
 import { toBatches } from '../stages/augment/batch.js';
 import { CropBuffers } from '../stages/augment/buffers.js';
+import { CorruptRecordError } from '../stages/cache/store.js';
 import { FailureLog, MedsslError } from './failures.js';
+import { random } from './random.js';
 import { Gate, settle } from './flow.js';
 import { ingestInputs, preparationHash } from './prepare.js';
 
@@ -43,6 +45,8 @@ export interface TrainingPool {
   preparation: string;
   /** Ingest summary of this opening (images added, sources skipped as done, failures). */
   ingested: { images: number; skipped: number; failures: number };
+  /** The modality of each record, in the dataset's order (for modality-balanced epochs). */
+  modalities: string[];
   close(): Promise<void>;
 }
 
@@ -53,8 +57,14 @@ export async function openTrainingPool(config: Config, opts: PoolOptions): Promi
   const preparation = preparationHash(config);
   // Splits, not a header filter: each split has its own run of ordinals in the index, so nothing is read per record.
   const dataset = CacheDataset.open([opts.cachePath], { normalization: preparation, splits: ['train', 'none'] });
+  let modalities: string[] | undefined;
   return {
     dataset, cachePath: opts.cachePath, size: dataset.size, preparation,
+    // Read on first use only (modality-balanced epochs): one header per record, a string each.
+    get modalities() {
+      modalities ??= Array.from({ length: dataset.size }, (_, i) => dataset.header(i)?.modality ?? 'unknown');
+      return modalities;
+    },
     ingested: { images: summary.images, skipped: summary.skipped, failures: summary.failures },
     close: () => dataset.close(),
   };
@@ -74,6 +84,8 @@ export interface BatchesOptions {
   steps?: number;
   /** Data-parallel training: this rank's share of every batch (rankPositions); default one process, every position. */
   world?: { rank: number; size: number };
+  /** Train on the records of these modalities only (the target modality's data alone); default all. */
+  modality?: (modality: string) => boolean;
 }
 
 /**
@@ -94,6 +106,110 @@ export function localBatchSize(batchSize: number, ranks: number): number {
   return batchSize / ranks;
 }
 
+/**
+ * The share of an epoch each modality gets: proportional to count^power (1: as in the pool; 0: equal; 0.5: the square
+ * root, which lifts small modalities without letting a handful of frames dominate), then capped at maxShare with the
+ * excess handed to the others in proportion (when every modality would be capped, equal shares).
+ */
+export function modalityShares(counts: Map<string, number>, power: number, maxShare: number): Map<string, number> {
+  const names = [...counts.keys()].filter((m) => counts.get(m)! > 0).sort();
+  const weight = new Map(names.map((m) => [m, counts.get(m)! ** power]));
+  if (names.length * maxShare <= 1) return new Map(names.map((m) => [m, 1 / names.length]));
+  const capped = new Set<string>();
+  for (;;) {
+    const free = names.filter((m) => !capped.has(m));
+    const left = 1 - capped.size * maxShare;
+    const total = free.reduce((a, m) => a + weight.get(m)!, 0);
+    const over = free.filter((m) => (left * weight.get(m)!) / total > maxShare + 1e-12);
+    if (over.length === 0) return new Map(names.map((m) => [m, capped.has(m) ? maxShare : (left * weight.get(m)!) / total]));
+    for (const m of over) capped.add(m);
+  }
+}
+
+export interface BalanceOptions {
+  seed: number;
+  epoch: number;
+  /** Images in the epoch (default: the pool size). */
+  epochImages?: number;
+  power: number;
+  maxShare: number;
+  /** > 1: the epoch is made of runs of `block` images of one modality (uni-modal batches, one modality each). */
+  block?: number;
+}
+
+/**
+ * The record indices of one modality-balanced epoch. Modality m gets round(E x share_m) images (rounded down to whole
+ * blocks with `block`), drawn from an endless sequence of seeded permutations of its records: epoch e continues
+ * where e - 1 stopped, so a large modality goes through all its images over the epochs and a small one repeats
+ * (with fresh crops each time). The images, or the blocks, are then put in a seeded order. A pure function of
+ * (modalities, seed, epoch, options).
+ */
+export function balancedOrder(modalities: readonly string[], opts: BalanceOptions): Uint32Array {
+  const byModality = new Map<string, number[]>();
+  modalities.forEach((m, i) => { const list = byModality.get(m) ?? []; list.push(i); byModality.set(m, list); });
+  const shares = modalityShares(new Map([...byModality].map(([m, l]) => [m, l.length])), opts.power, opts.maxShare);
+  const epochImages = opts.epochImages ?? modalities.length;
+  const block = Math.max(1, opts.block ?? 1);
+  const names = [...shares.keys()];
+  // Largest-remainder rounding, so the quotas add up to the epoch.
+  const exact = names.map((m) => epochImages * shares.get(m)!);
+  const quota = exact.map(Math.floor);
+  let rest = epochImages - quota.reduce((a, b) => a + b, 0);
+  for (const k of names.map((_, k) => k).sort((a, b) => (exact[b] - quota[b]) - (exact[a] - quota[a]) || a - b)) { if (rest-- <= 0) break; quota[k]++; }
+  const runs: number[][] = [];
+  names.forEach((m, k) => {
+    const items = byModality.get(m)!;
+    const q = block > 1 ? Math.floor(quota[k] / block) * block : quota[k];
+    const drawn: number[] = [];
+    for (let t = opts.epoch * q; t < (opts.epoch + 1) * q; t++) {
+      const cycle = Math.floor(t / items.length);
+      drawn.push(items[cyclePermutation(opts.seed, k, cycle, items.length)[t % items.length]]);
+    }
+    for (let i = 0; i < drawn.length; i += block) runs.push(drawn.slice(i, i + block));
+  });
+  const order = random(opts.seed).stream({ epoch: opts.epoch, purpose: 'balance-order' }).permutation(runs.length);
+  return Uint32Array.from(Array.from(order, (r) => runs[r]).flat());
+}
+
+const permutations = new Map<string, Uint32Array>();
+function cyclePermutation(seed: number, modality: number, cycle: number, n: number): Uint32Array {
+  const key = `${seed}/${modality}/${cycle}/${n}`;
+  let p = permutations.get(key);
+  if (!p) {
+    if (permutations.size > 256) permutations.clear();
+    p = random(seed).stream({ epoch: cycle, sample: modality, purpose: 'balance-cycle' }).permutation(n);
+    permutations.set(key, p);
+  }
+  return p;
+}
+
+/** The images of one epoch: the cache's own seeded permutation, or a modality-balanced order (config data.sampling). */
+async function* epochImages(pool: TrainingPool, config: Config, opts: BatchesOptions, failures: FailureLog): AsyncGenerator<NormalizedImage> {
+  const s = config.data.sampling;
+  const uniModal = config.train.clustering === 'uni-modal' && (config.train.objective === 'swav' || config.train.objective === 'hybrid');
+  if (s.power === 1 && s.maxShare >= 1 && s.epochImages === null && !(uniModal && s.pureBatches) && !opts.modality) {
+    yield* pool.dataset.epoch({ seed: opts.seed, epoch: opts.epoch, readers: config.cache.readers, verify: config.cache.verify, failures });
+    return;
+  }
+  // A modality filter samples from its records only (their indices in the pool, in order).
+  const keep = opts.modality;
+  const index = keep ? pool.modalities.flatMap((m, i) => (keep(m) ? [i] : [])) : null;
+  const modalities = index ? index.map((i) => pool.modalities[i]) : pool.modalities;
+  const order = balancedOrder(modalities, {
+    seed: opts.seed, epoch: opts.epoch, epochImages: s.epochImages ?? modalities.length, power: s.power, maxShare: s.maxShare,
+    block: uniModal && s.pureBatches ? config.train.batchSize : 1,
+  });
+  for (const k of order) {
+    const i = index ? index[k] : k;
+    try {
+      yield pool.dataset.get(i, config.cache.verify);
+    } catch (e) {
+      if (!(e instanceof CorruptRecordError)) throw e;
+      failures.record({ kind: 'failure', file: pool.cachePath, stage: 'replay', code: 'corrupt', reason: e.message, id: e.key });
+    }
+  }
+}
+
 /** One epoch of batches (the last incomplete batch is dropped, as the schedules assume). */
 export function poolBatches(pool: TrainingPool, config: Config, opts: BatchesOptions): Observable<Batch> {
   const failures = opts.failures ?? new FailureLog(opts.gate);
@@ -107,7 +223,7 @@ export function poolBatches(pool: TrainingPool, config: Config, opts: BatchesOpt
     const steps = Math.min(opts.steps ?? Infinity, Math.floor(pool.size / config.train.batchSize));
     limited = shareOf(pool, pool.dataset.order(opts.seed, opts.epoch), rankPositions(steps * config.train.batchSize, world.rank, world.size), config.cache.verify);
   } else {
-    const images = pool.dataset.epoch({ seed: opts.seed, epoch: opts.epoch, readers: config.cache.readers, verify: config.cache.verify, failures });
+    const images = epochImages(pool, config, opts, failures);
     limited = opts.steps === undefined ? images : take(images, opts.steps * config.train.batchSize);
   }
   // Crop sets live only between augment and toBatches here, so their buffers go back to the workers.
@@ -116,13 +232,14 @@ export function poolBatches(pool: TrainingPool, config: Config, opts: BatchesOpt
     map((image) => (numLabels === 0 || (keepLabel && !keepLabel(image)) ? withoutLabel(image) : image)),
     augment({ failures, config: config.augment, seed: opts.seed, epoch: opts.epoch, buffers }),
     settle(opts.gate),
-    toBatches({ batchSize, numLabels, dropLast: true, stratify: config.train.clustering === 'uni-modal' ? 'modality' : 'none', buffers }),
+    // Pure batches arrive as runs of one modality already; otherwise uni-modal clustering stratifies in toBatches.
+    toBatches({ batchSize, numLabels, dropLast: true, stratify: config.train.clustering === 'uni-modal' && !config.data.sampling.pureBatches ? 'modality' : 'none', buffers }),
   );
 }
 
 /** Optimizer steps in one epoch of `poolBatches`. */
 export function poolStepsPerEpoch(pool: TrainingPool, config: Config): number {
-  const full = Math.floor(pool.size / config.train.batchSize);
+  const full = Math.floor((config.data.sampling.epochImages ?? pool.size) / config.train.batchSize);
   return Math.min(full, config.train.stepsPerEpoch ?? full);
 }
 

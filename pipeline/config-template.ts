@@ -14,6 +14,11 @@ data:
   followLinks: within         # symbolic links in folders: within (targets inside the folder), all, or none
   privacyKeyFile: null        # file holding the secret (16+ bytes) of the patient/study/series keys; else MEDSSL_PRIVACY_KEY
   hashPaths: false            # true: input paths appear only as keyed hashes (cache, logs, reports)
+  sampling:                   # how pre-training epochs draw from the pool (pipeline/batches.ts)
+    power: 1                  # modality m's share of an epoch ~ count_m^power (1: as in the pool, 0.5: square root, 0: equal)
+    maxShare: 1               # no modality gets more than this share of an epoch
+    epochImages: null         # images per epoch (null: the pool's size)
+    pureBatches: false        # uni-modal clustering: every batch one modality (its equipartition spans the batch)
 
 normalize:                    # formulas in stages/normalize/README.md
   ct:
@@ -92,13 +97,15 @@ evaluate:                     # stages/evaluate/README.md
   fractions: [1, 0.5, 0.25, 0.1]   # label fractions
   seeds: [0, 1, 2]
   protocols: [linear, finetune, knn]
-  preset: quick               # quick (about 10 minutes on 2 cores) or full
+  preset: quick               # quick (about 15 minutes on 2 cores) or full
   datasets:                   # labelled MedMNIST-layout .npz files to evaluate on
     - { file: ./data/pneumoniamnist.npz, name: PneumoniaMNIST, modality: radiography }
   # Optional keys without a default (uncomment to use):
   # arms:                     # the rows of the table; absent = the paper's rows (PAPER_ARMS in stages/evaluate/experiment.ts)
+  #                           # kinds: none, none-bn, random, simclr, swav-uni-modal, swav-target-modality, supervised,
+  #                           # swav-multi-modal, hybrid
   #   - { name: no pre-training, kind: none }
   #   - { name: SwAV multi-modal, kind: swav-multi-modal, train: { objective: swav, clustering: multi-modal } }
-  # budgetSeconds: 600        # the whole experiment's wall-clock budget, instead of the preset's; pre-training gets
-  #                           # its share of it, turned into optimizer steps (stages/evaluate/README.md)
+  # budgetSeconds: 900        # the wall-clock budget the run is reported against, instead of the preset's
+  # pretrainImages: 38400     # images every pre-training arm sees (steps x batch size), instead of the preset's
 `;

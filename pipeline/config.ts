@@ -24,6 +24,7 @@ export function loadConfig(file: string | undefined, overrides: Record<string, u
   config.data.inputs = config.data.inputs.map((p) => (path.isAbsolute(p) ? p : path.resolve(dir, p)));
   if (config.cache.path && !path.isAbsolute(config.cache.path)) config.cache.path = path.resolve(dir, config.cache.path);
   if (config.data.privacyKeyFile && !path.isAbsolute(config.data.privacyKeyFile)) config.data.privacyKeyFile = path.resolve(dir, config.data.privacyKeyFile);
+  for (const arm of config.evaluate.arms ?? []) if (arm.encoder && !path.isAbsolute(arm.encoder)) arm.encoder = path.resolve(dir, arm.encoder);
   return config;
 }
 

@@ -32,7 +32,7 @@ export {
   type DatasetSpec, type ArmResult, type DatasetResult, type FractionResult, type ConvergenceResult, type RobustnessResult,
 } from '../stages/evaluate/experiment.js';
 export { resultsDocument, writeReports, renderMarkdown, renderHtml, type ResultsDocument, type Provenance } from '../stages/evaluate/report.js';
-export { defaultArms, experimentArms, trainerArms, armConfig, standInEncoder, freshEncoder, ArmNotWired, PRETRAIN_IMAGES_PER_SECOND, type TrainerDeps } from './arms.js';
+export { defaultArms, experimentArms, trainerArms, armConfig, standInEncoder, freshEncoder, ArmNotWired, type TrainerDeps } from './arms.js';
 export {
   CacheStore, CACHE_SCHEMA_VERSION, CacheError, CorruptRecordError, encodeRecord, decodeRecord, checkRecord, readHeader, recordKey, sourceKey, contentKey,
   type CacheStoreOptions, type SourceMarker, type RecordHeader, type PreparationInfo,

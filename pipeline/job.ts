@@ -12,6 +12,7 @@ import { runPaths } from './privacy.js';
 import { packageVersion } from './version.js';
 import type { Preset } from '../stages/evaluate/experiment.js';
 import type { ResultsDocument } from '../stages/evaluate/report.js';
+import { ALPHA, formatP } from '../stages/evaluate/report.js';
 
 export interface ExperimentJobOptions {
   out: string;
@@ -31,7 +32,7 @@ export async function runExperimentJob(config: Config, opts: ExperimentJobOption
   const datasets = config.evaluate.datasets.map((d) => {
     // With data.hashPaths neither a dataset nor its task is named after its file unless the config names it.
     const base = path.basename(d.file).replace(/\.npz$/i, '');
-    const ds = loadMedmnist(d.file, { name: d.name ?? paths.hashed(base), modality: d.modality, slice: d.slice });
+    const ds = { ...loadMedmnist(d.file, { name: d.name ?? paths.hashed(base), modality: d.modality, slice: d.slice }), ...(d.pretrainOnly ? { pretrainOnly: true } : {}) };
     return config.data.hashPaths ? { ...ds, tasks: ds.tasks.map((t) => t.split(base).join(paths.hashed(base))) } : ds;
   });
   const { PRESETS, PAPER_ARMS, runExperiment } = await import('../stages/evaluate/experiment.js');
@@ -48,7 +49,7 @@ export async function runExperimentJob(config: Config, opts: ExperimentJobOption
   // relative to OUT, never absolute; with data.hashPaths they are hashes, and it does not replay).
   fs.writeFileSync(path.join(opts.out, 'config.json'), `${JSON.stringify(paths.config(config), null, 2)}\n`);
   const metrics = fs.openSync(path.join(opts.out, 'metrics.jsonl'), 'w');
-  const bar = experimentProgress(opts.progress, arms.length * datasets.length, log);
+  const bar = experimentProgress(opts.progress, arms.length * datasets.filter((d) => !d.pretrainOnly).length, log);
   let result;
   try {
     result = await runExperiment({
@@ -118,6 +119,7 @@ export function presetFor(base: Preset, config: Config): Preset {
     convergenceFraction: ft.includes(base.convergenceFraction) ? base.convergenceFraction : (ft[0] ?? Math.min(...e.fractions)),
     robustness: { ...base.robustness, protocol: e.protocols.includes(base.robustness.protocol) ? base.robustness.protocol : e.protocols[0], fraction: e.fractions.includes(base.robustness.fraction) ? base.robustness.fraction : e.fractions[0] },
     budgetSeconds: e.budgetSeconds ?? base.budgetSeconds,
+    pretrainImages: e.pretrainImages ?? base.pretrainImages,
   };
 }
 
@@ -162,10 +164,19 @@ export function experimentSummary(doc: ResultsDocument): string {
       const rows = d.arms.filter((a) => a.status === 'ok' && a.protocols[protocol]);
       if (!rows.length) continue;
       const fr = Object.keys(rows[0].protocols[protocol]!).sort((a, b) => Number(b) - Number(a));
-      lines.push(`${d.name}, ${protocol === 'linear' ? 'linear probe' : protocol === 'finetune' ? 'fine-tuned' : 'kNN'}: test AUC at ${fr.map((f) => `${Math.round(Number(f) * 100)}%`).join(' / ')} labels`);
-      for (const a of rows) lines.push(`  ${a.name.padEnd(28)} ${fr.map((f) => a.protocols[protocol]![f].auc.toFixed(3)).join('  ')}`);
+      const seeds = rows[0].protocols[protocol]![fr[0]].seeds.length;
+      lines.push(`${d.name}, ${protocol === 'linear' ? 'linear probe' : protocol === 'finetune' ? 'fine-tuned' : 'kNN'} (${seeds} seed${seeds > 1 ? 's' : ''}): test AUC at ${fr.map((f) => `${Math.round(Number(f) * 100)}%`).join(' / ')} labels`);
+      const name = Math.max(28, ...rows.map((a) => a.name.length));
+      for (const a of rows) {
+        lines.push(`  ${a.name.padEnd(name)} ${fr.map((f) => {
+          const r = a.protocols[protocol]![f];
+          const mark = r.pVsNone === undefined ? '' : r.pVsNone < ALPHA ? ` p=${formatP(r.pVsNone)}` : ' n.d.';
+          return `${r.auc.toFixed(3)}${mark}`.padEnd(15);
+        }).join(' ').trimEnd()}`);
+      }
     }
   }
+  lines.push(`p: paired DeLong test against no pre-training (same test set, label subsets and seeds); n.d.: no difference (p >= ${ALPHA})`);
   for (const s of doc.skipped) lines.push(`skipped ${s.name} (${s.dataset}): ${s.reason}`);
   return `${lines.join('\n')}\n`;
 }

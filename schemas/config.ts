@@ -28,6 +28,18 @@ export const DataConfig = z.strictObject({
   privacyKeyFile: z.string().min(1).nullable().default(null),
   /** Replace input paths by keyed hashes of their components everywhere medssl writes them (cache, logs, reports). */
   hashPaths: z.boolean().default(false),
+  /**
+   * How pre-training epochs draw from the pool (pipeline/batches.ts). The default replays the pool in a seeded
+   * permutation. Otherwise modality m gets a share of each epoch proportional to count_m^power, capped at maxShare;
+   * epochImages sets the epoch's length (null: the pool's size); pureBatches makes every uni-modal batch one
+   * modality, so each equipartition spans a whole batch instead of a handful of rows.
+   */
+  sampling: z.strictObject({
+    power: z.number().min(0).max(1).default(1),
+    maxShare: z.number().gt(0).max(1).default(1),
+    epochImages: z.number().int().positive().nullable().default(null),
+    pureBatches: z.boolean().default(false),
+  }).prefault({}),
   /** Removed: a salt in the config was public. An error that names what replaces it. */
   privacySalt: z.unknown().optional().superRefine((v, ctx) => {
     if (v !== undefined) {
@@ -197,7 +209,7 @@ export const TrainConfig = z.strictObject({
   alarm: AlarmConfig,
 }).prefault({});
 
-export const ARM_KINDS = ['none', 'random', 'simclr', 'swav-uni-modal', 'supervised', 'swav-multi-modal', 'hybrid'] as const;
+export const ARM_KINDS = ['none', 'none-bn', 'random', 'simclr', 'swav-uni-modal', 'swav-target-modality', 'supervised', 'swav-multi-modal', 'hybrid', 'encoder'] as const;
 
 export const EvaluateConfig = z.strictObject({
   fractions: z.array(z.number().gt(0).max(1)).min(1).default([1, 0.5, 0.25, 0.1]),
@@ -212,6 +224,8 @@ export const EvaluateConfig = z.strictObject({
     modality: z.string().min(1),
     /** 3-D volumes only: the slice each volume is evaluated on. */
     slice: z.enum(['max-area', 'central']).optional(),
+    /** true: only "another labelled dataset" for the supervised and hybrid arms (its train split), not evaluated. */
+    pretrainOnly: z.boolean().optional(),
   })).default([]),
   /** The arms (rows of the table); absent = the paper's rows (stages/evaluate/experiment.ts PAPER_ARMS). */
   arms: z.array(z.strictObject({
@@ -219,9 +233,13 @@ export const EvaluateConfig = z.strictObject({
     kind: z.enum(ARM_KINDS),
     /** Overrides of the train section for this arm's pre-training. */
     train: z.record(z.string(), z.unknown()).optional(),
+    /** kind 'encoder': a folder holding an exported encoder (model.json + weights.bin), evaluated as it is. */
+    encoder: z.string().min(1).optional(),
   })).min(1).optional(),
-  /** Overrides the preset's wall-clock budget (seconds) from which per-arm pre-training budgets are derived. */
+  /** Overrides the preset's wall-clock budget (seconds): reported against, never acted on. */
   budgetSeconds: z.number().positive().optional(),
+  /** Overrides the preset's images seen by every pre-training arm (steps x batch size; the same for every arm). */
+  pretrainImages: z.number().int().positive().optional(),
 }).prefault({});
 
 export const Config = z.strictObject({

@@ -123,6 +123,18 @@ export class CacheDataset {
     return this.views[cacheOf(loc)].image(groupAt(loc), ordinalOf(loc), verify);
   }
 
+  /** The i-th record's header (modality, split, label...) without its pixels; undefined when it cannot be read. */
+  header(i: number): RecordHeader | undefined {
+    const loc = this.locate(i);
+    const value = this.views[cacheOf(loc)].raw(groupAt(loc), ordinalOf(loc));
+    if (value === undefined) return undefined;
+    try {
+      return readHeader(value);
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Bytes of the i-th stored record (header, array and checksum), without decoding. */
   storedBytes(i: number): number {
     const loc = this.locate(i);

@@ -159,3 +159,110 @@ export function combineSeeds(results: Array<{ auc: number; variance: number }>):
   const half = Z95 * Math.sqrt(within + between / k);
   return { auc: mean, ci: [Math.max(0, mean - half), Math.min(1, mean + half)], sd: Math.sqrt(between) };
 }
+
+/** Two-sided p-value of a standard normal statistic z: 2 (1 - Phi(|z|)) = erfc(|z| / sqrt 2). */
+export function twoSidedP(z: number): number {
+  if (!Number.isFinite(z)) return Number.isNaN(z) ? 1 : 0;
+  return Math.min(1, erfc(Math.abs(z) / Math.SQRT2));
+}
+
+/** erfc by the continued-fraction-free Chebyshev fit of Numerical Recipes (3rd ed., 6.2.2): relative error < 1.2e-7. */
+function erfc(x: number): number {
+  const t = 1 / (1 + 0.5 * Math.abs(x));
+  const y = t * Math.exp(-x * x - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
+    t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return x >= 0 ? y : 2 - y;
+}
+
+/** A paired comparison of two scorers on the same test samples: delta = AUC(a) - AUC(b). */
+export interface PairedAuc {
+  delta: number;
+  /** Variance of delta (DeLong's covariance for one task; the paired bootstrap for a macro average). */
+  variance: number;
+  z: number;
+  /** Two-sided p-value of H0: AUC(a) = AUC(b). */
+  p: number;
+}
+
+/**
+ * DeLong, DeLong & Clarke-Pearson (1988) paired test of two correlated AUCs on the same samples: with the placement
+ * values V10^r_i (positives) and V01^r_j (negatives) of scorer r, S10 and S01 their 2x2 sample covariance matrices,
+ * var(A1 - A2) = (S10_11 + S10_22 - 2 S10_12) / m + (S01_11 + S01_22 - 2 S01_12) / n, z = (A1 - A2) / sqrt(var),
+ * p = 2 (1 - Phi(|z|)). Equal scorers (var 0, delta 0) give p = 1.
+ */
+export function delongPaired(a: ArrayLike<number>, b: ArrayLike<number>, labels: ArrayLike<number>, task = 'auc'): PairedAuc {
+  if (a.length !== b.length) throw new RangeError(`${task}: ${a.length} and ${b.length} scores`);
+  const pa = placements(a, labels, task), pb = placements(b, labels, task);
+  const m = pa.v10.length, n = pa.v01.length;
+  const cov = (x: Float64Array, y: Float64Array) => {
+    if (x.length < 2) return 0;
+    let mx = 0, my = 0;
+    for (let i = 0; i < x.length; i++) { mx += x[i]; my += y[i]; }
+    mx /= x.length; my /= y.length;
+    let s = 0;
+    for (let i = 0; i < x.length; i++) s += (x[i] - mx) * (y[i] - my);
+    return s / (x.length - 1);
+  };
+  const v10 = cov(pa.v10, pa.v10) + cov(pb.v10, pb.v10) - 2 * cov(pa.v10, pb.v10);
+  const v01 = cov(pa.v01, pa.v01) + cov(pb.v01, pb.v01) - 2 * cov(pa.v01, pb.v01);
+  const variance = Math.max(0, v10 / m + v01 / n);
+  const delta = pa.auc - pb.auc;
+  return pairedResult(delta, variance);
+}
+
+function pairedResult(delta: number, variance: number): PairedAuc {
+  // A zero variance with a zero difference is "no evidence of a difference", not 0/0.
+  const z = variance > 0 ? delta / Math.sqrt(variance) : delta === 0 ? 0 : Math.sign(delta) * Infinity;
+  return { delta, variance, z, p: twoSidedP(z) };
+}
+
+/** The AUC and the placement values of one scorer (Sun & Xu's mid-rank form, as in delongAuc). */
+function placements(scores: ArrayLike<number>, labels: ArrayLike<number>, task: string): { auc: number; v10: Float64Array; v01: Float64Array } {
+  const { pos, neg } = checkInputs(scores, labels, task);
+  const m = pos.length, n = neg.length;
+  const tz = midranks([...pos, ...neg]);
+  const tx = midranks(pos), ty = midranks(neg);
+  const v10 = new Float64Array(m), v01 = new Float64Array(n);
+  let sum = 0;
+  for (let i = 0; i < m; i++) { v10[i] = (tz[i] - tx[i]) / n; sum += tz[i]; }
+  for (let j = 0; j < n; j++) v01[j] = 1 - (tz[m + j] - ty[j]) / m;
+  return { auc: (sum - (m * (m + 1)) / 2) / (m * n), v10, v01 };
+}
+
+/**
+ * Paired comparison for `tasks` labels per sample: one task is DeLong's paired test; several (macro average) use a
+ * paired percentile-free bootstrap: the same resampled samples score both scorers, and the variance of the
+ * difference over resamples gives z = delta / sd.
+ */
+export function pairedAuc(a: ArrayLike<number>, b: ArrayLike<number>, labels: ArrayLike<number>, tasks = 1, opts: MultiLabelOptions = {}): PairedAuc {
+  if (tasks === 1) return delongPaired(a, b, labels, opts.tasks?.[0]);
+  const ra = aucWithCi(a, labels, tasks, { ...opts, resamples: 0 }).auc, rb = aucWithCi(b, labels, tasks, { ...opts, resamples: 0 }).auc;
+  const n = labels.length / tasks, resamples = opts.resamples ?? 1000;
+  const diffs: number[] = [];
+  for (let r = 0; r < resamples; r++) {
+    const rs = random(opts.seed ?? 0).stream({ sample: r, purpose: 'auc-paired-bootstrap' });
+    const idx = Array.from({ length: n }, () => rs.int(n));
+    const pick = (x: ArrayLike<number>) => Float64Array.from({ length: n * tasks }, (_, k) => x[idx[Math.floor(k / tasks)] * tasks + (k % tasks)]);
+    try {
+      const y = pick(labels);
+      diffs.push(aucWithCi(pick(a), y, tasks, { resamples: 0 }).auc - aucWithCi(pick(b), y, tasks, { resamples: 0 }).auc);
+    } catch {
+      // a resample with one class in some task has no AUC: skip it
+    }
+  }
+  return pairedResult(ra - rb, diffs.length > 1 ? sampleVariance(Float64Array.from(diffs)) : 0);
+}
+
+/**
+ * Paired comparison over seeds, scored on one test set: the mean difference, and a variance that adds the mean
+ * paired test-set variance (as combineSeeds: the test set is shared, so averaging seeds does not shrink it) to the
+ * variance of the seed mean (s^2 / k of the per-seed differences). One seed is exactly DeLong's paired test.
+ */
+export function combinePaired(results: PairedAuc[]): PairedAuc {
+  if (results.length === 0) throw new RangeError('combinePaired needs at least one result');
+  const k = results.length;
+  const delta = results.reduce((s, r) => s + r.delta, 0) / k;
+  const within = results.reduce((s, r) => s + r.variance, 0) / k;
+  const between = k > 1 ? results.reduce((s, r) => s + (r.delta - delta) ** 2, 0) / (k - 1) : 0;
+  return pairedResult(delta, within + between / k);
+}

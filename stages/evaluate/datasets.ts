@@ -33,6 +33,8 @@ export interface LabelledDataset {
   train: LabelledSplit;
   val: LabelledSplit;
   test: LabelledSplit;
+  /** Pre-trained on by the supervised and hybrid arms as "another labelled dataset", never evaluated. */
+  pretrainOnly?: boolean;
 }
 
 export interface MedmnistOptions {

@@ -5,10 +5,10 @@
 // random is seeded: label fractions, fresh initialisations, fine-tuning order and flips. Wall-clock time is measured
 // and reported, never used to decide anything, so the same plan gives the same numbers.
 import type { Config } from '../../schemas/config.js';
-import { combineSeeds, type AucResult } from './auc.js';
+import { combinePaired, combineSeeds, pairedAuc, type AucResult, type PairedAuc } from './auc.js';
 import { loadMedmnist, mapImages, subset, type LabelledDataset } from './datasets.js';
 import { DEFAULT_GRID, describePerturbation, perturb, type Perturbation } from './perturb.js';
-import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe, selectRows, type CurvePoint, type Encoder, type FeatureSet, type ProtocolResult } from './protocols.js';
+import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe, recalibrateBatchNorm, selectRows, type CurvePoint, type Encoder, type FeatureSet, type ProtocolResult } from './protocols.js';
 import { labelFractions } from './splits.js';
 import { aucWithCi } from './auc.js';
 
@@ -22,13 +22,17 @@ export interface ArmSpec {
   kind: ArmKind;
   /** Overrides of the `train` config section for this arm's pre-training (objective, clustering, epochs, ...). */
   train?: Record<string, unknown>;
+  /** kind 'encoder': a folder with an encoder exported elsewhere (e.g. by the PyTorch peer), evaluated as it is. */
+  encoder?: string;
 }
 
 /** The paper's table, row by row (Ghesu et al. 2022, Table 2 layout), with SimCLR and a random encoder added. */
 export const PAPER_ARMS: ArmSpec[] = [
   { name: 'no pre-training', kind: 'none' },
+  { name: 'no pre-training, BN re-estimated', kind: 'none-bn' },
   { name: 'SimCLR', kind: 'simclr', train: { objective: 'simclr' } },
   { name: 'SwAV uni-modal', kind: 'swav-uni-modal', train: { objective: 'swav', clustering: 'uni-modal' } },
+  { name: 'SwAV target modality only', kind: 'swav-target-modality', train: { objective: 'swav', clustering: 'multi-modal' } },
   { name: 'supervised (other dataset)', kind: 'supervised', train: { objective: 'supervised' } },
   { name: 'SwAV multi-modal', kind: 'swav-multi-modal', train: { objective: 'swav', clustering: 'multi-modal' } },
   { name: 'hybrid', kind: 'hybrid', train: { objective: 'hybrid', clustering: 'multi-modal' } },
@@ -39,6 +43,8 @@ export interface DatasetSpec {
   name?: string;
   modality: string;
   slice?: 'max-area' | 'central';
+  /** Only "another labelled dataset" for the supervised and hybrid arms: pre-trained on, never evaluated. */
+  pretrainOnly?: boolean;
 }
 
 export interface Preset {
@@ -54,9 +60,13 @@ export interface Preset {
   /** Label fraction whose fine-tuning curves give the convergence comparison. */
   convergenceFraction: number;
   robustness: { protocol: Protocol; fraction: number; grid: Perturbation[] };
-  /** Wall-clock budget of the whole experiment and the share of it given to pre-training (split over arms). */
+  /** Wall-clock budget of the whole experiment (reported against, never acted on). */
   budgetSeconds: number;
-  pretrainShare: number;
+  /**
+   * Images every pre-training arm sees (optimizer steps x batch size): the same for every arm, and for an arm that
+   * pre-trains once per evaluation dataset (supervised, hybrid, target modality only) the same for each of its runs.
+   */
+  pretrainImages: number;
 }
 
 /** The quick grid: the strongest setting on each side of identity per family. */
@@ -80,12 +90,14 @@ export const PRESETS: Record<'quick' | 'full', Preset> = {
     primary: 'linear',
     linear: { steps: 150, lr: 0.05, weightDecays: [1e-3, 1e-2] },
     knn: { k: 20, temperature: 0.07 },
-    // Fine-tuning is most of the evaluation time: one seed at 10% labels (the linear probe, the headline, has three).
-    finetune: { steps: 60, batchSize: 32, lr: 1e-3, evalEvery: 10, patience: 0, flip: false, fractions: [0.1], seeds: [0] },
+    // Fine-tuning is most of the evaluation time: three seeds at 10% and 100% labels, validation every 8 steps
+    // (convergence interpolates between evaluations, so its steps are not confined to that grid).
+    finetune: { steps: 40, batchSize: 32, lr: 1e-3, evalEvery: 8, patience: 0, flip: false, fractions: [1, 0.1], seeds: [0, 1, 2] },
     convergenceFraction: 0.1,
     robustness: { protocol: 'linear', fraction: 1, grid: QUICK_GRID },
-    budgetSeconds: 600,
-    pretrainShare: 0.4,
+    budgetSeconds: 900,
+    // 300 steps of 64: three passes over the bundled pool's balanced epoch of 6,400 images (pipeline/batches.ts).
+    pretrainImages: 19_200,
   },
   full: {
     name: 'full',
@@ -99,7 +111,7 @@ export const PRESETS: Record<'quick' | 'full', Preset> = {
     convergenceFraction: 0.1,
     robustness: { protocol: 'finetune', fraction: 1, grid: DEFAULT_GRID },
     budgetSeconds: 4 * 3600,
-    pretrainShare: 0.4,
+    pretrainImages: 640_000,
   },
 };
 
@@ -114,12 +126,11 @@ export interface ArmContext {
   pool: string[];
   inputShape: [number, number, number];
   /**
-   * Wall-clock budget for this arm's pre-training (seconds, the whole arm); the provider should size its steps to it.
-   * The runner calls pretrainArm once per evaluation dataset: a provider that pre-trains once and memoises spends it
-   * once; one whose pre-training depends on the target (supervised on "another" dataset) spends budgetSeconds / targets
-   * per call.
+   * Images this arm's pre-training sees (steps = pretrainImages / batch size), equal for every arm. The runner calls
+   * pretrainArm once per evaluation dataset: a provider that pre-trains once and memoises spends it once; one whose
+   * pre-training depends on the target spends it on each target, so every encoder evaluated has seen as many images.
    */
-  budgetSeconds: number;
+  pretrainImages: number;
   /** How many evaluation datasets the runner will ask this arm for. */
   targets: number;
   seed: number;
@@ -138,7 +149,15 @@ export interface ArmProvider {
   initEncoder(ctx: ArmContext, seed: number): Encoder;
   /** Cache keys of the data the arms pre-trained on (LMDB cache), recorded in the provenance for replays. */
   cacheKeys?(): Record<string, string>;
+  /**
+   * Unlabelled images [n, H, W, C] of the pre-training pool at the evaluation size, on which the 'none-bn' control
+   * re-estimates a fresh encoder's batch-norm statistics. Absent: the target's training images (labels unused).
+   */
+  calibrationImages?(ctx: ArmContext): Promise<Float32Array>;
 }
+
+/** Arms that do not pre-train: fresh encoders per evaluation seed. */
+export const UNTRAINED_KINDS: ReadonlySet<ArmKind> = new Set(['none', 'none-bn', 'random']);
 
 export interface ExperimentPlan {
   config: Config;
@@ -167,13 +186,24 @@ export interface EvalRecord {
 }
 
 export interface SeedResult { seed: number; auc: number; ci: [number, number]; variance: number; val: number; bestStep?: number; trainSize: number }
-export interface FractionResult { auc: number; ci: [number, number]; sd: number; seeds: number[]; perSeed: SeedResult[] }
+/** An arm against no pre-training on the same test set, seeds and label subsets (auc.ts combinePaired). */
+export interface VersusNone { delta: number; ci: [number, number]; z: number; p: number }
+export interface FractionResult {
+  auc: number; ci: [number, number]; sd: number; seeds: number[]; perSeed: SeedResult[];
+  /** Two-sided p of the paired DeLong test against the no-pre-training arm (absent for that arm itself). */
+  pVsNone?: number;
+  vsNone?: VersusNone;
+  /** The same test against the BN-re-estimated control ('none-bn'), for the pre-trained arms. */
+  vsNoneBn?: VersusNone;
+}
 export interface CurveResult { fraction: number; seed: number; points: CurvePoint[]; bestStep: number }
 export interface ConvergenceResult {
   fraction: number;
   /** Per seed: the no-pre-training run's best validation AUC and the step it was reached. */
   perSeed: Array<{ seed: number; target: number; baselineSteps: number; steps: number | null; savedPercent: number | null }>;
-  /** Mean over seeds where the target was reached; null when never reached. */
+  /** Seeds whose run reached the target. */
+  reached: number;
+  /** Mean over seeds when every seed reached the target; null otherwise (an arm is not averaged over its successes only). */
   savedPercent: number | null;
 }
 export interface RobustnessResult { protocol: Protocol; fraction: number; seed: number; clean: number; points: Array<{ kind: string; value: number; label: string; auc: number; drop: number }> }
@@ -215,26 +245,26 @@ const key = (f: number) => String(f);
 export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider): Promise<ExperimentResult> {
   const log = plan.log ?? (() => {});
   const start = Date.now();
-  const datasets = plan.datasets.map((d) => ('train' in d ? d : loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice })));
-  const pretrainedArms = plan.arms.filter((a) => a.kind !== 'none' && a.kind !== 'random').length;
-  const budgetSeconds = pretrainedArms ? (plan.preset.budgetSeconds * plan.preset.pretrainShare) / pretrainedArms : 0;
+  const datasets = plan.datasets.map((d) => ('train' in d ? d : { ...loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice }), ...(d.pretrainOnly ? { pretrainOnly: true } : {}) }));
+  const evaluated = datasets.filter((d) => !d.pretrainOnly);
   const out: DatasetResult[] = [];
-  for (const [di, ds] of datasets.entries()) {
+  for (const ds of evaluated) {
     const arms: ArmResult[] = [];
+    const scores = new Map<ArmResult, TestScores>();
     for (const arm of plan.arms) {
       const ctx: ArmContext = {
         config: plan.config,
         target: ds,
-        otherLabelled: datasets.filter((_, j) => j !== di),
+        otherLabelled: datasets.filter((d) => d !== ds),
         pool: plan.config.data.inputs,
         inputShape: [ds.train.height, ds.train.width, ds.train.channels],
-        budgetSeconds,
-        targets: datasets.length,
+        pretrainImages: plan.preset.pretrainImages,
+        targets: evaluated.length,
         seed: plan.config.seed,
         runDir: `${plan.outDir}/arms/${slug(arm.name)}`,
         log,
       };
-      if (arm.kind !== 'none') log(`[${ds.name}] arm "${arm.name}": pre-training (budget ${budgetSeconds.toFixed(0)} s)`);
+      if (!UNTRAINED_KINDS.has(arm.kind)) log(`[${ds.name}] arm "${arm.name}": pre-training (${plan.preset.pretrainImages} images)`);
       const t0 = Date.now();
       let encoder: Encoder | null;
       try {
@@ -242,17 +272,19 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
       } catch (e) {
         const reason = (e as Error).message;
         log(`[${ds.name}] arm "${arm.name}": skipped (${reason})`);
-        arms.push({ name: arm.name, kind: arm.kind, pretrained: arm.kind !== 'none', status: 'skipped', reason, seconds: { pretrain: (Date.now() - t0) / 1000, evaluate: 0 }, protocols: {}, curves: [] });
+        arms.push({ name: arm.name, kind: arm.kind, pretrained: !UNTRAINED_KINDS.has(arm.kind), status: 'skipped', reason, seconds: { pretrain: (Date.now() - t0) / 1000, evaluate: 0 }, protocols: {}, curves: [] });
         continue;
       }
       const t1 = Date.now();
-      const result = await evaluateArm(arm, encoder, ds, ctx, plan, provider);
+      const { result, testScores } = await evaluateArm(arm, encoder, ds, ctx, plan, provider);
+      scores.set(result, testScores);
       result.seconds = { ...result.seconds, pretrain: (t1 - t0) / 1000, evaluate: (Date.now() - t1) / 1000 };
       encoder?.dispose();
       arms.push(result);
       log(`[${ds.name}] arm "${arm.name}": evaluated in ${result.seconds.evaluate.toFixed(1)} s (${Object.entries(result.seconds.byProtocol ?? {}).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')})`);
     }
     addConvergence(arms, plan.preset.convergenceFraction);
+    addVersusNone(arms, scores, ds);
     out.push({
       name: ds.name, modality: ds.modality, file: ds.file ?? '(in memory)', tasks: ds.tasks,
       sizes: { train: ds.train.n, val: ds.val.n, test: ds.test.n }, arms,
@@ -264,16 +296,22 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
   return { datasets: out, seconds, budgetSeconds: plan.preset.budgetSeconds, overBudget };
 }
 
-async function evaluateArm(arm: ArmSpec, pretrained: Encoder | null, ds: LabelledDataset, ctx: ArmContext, plan: ExperimentPlan, provider: ArmProvider): Promise<ArmResult> {
+/** Test-set scores of one arm, keyed `protocol|fraction|seed` (kept in memory for the paired tests, not written). */
+type TestScores = Map<string, Float32Array>;
+const scoreKey = (protocol: Protocol, fraction: number, seed: number) => `${protocol}|${fraction}|${seed}`;
+
+async function evaluateArm(arm: ArmSpec, pretrained: Encoder | null, ds: LabelledDataset, ctx: ArmContext, plan: ExperimentPlan, provider: ArmProvider): Promise<{ result: ArmResult; testScores: TestScores }> {
   const p = plan.preset;
   const log = plan.log ?? (() => {});
   const result: ArmResult = { name: arm.name, kind: arm.kind, pretrained: pretrained !== null && arm.kind !== 'random', status: 'ok', seconds: { pretrain: 0, evaluate: 0 }, protocols: {}, curves: [] };
   const perSeed: Partial<Record<Protocol, Map<number, SeedResult[]>>> = {};
+  const testScores: TestScores = new Map();
   const splits = new Map(p.seeds.map((s) => [s, labelFractions(ds.train.labels, { fractions: p.fractions, seed: s, tasks: ds.tasks.length, patients: ds.train.patients })]));
   const record = (protocol: Protocol, fraction: number, seed: number, r: ProtocolResult, trainSize: number, bestStep?: number) => {
     const bucket = ((perSeed[protocol] ??= new Map()).get(fraction) ?? []);
     bucket.push({ seed, auc: r.test.auc, ci: r.test.ci, variance: r.test.variance, val: r.val, trainSize, ...(bestStep !== undefined ? { bestStep } : {}) });
     perSeed[protocol]!.set(fraction, bucket);
+    testScores.set(scoreKey(protocol, fraction, seed), r.testScores);
     plan.onEval?.({ type: 'eval', task: ds.name, arm: arm.name, protocol, fraction, seed, metric: 'auc', value: r.test.auc, ci: r.test.ci, ...(bestStep !== undefined ? { step: bestStep } : {}) });
     log(`[${ds.name}] ${arm.name} ${protocol} ${fraction * 100}% seed ${seed}: AUC ${r.test.auc.toFixed(3)}`);
   };
@@ -291,8 +329,10 @@ async function evaluateArm(arm: ArmSpec, pretrained: Encoder | null, ds: Labelle
   };
 
   let features: FeatureSet | null = null;
+  const calibration = arm.kind === 'none-bn' ? await (provider.calibrationImages?.(ctx) ?? Promise.resolve(ds.train.images)) : null;
   for (const seed of p.seeds) {
     const fresh = pretrained ?? provider.initEncoder(ctx, seed);
+    if (calibration && !pretrained) await timed('bn', () => recalibrateBatchNorm(fresh, calibration, ctx.inputShape));
     // Frozen protocols share one encoding of every split per encoder (a pre-trained encoder is the same for all seeds).
     const needFeatures = p.protocols.some((q) => q !== 'finetune');
     const all: FeatureSet | null = needFeatures && (!pretrained || seed === p.seeds[0] || !features)
@@ -334,7 +374,42 @@ async function evaluateArm(arm: ArmSpec, pretrained: Encoder | null, ds: Labelle
     result.protocols[protocol] = table;
   }
   result.seconds.byProtocol = byProtocol;
-  return result;
+  return { result, testScores };
+}
+
+/**
+ * Every arm against no pre-training: per protocol and fraction, the paired DeLong test per seed (same test set, same
+ * label subset, same seed of the fine-tuning order), combined over seeds (auc.ts combinePaired). Sets `pVsNone` and
+ * `vsNone` on each FractionResult of every arm but the 'none' one; against the BN-re-estimated control ('none-bn',
+ * when the plan has it) the same test gives `vsNoneBn` to every pre-trained arm.
+ */
+export function addVersusNone(arms: ArmResult[], scores: Map<ArmResult, TestScores>, ds: LabelledDataset): void {
+  addVersus(arms, scores, ds, 'none', (r, v) => { r.vsNone = v; r.pVsNone = v.p; });
+  addVersus(arms, scores, ds, 'none-bn', (r, v) => { r.vsNoneBn = v; });
+}
+
+function addVersus(arms: ArmResult[], scores: Map<ArmResult, TestScores>, ds: LabelledDataset, kind: ArmKind, set: (r: FractionResult, v: VersusNone) => void): void {
+  const baseline = arms.find((a) => a.kind === kind && a.status === 'ok');
+  const base = baseline && scores.get(baseline);
+  if (!baseline || !base) return;
+  const tasks = ds.tasks.length;
+  for (const arm of arms) {
+    const own = scores.get(arm);
+    if (arm === baseline || arm.status !== 'ok' || !own || (kind !== 'none' && UNTRAINED_KINDS.has(arm.kind))) continue;
+    for (const [protocol, table] of Object.entries(arm.protocols) as Array<[Protocol, Record<string, FractionResult>]>) {
+      for (const [f, r] of Object.entries(table)) {
+        const pairs: PairedAuc[] = [];
+        for (const seed of r.seeds) {
+          const a = own.get(scoreKey(protocol, Number(f), seed)), b = base.get(scoreKey(protocol, Number(f), seed));
+          if (a && b) pairs.push(pairedAuc(a, b, ds.test.labels, tasks, { tasks: ds.tasks, seed }));
+        }
+        if (!pairs.length) continue;
+        const c = combinePaired(pairs);
+        const half = 1.959963984540054 * Math.sqrt(c.variance);
+        set(r, { delta: c.delta, ci: [c.delta - half, c.delta + half], z: c.z, p: c.p });
+      }
+    }
+  }
 }
 
 /** AUC of one trained protocol under each perturbation of the test images, and its drop from the clean AUC. */
@@ -363,18 +438,35 @@ export function addConvergence(arms: ArmResult[], fraction: number): void {
       const base = baseline.curves.find((b) => b.fraction === fraction && b.seed === c.seed);
       if (!base) continue;
       const target = Math.max(...base.points.map((pt) => pt.valAuc));
-      const baselineSteps = base.bestStep;
-      const hit = c.points.find((pt) => pt.valAuc >= target);
-      const steps = hit ? hit.step : null;
+      const baselineSteps = crossing(base.points, target) ?? base.bestStep;
+      const steps = crossing(c.points, target);
       perSeed.push({ seed: c.seed, target, baselineSteps, steps, savedPercent: steps === null ? null : 100 * (1 - steps / baselineSteps) });
     }
     const reached = perSeed.filter((s) => s.savedPercent !== null);
     arm.convergence = {
       fraction,
       perSeed,
-      savedPercent: reached.length ? reached.reduce((a, s) => a + s.savedPercent!, 0) / reached.length : null,
+      reached: reached.length,
+      savedPercent: reached.length && reached.length === perSeed.length ? reached.reduce((a, s) => a + s.savedPercent!, 0) / reached.length : null,
     };
   }
+}
+
+/**
+ * The step at which a validation curve first reaches `target`, interpolated linearly between the evaluations around
+ * the crossing. The curve starts at (0, 0.5): the head is zero-initialised, so every score is equal and the AUC is
+ * exactly 1/2. null when the curve never reaches the target.
+ */
+export function crossing(points: CurvePoint[], target: number): number | null {
+  let prev = { step: 0, valAuc: 0.5 };
+  for (const pt of points) {
+    if (pt.valAuc >= target) {
+      if (prev.valAuc >= target || pt.valAuc === prev.valAuc) return pt.step;
+      return prev.step + ((target - prev.valAuc) / (pt.valAuc - prev.valAuc)) * (pt.step - prev.step);
+    }
+    prev = pt;
+  }
+  return null;
 }
 
 export function slug(name: string): string {

@@ -15,6 +15,8 @@ export type Scorer = (split: LabelledSplit) => Float32Array;
 
 export interface ProtocolResult {
   test: AucResult & { perTask: number[] };
+  /** Test-set scores, [n, tasks] row-major (paired comparisons between arms score the same test set). */
+  testScores: Float32Array;
   val: number;
   scorer: Scorer;
   /** Releases the tensors the scorer holds. */
@@ -116,7 +118,7 @@ export function linearProbe(encoder: Encoder, train: LabelledSplit, val: Labelle
   const { w } = best!;
   const scorer: Scorer = (s) => linearScores(standardise(extractFeatures(encoder, s).data, mean, std), s.n, dim, w, tasks);
   const testScores = linearScores(standardise(fte.data, mean, std), test.n, dim, w, tasks);
-  return { test: aucWithCi(testScores, test.labels, tasks), val: best!.val, scorer, dispose: () => {} };
+  return { test: aucWithCi(testScores, test.labels, tasks), testScores, val: best!.val, scorer, dispose: () => {} };
 }
 
 /** Binary logistic regression by full-batch Adam (beta 0.9/0.999); returns [w_0..w_{d-1}, b]. */
@@ -197,7 +199,7 @@ export function knnProbe(encoder: Encoder, train: LabelledSplit, val: LabelledSp
   const scorer: Scorer = (s) => scoreFeatures(s, extractFeatures(encoder, s));
   const valAuc = aucWithCi(scoreFeatures(val, features?.val ?? extractFeatures(encoder, val)), val.labels, tasks, { resamples: 0 }).auc;
   const testScores = scoreFeatures(test, features?.test ?? extractFeatures(encoder, test));
-  return { test: aucWithCi(testScores, test.labels, tasks), val: valAuc, scorer, dispose: () => { bank.dispose(); ytr.dispose(); } };
+  return { test: aucWithCi(testScores, test.labels, tasks), testScores, val: valAuc, scorer, dispose: () => { bank.dispose(); ytr.dispose(); } };
 }
 
 const normalise = (x: TF.Tensor2D) => x.div(x.norm('euclidean', 1, true).add(1e-12));
@@ -250,8 +252,10 @@ export async function finetune(encoder: Encoder, train: LabelledSplit, val: Labe
   model.setWeights(best.weights);
   for (const w of best.weights) w.dispose();
   const optimizer = model.optimizer;
+  const testScores = score(test);
   return {
-    test: aucWithCi(score(test), test.labels, tasks),
+    test: aucWithCi(testScores, test.labels, tasks),
+    testScores,
     val: best.val,
     curve,
     bestStep: best.step,
@@ -309,4 +313,48 @@ export function initialiseWeights(model: TF.LayersModel, seed: number): void {
   });
   model.setWeights(values);
   for (const v of values) v.dispose();
+}
+
+/**
+ * Re-estimates every batch-norm layer's moving mean and variance on `images` ([n, H, W, C] row-major, `shape`
+ * = [H, W, C]), in place, layer by layer in topological order: each layer's statistics are the per-channel mean and
+ * (population) variance of its input over all images and positions, computed with the layers before it already
+ * re-estimated. A fresh encoder otherwise normalises with mean 0 and variance 1, so its features are never centred;
+ * this is the control that separates "pre-training" from "calibrated statistics" (the 'none-bn' arm).
+ */
+export async function recalibrateBatchNorm(encoder: Encoder, images: Float32Array, shape: [number, number, number], batchSize = 256): Promise<void> {
+  const size = shape[0] * shape[1] * shape[2];
+  const n = Math.floor(images.length / size);
+  if (n === 0) throw new RangeError('recalibrateBatchNorm: no images');
+  for (const layer of encoder.layers) {
+    if (layer.getClassName() !== 'BatchNormalization') continue;
+    const prefix = tf.model({ inputs: encoder.inputs, outputs: layer.input as TF.SymbolicTensor });
+    let channels = 0;
+    let sum: Float64Array | null = null, sumSq: Float64Array | null = null, count = 0;
+    for (let i = 0; i < n; i += batchSize) {
+      const m = Math.min(n, i + batchSize) - i;
+      const [mean, meanSq] = tf.tidy(() => {
+        const x = prefix.predict(tf.tensor4d(images.subarray(i * size, (i + m) * size), [m, ...shape])) as TF.Tensor;
+        const axes = Array.from({ length: x.rank - 1 }, (_, k) => k);
+        return [x.mean(axes), x.square().mean(axes)];
+      });
+      const mv = mean.dataSync(), sv = meanSq.dataSync();
+      const positions = m;
+      channels = mv.length;
+      sum ??= new Float64Array(channels);
+      sumSq ??= new Float64Array(channels);
+      // Every batch holds m images of the same spatial size, so weighting batch means by m weights every position equally.
+      for (let c = 0; c < channels; c++) { sum[c] += mv[c] * positions; sumSq[c] += sv[c] * positions; }
+      count += positions;
+      mean.dispose(); meanSq.dispose();
+    }
+    const mean = Float32Array.from(sum!, (v) => v / count);
+    const variance = Float32Array.from(sumSq!, (v, c) => Math.max(0, v / count - mean[c] ** 2));
+    const weights = layer.getWeights();
+    const names = layer.weights.map((w) => w.name);
+    const next = weights.map((w, k) => /moving_mean/.test(names[k]) ? tf.tensor1d(mean) : /moving_variance/.test(names[k]) ? tf.tensor1d(variance) : w);
+    layer.setWeights(next);
+    // getWeights() hands out the layer's own variables: dispose only the tensors made here.
+    next.forEach((t, k) => { if (t !== weights[k]) t.dispose(); });
+  }
 }

@@ -30,7 +30,8 @@ export interface HeadlineArm {
   pretrained: boolean;
   dataset: string;
   protocol: Protocol;
-  fractions: Record<string, { auc: number; ci: [number, number]; sd: number; seeds: number[] }>;
+  /** Per fraction; `pVsNone`: two-sided p of the paired DeLong test against no pre-training (absent for that arm). */
+  fractions: Record<string, { auc: number; ci: [number, number]; sd: number; seeds: number[]; pVsNone?: number; vsNone?: FractionResult['vsNone']; vsNoneBn?: FractionResult['vsNoneBn'] }>;
   convergenceSavedPercent: number | null;
 }
 
@@ -56,7 +57,7 @@ export function resultsDocument(result: ExperimentResult, preset: Preset, proven
     pretrained: a.pretrained,
     dataset: first.name,
     protocol,
-    fractions: Object.fromEntries(Object.entries(a.protocols[protocol] ?? {}).map(([f, r]) => [f, { auc: r.auc, ci: r.ci, sd: r.sd, seeds: r.seeds }])),
+    fractions: Object.fromEntries(Object.entries(a.protocols[protocol] ?? {}).map(([f, r]) => [f, { auc: r.auc, ci: r.ci, sd: r.sd, seeds: r.seeds, ...(r.vsNone ? { pVsNone: r.pVsNone, vsNone: r.vsNone } : {}), ...(r.vsNoneBn ? { vsNoneBn: r.vsNoneBn } : {}) }])),
     convergenceSavedPercent: a.convergence?.savedPercent ?? null,
   }));
   const skipped = result.datasets.flatMap((d) => d.arms.filter((a) => a.status === 'skipped').map((a) => ({ name: a.name, kind: a.kind, dataset: d.name, reason: a.reason ?? '' })));
@@ -75,7 +76,17 @@ export function writeReports(doc: ResultsDocument, outDir: string): { json: stri
 
 const PROTOCOL_NAMES: Record<Protocol, string> = { linear: 'linear probe', finetune: 'fine-tuning', knn: 'kNN' };
 const pct = (f: string) => `${Math.round(Number(f) * 100)}%`;
-const cell = (r: FractionResult | undefined) => (r ? `${r.auc.toFixed(3)} [${r.ci[0].toFixed(3)}, ${r.ci[1].toFixed(3)}]${r.seeds.length > 1 ? ` ±${r.sd.toFixed(3)}` : ''}` : '-');
+/** The significance level below which a difference from no pre-training is reported as one. */
+export const ALPHA = 0.05;
+export const formatP = (p: number) => (p < 0.001 ? '<0.001' : p.toFixed(3));
+/** "Δ +0.021, p 0.012", or "no difference (Δ +0.004, p 0.41)" when p >= ALPHA; '' for the no-pre-training arm. */
+export const versusNone = (r: Pick<FractionResult, 'vsNone'> | undefined) => {
+  const v = r?.vsNone;
+  if (!v) return '';
+  const text = `Δ ${v.delta >= 0 ? '+' : ''}${v.delta.toFixed(3)}, p ${formatP(v.p)}`;
+  return v.p >= ALPHA ? `no difference (${text})` : text;
+};
+const cell = (r: FractionResult | undefined) => (r ? `${r.auc.toFixed(3)} [${r.ci[0].toFixed(3)}, ${r.ci[1].toFixed(3)}]${r.seeds.length > 1 ? ` ±${r.sd.toFixed(3)}` : ''}${r.vsNone ? `; ${versusNone(r)}` : ''}` : '-');
 const protocolsOf = (d: DatasetResult): Protocol[] => (['finetune', 'linear', 'knn'] as Protocol[]).filter((p) => d.arms.some((a) => a.protocols[p]));
 const fractionsOf = (d: DatasetResult, p: Protocol): string[] =>
   [...new Set(d.arms.flatMap((a) => Object.keys(a.protocols[p] ?? {})))].sort((a, b) => Number(b) - Number(a));
@@ -91,11 +102,17 @@ const mdCode = (s: string) => {
   return [fence, s.replace(/[\r\n]+/g, ' '), fence];
 };
 
+/** The mean saving when every seed reached the target; else how many did. */
+const savedText = (c: NonNullable<ArmResult['convergence']>) =>
+  c.savedPercent !== null ? `${c.savedPercent.toFixed(0)}%` : `reached in ${c.reached}/${c.perSeed.length} seeds`;
+
 export function renderMarkdown(doc: ResultsDocument): string {
   const out: string[] = [];
   out.push('# Experiment report', '');
   out.push(`Preset \`${doc.preset.name}\`, seeds ${doc.provenance.seeds.join(', ')}, backend ${doc.provenance.backend}, ${doc.seconds.toFixed(0)} s. ` +
-    'AUC: mean over seeds [95% interval: DeLong test-set variance plus seed variance] ± seed standard deviation.' +
+    'AUC: mean over seeds [95% interval: DeLong test-set variance plus seed variance] ± seed standard deviation; ' +
+    'Δ and p: the paired DeLong test against no pre-training on the same test set, label subsets and seeds (seeds combined), ' +
+    `"no difference" where p >= ${ALPHA}.` +
     (doc.overBudget ? ` **Over the preset's budget of ${doc.preset.budgetSeconds} s.**` : ''), '');
   for (const d of doc.datasets) {
     out.push(`## ${mdText(d.name)} (${mdText(d.modality)}; train/val/test ${d.sizes.train}/${d.sizes.val}/${d.sizes.test})`, '');
@@ -112,7 +129,7 @@ export function renderMarkdown(doc: ResultsDocument): string {
       out.push('| arm | steps to reach no-pre-training best val AUC (per seed) | saved |', '|---|---|---|');
       for (const a of conv) {
         const c = a.convergence!;
-        out.push(`| ${mdText(a.name)} | ${c.perSeed.map((s) => `${s.steps ?? 'never'} / ${s.baselineSteps}`).join(', ')} | ${c.savedPercent === null ? 'not reached' : `${c.savedPercent.toFixed(0)}%`} |`);
+        out.push(`| ${mdText(a.name)} | ${c.perSeed.map((s) => `${s.steps ?? 'never'} / ${s.baselineSteps}`).join(', ')} | ${savedText(c)} |`);
       }
       out.push('');
     }
@@ -152,7 +169,7 @@ export function renderHtml(doc: ResultsDocument): string {
   const out: string[] = [];
   out.push('<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">', '<title>medssl experiment report</title>', `<style>${CSS}</style></head><body>`);
   out.push('<h1>Experiment report</h1>');
-  out.push(`<p>Preset <code>${e(doc.preset.name)}</code>, seeds ${e(doc.provenance.seeds.join(', '))}, backend ${e(doc.provenance.backend)}, ${e(doc.seconds.toFixed(0))} s. AUC: mean over seeds [95% interval] ± seed s.d.</p>`);
+  out.push(`<p>Preset <code>${e(doc.preset.name)}</code>, seeds ${e(doc.provenance.seeds.join(', '))}, backend ${e(doc.provenance.backend)}, ${e(doc.seconds.toFixed(0))} s. AUC: mean over seeds [95% interval] ± seed s.d.; Δ and p: paired DeLong test against no pre-training (same test set, subsets and seeds), "no difference" where p &gt;= ${ALPHA}.</p>`);
   // The headline table comes first and carries id="results".
   const first = doc.datasets.find((d) => d.name === doc.primary.dataset);
   const headFractions = [...new Set(doc.arms.flatMap((a) => Object.keys(a.fractions)))].sort((a, b) => Number(b) - Number(a));
@@ -183,7 +200,7 @@ export function renderHtml(doc: ResultsDocument): string {
           name: a.name,
           points: ticks.flatMap((t, i) => { const r = a.protocols[p]![[...fr].reverse()[i]]; return r ? [{ x: t.value, y: r.auc, lo: r.ci[0], hi: r.ci[1] }] : []; }),
         }));
-        out.push(`<figure>${lineChart({ title: `${d.name}: ${PROTOCOL_NAMES[p]} AUC against label fraction`, xLabel: 'labelled training data', yLabel: 'test AUC', series, xTicks: ticks })}</figure>`);
+        out.push(`<figure>${lineChart({ title: `${d.name}: ${PROTOCOL_NAMES[p]} AUC against label fraction`, xLabel: 'labelled training data', yLabel: 'test AUC', series, xTicks: ticks , yBounds: [0, 1] })}</figure>`);
       }
     }
     const curved = ok.filter((a) => a.curves.length);
@@ -192,7 +209,7 @@ export function renderHtml(doc: ResultsDocument): string {
       const pick = (a: ArmResult) => a.curves.find((c) => c.seed === seed && c.fraction === fraction);
       const valSeries = curved.map((a) => ({ name: a.name, points: (pick(a)?.points ?? []).map((pt) => ({ x: pt.step, y: pt.valAuc })) }));
       const lossSeries = curved.map((a) => ({ name: a.name, points: (pick(a)?.points ?? []).map((pt) => ({ x: pt.step, y: pt.loss })) }));
-      out.push(`<figure>${lineChart({ title: `${d.name}: fine-tuning validation AUC (${pct(String(fraction))} labels, seed ${seed})`, xLabel: 'step', yLabel: 'validation AUC', series: valSeries })}</figure>`);
+      out.push(`<figure>${lineChart({ title: `${d.name}: fine-tuning validation AUC (${pct(String(fraction))} labels, seed ${seed})`, xLabel: 'step', yLabel: 'validation AUC', series: valSeries , yBounds: [0, 1] })}</figure>`);
       out.push(`<figure>${lineChart({ title: `${d.name}: fine-tuning training loss (${pct(String(fraction))} labels, seed ${seed})`, xLabel: 'step', yLabel: 'sigmoid cross-entropy', series: lossSeries })}</figure>`);
     }
     const conv = ok.filter((a) => a.convergence);
@@ -200,7 +217,7 @@ export function renderHtml(doc: ResultsDocument): string {
       out.push(`<table><caption>Convergence: steps to reach the no-pre-training best validation AUC</caption><thead><tr><th>arm</th><th>steps / baseline steps (per seed)</th><th>saved</th></tr></thead><tbody>`);
       for (const a of conv) {
         const c = a.convergence!;
-        out.push(`<tr><td>${e(a.name)}</td><td>${e(c.perSeed.map((s) => `${s.steps ?? 'never'} / ${s.baselineSteps}`).join(', '))}</td><td>${c.savedPercent === null ? 'not reached' : `${c.savedPercent.toFixed(0)}%`}</td></tr>`);
+        out.push(`<tr><td>${e(a.name)}</td><td>${e(c.perSeed.map((s) => `${s.steps ?? 'never'} / ${s.baselineSteps}`).join(', '))}</td><td>${e(savedText(c))}</td></tr>`);
       }
       out.push('</tbody></table>');
     }
@@ -217,7 +234,7 @@ export function renderHtml(doc: ResultsDocument): string {
           name: a.name,
           points: [{ x: identity, y: a.robustness!.clean }, ...a.robustness!.points.filter((p) => p.kind === kind).map((p) => ({ x: p.value, y: p.auc }))].sort((u, v) => u.x - v.x),
         }));
-        out.push(`<figure>${lineChart({ title: `${d.name}: AUC under ${kind}`, xLabel: kind, yLabel: 'test AUC', series })}</figure>`);
+        out.push(`<figure>${lineChart({ title: `${d.name}: AUC under ${kind}`, xLabel: kind, yLabel: 'test AUC', series , yBounds: [0, 1] })}</figure>`);
       }
     }
   }

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../schemas/config.js';
-import { armConfig, defaultArms, trainerArms, ArmNotWired } from '../../pipeline/arms.js';
-import type { ArmContext } from '../../stages/evaluate/experiment.js';
+import { armConfig, defaultArms, poolModalities, trainerArms, ArmNotWired } from '../../pipeline/arms.js';
+import { PAPER_ARMS, type ArmContext } from '../../stages/evaluate/experiment.js';
 import { syntheticDataset, tinyEncoder } from '../stages/evaluate/tiny.js';
 
 const config = parseConfig({ train: { epochs: 3 } });
 const ctx = (target: string): ArmContext => ({
-  config, target: syntheticDataset(target), otherLabelled: [], pool: [], inputShape: [8, 8, 1], budgetSeconds: 100, targets: 2,
+  config, target: syntheticDataset(target), otherLabelled: [], pool: [], inputShape: [8, 8, 1], pretrainImages: 6400, targets: 2,
   seed: 0, runDir: 'runs/x/arms/a', log: () => {},
 });
 
@@ -21,32 +21,56 @@ describe('defaultArms', () => {
 });
 
 describe('trainerArms', () => {
-  it('applies arm overrides, sizes epochs to the budget, memoises target-free arms and re-trains supervised per target', async () => {
-    const calls: Array<{ runDir: string; objective: string; epochs: number }> = [];
+  it('gives every pre-training run of every arm the same images, memoises target-free arms and re-trains per-target arms', async () => {
+    const calls: Array<{ runDir: string; objective: string; images: number }> = [];
     const provider = trainerArms({
-      async pretrain({ config, runDir }) { calls.push({ runDir, objective: config.train.objective, epochs: config.train.epochs }); },
+      async pretrain({ config, runDir, steps }) { calls.push({ runDir, objective: config.train.objective, images: steps * config.train.batchSize }); },
       async loadEncoder() { return tinyEncoder(8, 1); },
       batchesFor: () => [],
       buildEncoder: (shape, seed) => tinyEncoder(shape[0], seed),
-      imagesPerSecond: 10,
-      poolImages: () => 100,
     });
-    const swav = { name: 'SwAV', kind: 'swav-multi-modal' as const, train: { objective: 'swav' } };
-    const sup = { name: 'sup', kind: 'supervised' as const, train: { objective: 'supervised' } };
+    // The paper's rows as the main job plans them, on two evaluation datasets.
+    const arms = PAPER_ARMS.map((a) => (a.kind === 'simclr' ? { ...a, train: { ...a.train, batchSize: 32 } } : a));
     for (const target of ['a', 'b']) {
-      (await provider.pretrainArm(swav, ctx(target)))!.dispose();
-      (await provider.pretrainArm(sup, { ...ctx(target), runDir: 'runs/x/arms/sup' }))!.dispose();
+      for (const arm of arms) {
+        const encoder = await provider.pretrainArm(arm, { ...ctx(target), runDir: `runs/x/arms/${arm.kind}` });
+        encoder?.dispose();
+      }
     }
-    expect(calls).toEqual([
-      { runDir: 'runs/x/arms/a', objective: 'swav', epochs: 10 }, // 100 s x 10 img/s / 100 images
-      { runDir: 'runs/x/arms/sup/a', objective: 'supervised', epochs: 5 }, // half the budget per target
-      { runDir: 'runs/x/arms/sup/b', objective: 'supervised', epochs: 5 },
-    ]);
+    const pretraining = arms.filter((a) => !['none', 'none-bn', 'random'].includes(a.kind));
+    const perTarget = pretraining.filter((a) => ['supervised', 'hybrid', 'swav-target-modality'].includes(a.kind)).length;
+    expect(calls).toHaveLength(pretraining.length + perTarget); // target-free arms once, per-target arms twice
+    // Equal compute: every run sees 6400 images, whatever its batch size, objective or target.
+    expect(new Set(calls.map((c) => c.images))).toEqual(new Set([6400]));
+    expect(calls.filter((c) => c.runDir.startsWith('runs/x/arms/supervised/')).map((c) => c.runDir)).toEqual(['runs/x/arms/supervised/a', 'runs/x/arms/supervised/b']);
+    expect(calls.find((c) => c.runDir === 'runs/x/arms/simclr')!.objective).toBe('simclr');
     expect(await provider.pretrainArm({ name: 'none', kind: 'none' }, ctx('a'))).toBeNull();
+    expect(await provider.pretrainArm({ name: 'bn', kind: 'none-bn' }, ctx('a'))).toBeNull();
+  });
+
+  it("evaluates an exported encoder as it is for kind 'encoder' (the PyTorch peer's), and says when its folder is missing", async () => {
+    const loaded: string[] = [];
+    const provider = trainerArms({
+      async pretrain() { throw new Error('an encoder arm does not pre-train'); },
+      async loadEncoder(dir) { loaded.push(dir); return tinyEncoder(8, 1); },
+      batchesFor: () => [],
+    });
+    (await provider.pretrainArm({ name: 'peer', kind: 'encoder', encoder: '/x/peer-encoder' }, ctx('a')))!.dispose();
+    expect(loaded).toEqual(['/x/peer-encoder']);
+    await expect(provider.pretrainArm({ name: 'peer', kind: 'encoder' }, ctx('a'))).rejects.toThrow(/needs `encoder`/);
   });
 
   it('rejects arm overrides that are not valid train settings', () => {
-    expect(() => armConfig(config, { name: 'x', kind: 'simclr', train: { objective: 'nope' } }, 10)).toThrow(/train.objective/);
-    expect(armConfig(config, { name: 'x', kind: 'simclr' }, 10).train.epochs).toBe(3);
+    expect(() => armConfig(config, { name: 'x', kind: 'simclr', train: { objective: 'nope' } })).toThrow(/train.objective/);
+    expect(armConfig(config, { name: 'x', kind: 'simclr' }).train.epochs).toBe(3);
+  });
+});
+
+describe('poolModalities', () => {
+  it("maps an evaluation dataset's modality to the pool's DICOM codes (the target-modality-only arm's data)", () => {
+    const cr = poolModalities('radiography');
+    expect(['CR', 'DX', 'cr'].map(cr)).toEqual([true, true, true]);
+    expect(['CT', 'MR', 'OP', 'US'].map(cr)).toEqual([false, false, false, false]);
+    expect(['CT', 'MR'].map(poolModalities('ct'))).toEqual([true, false]);
   });
 });

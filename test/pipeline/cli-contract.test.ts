@@ -29,7 +29,7 @@ describe('medssl experiment --dataset', () => {
     tinyArchive(path.join(dir, 'tiny.npz'));
     fs.writeFileSync(path.join(dir, 'c.yaml'), small([
       'evaluate:',
-      '  budgetSeconds: 1',
+      '  pretrainImages: 200',
       '  fractions: [1]',
       '  seeds: [0]',
       '  protocols: [linear]',
@@ -53,7 +53,7 @@ describe('medssl experiment --dataset', () => {
     const dir = tmp();
     tinyArchive(path.join(dir, 'tiny.npz'));
     fs.writeFileSync(path.join(dir, 'c.yaml'), small([
-      'evaluate: { budgetSeconds: 1, fractions: [1], seeds: [0], protocols: [linear], arms: [{ name: none, kind: none }, { name: sup, kind: supervised }] }',
+      'evaluate: { pretrainImages: 200, fractions: [1], seeds: [0], protocols: [linear], arms: [{ name: none, kind: none }, { name: sup, kind: supervised }] }',
     ]));
     const r = run(['experiment', '--config', path.join(dir, 'c.yaml'), '--dataset', path.join(dir, 'tiny.npz'), '--modality', 'radiography', '--out', path.join(dir, 'out'), '--quiet']);
     expect(r.status).toBe(1);
@@ -70,7 +70,7 @@ describe('medssl run', () => {
     fs.writeFileSync(path.join(dir, 'broken.dcm'), Buffer.concat([Buffer.alloc(128), Buffer.from('DICM'), Buffer.alloc(10)]));
     fs.writeFileSync(path.join(dir, 'c.yaml'), small([
       'data: { inputs: [tiny.npz, broken.dcm] }',
-      'evaluate: { budgetSeconds: 1, fractions: [1], seeds: [0], protocols: [linear], datasets: [{ file: tiny.npz, modality: radiography }], arms: [{ name: none, kind: none }, { name: SwAV, kind: swav-multi-modal }] }',
+      'evaluate: { pretrainImages: 200, fractions: [1], seeds: [0], protocols: [linear], datasets: [{ file: tiny.npz, modality: radiography }], arms: [{ name: none, kind: none }, { name: SwAV, kind: swav-multi-modal }] }',
     ]));
     const r = run(['run', '--config', path.join(dir, 'c.yaml'), '--out', path.join(dir, 'out'), '--workers', '1']);
     expect(r.status, r.stderr).toBe(0);

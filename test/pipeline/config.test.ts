@@ -19,7 +19,7 @@ describe('config files', () => {
     }
     expect(() => parseConfig(raw)).not.toThrow();
     // Keys without a default are shown commented out.
-    for (const optional of ['arms', 'budgetSeconds']) expect(CONFIG_TEMPLATE).toMatch(new RegExp(`^\\s*# ${optional}:`, 'm'));
+    for (const optional of ['arms', 'budgetSeconds', 'pretrainImages']) expect(CONFIG_TEMPLATE).toMatch(new RegExp(`^\\s*# ${optional}:`, 'm'));
   });
 
   it('shows the default value of every key, as it says (only the example inputs and datasets differ)', () => {

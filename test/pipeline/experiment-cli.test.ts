@@ -20,7 +20,7 @@ describe('medssl experiment', () => {
       'model: { width: 4, depth: [1, 1], projection: { hidden: 16, out: 8 }, prototypes: 8 }',
       'train: { batchSize: 16, optimizer: { name: sgd, lr: 0.05 } }',
       'evaluate:',
-      '  budgetSeconds: 1',
+      '  pretrainImages: 200',
       '  fractions: [1, 0.5]',
       '  seeds: [0]',
       '  protocols: [linear, knn]',

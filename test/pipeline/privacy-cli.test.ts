@@ -36,7 +36,7 @@ describe('data.hashPaths with a secret', () => {
       'model: { width: 4, depth: [1, 1], projection: { hidden: 16, out: 8 }, prototypes: 8 }',
       'train: { batchSize: 16, optimizer: { name: sgd, lr: 0.05 } }',
       'evaluate:',
-      '  budgetSeconds: 1',
+      '  pretrainImages: 200',
       '  fractions: [1]',
       '  seeds: [0]',
       '  protocols: [knn]',

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { aucWithCi, combineSeeds, delongAuc, midranks, rocAuc } from '../../../stages/evaluate/auc.js';
+import { aucWithCi, combinePaired, combineSeeds, delongAuc, delongPaired, midranks, pairedAuc, rocAuc, twoSidedP } from '../../../stages/evaluate/auc.js';
+import { random } from '../../../pipeline/random.js';
 import { MedsslError } from '../../../pipeline/failures.js';
 
 /** Brute force: pairs where the positive scores higher, ties count one half. */
@@ -97,5 +98,87 @@ describe('combineSeeds', () => {
     expect(three.auc).toBeCloseTo(0.8, 12);
     expect(three.sd).toBeCloseTo(0.1, 12);
     expect(three.ci[1] - three.ci[0]).toBeGreaterThan(one.ci[1] - one.ci[0]);
+  });
+});
+
+/** DeLong's paired variance from its definition: O(m n) placements, then the 2x2 covariance matrices. */
+function pairedByDefinition(a: number[], b: number[], labels: number[]): { delta: number; variance: number } {
+  const psi = (x: number, y: number) => (x > y ? 1 : x === y ? 0.5 : 0);
+  const P = labels.flatMap((y, i) => (y === 1 ? [i] : [])), N = labels.flatMap((y, i) => (y === 0 ? [i] : []));
+  const v10 = (s: number[]) => P.map((i) => N.reduce((t, j) => t + psi(s[i], s[j]), 0) / N.length);
+  const v01 = (s: number[]) => N.map((j) => P.reduce((t, i) => t + psi(s[i], s[j]), 0) / P.length);
+  const cov = (x: number[], y: number[]) => {
+    const mx = x.reduce((s, v) => s + v, 0) / x.length, my = y.reduce((s, v) => s + v, 0) / y.length;
+    return x.reduce((s, v, k) => s + (v - mx) * (y[k] - my), 0) / (x.length - 1);
+  };
+  const [xa, xb, ya, yb] = [v10(a), v10(b), v01(a), v01(b)];
+  const mean = (v: number[]) => v.reduce((s, x) => s + x, 0) / v.length;
+  return {
+    delta: mean(xa) - mean(xb),
+    variance: (cov(xa, xa) + cov(xb, xb) - 2 * cov(xa, xb)) / P.length + (cov(ya, ya) + cov(yb, yb) - 2 * cov(ya, yb)) / N.length,
+  };
+}
+
+describe('delongPaired', () => {
+  it('matches a case worked by hand: AUCs 7/8 and 5/8, var(delta) = 1/24, z = sqrt(1.5), p = 0.2207', () => {
+    // Positives a: 0.9 0.8 0.4 0.7, negatives a: 0.3 0.6 0.2 0.5 -> V10 = (1, 1, 1/2, 1), V01 = (1, 3/4, 1, 3/4), AUC 7/8.
+    // b: positives 0.7 0.9 0.5 0.2, negatives 0.4 0.6 0.1 0.8 -> V10 = (3/4, 3/4, 1/2, 1/4), V01 = (3/4, 1/2, 1, 1/4), AUC 5/8.
+    const r = delongPaired([0.9, 0.8, 0.4, 0.7, 0.3, 0.6, 0.2, 0.5], [0.7, 0.9, 0.5, 0.2, 0.4, 0.6, 0.1, 0.8], [1, 1, 1, 1, 0, 0, 0, 0]);
+    expect(r.delta).toBeCloseTo(0.25, 12);
+    expect(r.variance).toBeCloseTo(1 / 24, 12);
+    expect(r.z).toBeCloseTo(Math.sqrt(1.5), 10);
+    expect(r.p).toBeCloseTo(0.22067136, 6); // erfc(sqrt(0.75))
+  });
+
+  it('equals the definition on random scores with ties, and is antisymmetric', () => {
+    const rs = random(7).stream({ purpose: 'test' });
+    const n = 60;
+    const labels = Array.from({ length: n }, (_, i) => (i % 3 === 0 ? 1 : 0));
+    const a = labels.map((y) => Math.round((y + rs.normal()) * 4) / 4), b = labels.map((y, i) => Math.round((0.5 * y + a[i] * 0.5 + rs.normal()) * 4) / 4);
+    const ref = pairedByDefinition(a, b, labels);
+    const r = delongPaired(a, b, labels);
+    expect(r.delta).toBeCloseTo(ref.delta, 12);
+    expect(r.variance).toBeCloseTo(ref.variance, 12);
+    const back = delongPaired(b, a, labels);
+    expect(back.delta).toBeCloseTo(-r.delta, 12);
+    expect(back.p).toBeCloseTo(r.p, 12);
+  });
+
+  it('gives p = 1 for the same scores, and a small p for a clearly better scorer', () => {
+    const labels = Array.from({ length: 200 }, (_, i) => i % 2);
+    const rs = random(3).stream({ purpose: 'test' });
+    const good = labels.map((y) => y * 2 + rs.normal()), poor = labels.map((y) => y * 0.2 + rs.normal());
+    expect(delongPaired(good, good, labels).p).toBe(1);
+    expect(delongPaired(good, poor, labels).p).toBeLessThan(1e-6);
+  });
+});
+
+describe('twoSidedP', () => {
+  it('is the two-sided normal tail', () => {
+    expect(twoSidedP(0)).toBeCloseTo(1, 7);
+    expect(twoSidedP(1.959963984540054)).toBeCloseTo(0.05, 7);
+    expect(twoSidedP(-2.5758293035489)).toBeCloseTo(0.01, 7);
+  });
+});
+
+describe('combinePaired and pairedAuc', () => {
+  it('reduces to the one-seed test and adds the spread of the per-seed differences', () => {
+    const one = { delta: 0.02, variance: 0.0001, z: 2, p: twoSidedP(2) };
+    expect(combinePaired([one])).toEqual(one);
+    const three = combinePaired([{ ...one, delta: 0.01 }, one, { ...one, delta: 0.03 }]);
+    expect(three.delta).toBeCloseTo(0.02, 12);
+    expect(three.variance).toBeCloseTo(0.0001 + 0.0001 / 3, 12);
+    expect(three.p).toBeGreaterThan(one.p);
+  });
+
+  it('uses a paired bootstrap for a macro average over tasks', () => {
+    const rs = random(5).stream({ purpose: 'test' });
+    const n = 80, tasks = 2;
+    const labels = Array.from({ length: n * tasks }, (_, k) => ((k >> 1) + (k & 1)) % 2);
+    const a = labels.map((y) => 2 * y + rs.normal()), b = labels.map((y) => 0.1 * y + rs.normal());
+    const r = pairedAuc(a, b, labels, tasks, { resamples: 200 });
+    expect(r.delta).toBeCloseTo(aucWithCi(a, labels, tasks, { resamples: 0 }).auc - aucWithCi(b, labels, tasks, { resamples: 0 }).auc, 12);
+    expect(r.variance).toBeGreaterThan(0);
+    expect(r.p).toBeLessThan(0.05);
   });
 });

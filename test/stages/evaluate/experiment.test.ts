@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../schemas/config.js';
 import { MedsslError } from '../../../pipeline/failures.js';
-import { addConvergence, runExperiment, type ArmProvider, type ArmResult, type Preset } from '../../../stages/evaluate/experiment.js';
+import { addConvergence, crossing, runExperiment, type ArmProvider, type ArmResult, type Preset } from '../../../stages/evaluate/experiment.js';
 import { renderMarkdown, resultsDocument, writeReports } from '../../../stages/evaluate/report.js';
 import { syntheticDataset, tinyEncoder } from './tiny.js';
 
@@ -20,7 +20,7 @@ const preset: Preset = {
   convergenceFraction: 0.1,
   robustness: { protocol: 'linear', fraction: 1, grid: [{ kind: 'rotate', value: 90 }, { kind: 'scale', value: 0.5 }] },
   budgetSeconds: 60,
-  pretrainShare: 0.5,
+  pretrainImages: 64,
 };
 
 // A provider with one "pre-trained" arm (a fixed tiny encoder), 'none', and an arm whose pre-training fails.
@@ -76,6 +76,14 @@ describe('runExperiment + reports', () => {
     expect(evil.robustness!.points.map((p) => p.label)).toEqual(['rotate 90', 'scale 0.5']);
     expect(evil.robustness!.points[0].drop).toBeCloseTo(evil.robustness!.clean - evil.robustness!.points[0].auc, 12);
     expect(evil.convergence!.perSeed).toHaveLength(1);
+    // Every arm but 'none' is compared with it on the same test set: a paired DeLong p per protocol and fraction.
+    expect(synthetic.arms[0].protocols.linear!['1'].pVsNone).toBeUndefined();
+    for (const f of ['1', '0.5', '0.25', '0.1']) {
+      const r = evil.protocols.linear![f];
+      expect(r.pVsNone).toBeGreaterThanOrEqual(0);
+      expect(r.pVsNone).toBeLessThanOrEqual(1);
+      expect(r.vsNone!.delta).toBeCloseTo(r.auc - synthetic.arms[0].protocols.linear![f].auc, 12);
+    }
 
     const files = writeReports(doc, out);
     // results.json: the shape other tools read.
@@ -94,6 +102,8 @@ describe('runExperiment + reports', () => {
     expect(json.arms.map((a: { pretrained: boolean }) => a.pretrained)).toEqual([false, true]);
     expect(json.skipped.map((s: { name: string }) => s.name)).toEqual(['SimCLR', 'SimCLR']);
     expect(json.provenance.seeds).toEqual([0, 1]);
+    expect(typeof json.arms[1].fractions['0.1'].pVsNone).toBe('number');
+    expect(json.arms[0].fractions['0.1'].pVsNone).toBeUndefined();
 
     // report.html: escaped, self-contained, a results table and one titled SVG per plot.
     const html = fs.readFileSync(files.html, 'utf8');
@@ -153,7 +163,33 @@ describe('addConvergence', () => {
     ];
     addConvergence(arms, 0.1);
     expect(arms[0].convergence!.savedPercent).toBe(0);
-    expect(arms[1].convergence!.perSeed[0]).toEqual({ seed: 0, target: 0.85, baselineSteps: 30, steps: 10, savedPercent: 100 * (1 - 10 / 30) });
+    // 'fast' crosses 0.85 between (0, 0.5) and (10, 0.86): at 10 x 0.35 / 0.36 steps.
+    const steps = (10 * 0.35) / 0.36;
+    expect(arms[1].convergence!.perSeed[0].baselineSteps).toBe(30);
+    expect(arms[1].convergence!.perSeed[0].steps).toBeCloseTo(steps, 12);
+    expect(arms[1].convergence!.perSeed[0].savedPercent).toBeCloseTo(100 * (1 - steps / 30), 12);
     expect(arms[2].convergence!.savedPercent).toBeNull();
+    expect(arms[2].convergence!.reached).toBe(0);
+  });
+
+  it('interpolates the crossing between evaluations, from AUC 1/2 at step 0', () => {
+    const pts = (xs: Array<[number, number]>) => xs.map(([step, valAuc]) => ({ step, valAuc, loss: 0 }));
+    expect(crossing(pts([[8, 0.7], [16, 0.9]]), 0.8)).toBeCloseTo(12, 12);
+    expect(crossing(pts([[8, 0.9]]), 0.7)).toBeCloseTo(8 * 0.2 / 0.4, 12);
+    expect(crossing(pts([[8, 0.7], [16, 0.75]]), 0.8)).toBeNull();
+  });
+
+  it('does not average an arm over the seeds that reached the target only', () => {
+    const two = (name: string, kind: ArmResult['kind'], curves: Array<Array<[number, number]>>, best: number[]): ArmResult => ({
+      name, kind, pretrained: kind !== 'none', status: 'ok', seconds: { pretrain: 0, evaluate: 0 }, protocols: {},
+      curves: curves.map((pts, seed) => ({ fraction: 0.1, seed, bestStep: best[seed], points: pts.map(([step, valAuc]) => ({ step, valAuc, loss: 0 })) })),
+    });
+    const arms = [
+      two('none', 'none', [[[5, 0.7], [10, 0.8]], [[5, 0.75], [10, 0.8]]], [10, 10]),
+      two('half', 'simclr', [[[5, 0.9]], [[5, 0.6], [10, 0.7]]], [5, 10]),
+    ];
+    addConvergence(arms, 0.1);
+    expect(arms[1].convergence!.reached).toBe(1);
+    expect(arms[1].convergence!.savedPercent).toBeNull();
   });
 });

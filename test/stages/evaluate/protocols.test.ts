@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { tf } from '../../../pipeline/tensorflow.js';
 import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe } from '../../../stages/evaluate/protocols.js';
+import { recalibrateBatchNorm } from '../../../stages/evaluate/protocols.js';
 import { syntheticDataset, tinyEncoder } from './tiny.js';
 
 const data = syntheticDataset();
@@ -54,5 +55,31 @@ describe('logisticRegression', () => {
     expect(Math.abs(gw / 8 + 2 * wd * p[0])).toBeLessThan(1e-4);
     expect(Math.abs(gb / 8)).toBeLessThan(1e-4);
     expect(p[0]).toBeGreaterThan(0.5);
+  });
+});
+
+describe('recalibrateBatchNorm', () => {
+  it('re-estimates every batch norm so that its output is centred and unit-variance on the calibration images', async () => {
+    const { standInEncoder } = await import('../../../pipeline/arms.js');
+    const { tf } = await import('../../../pipeline/tensorflow.js');
+    const { random } = await import('../../../pipeline/random.js');
+    const encoder = standInEncoder([8, 8, 1], 3, 4);
+    const rs = random(1).stream({ purpose: 'test' });
+    const images = Float32Array.from({ length: 64 * 64 }, () => 0.5 + 0.2 * rs.normal());
+    const bns = encoder.layers.filter((l) => l.getClassName() === 'BatchNormalization');
+    const outputStats = () => bns.map((bn) => tf.tidy(() => {
+      const y = tf.model({ inputs: encoder.inputs, outputs: bn.output as never }).predict(tf.tensor4d(images, [64, 8, 8, 1])) as never as import('@tensorflow/tfjs').Tensor;
+      const { mean, variance } = tf.moments(y, [0, 1, 2]);
+      return { mean: Array.from(mean.dataSync()), variance: Array.from(variance.dataSync()) };
+    }));
+    const before = outputStats();
+    expect(Math.max(...before.flatMap((s) => s.mean.map(Math.abs)))).toBeGreaterThan(0.05); // mean 0 / var 1: not centred
+    await recalibrateBatchNorm(encoder, images, [8, 8, 1], 16);
+    for (const s of outputStats()) {
+      for (const m of s.mean) expect(Math.abs(m)).toBeLessThan(1e-3);
+      // var / (var + epsilon): just under 1 for the small variances of a random network
+      for (const v of s.variance) { expect(v).toBeGreaterThan(0.97); expect(v).toBeLessThan(1.001); }
+    }
+    encoder.dispose();
   });
 });
