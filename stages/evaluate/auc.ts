@@ -65,16 +65,9 @@ export function rocAuc(scores: ArrayLike<number>, labels: ArrayLike<number>, tas
 
 /** AUC with DeLong's variance and the normal 95% interval AUC +- 1.96 sqrt(var), clipped to [0, 1]. */
 export function delongAuc(scores: ArrayLike<number>, labels: ArrayLike<number>, task = 'auc'): AucResult {
-  const { pos, neg } = checkInputs(scores, labels, task);
-  const m = pos.length, n = neg.length;
-  const tz = midranks([...pos, ...neg]);
-  const tx = midranks(pos), ty = midranks(neg);
   // Placements: V10_i = fraction of negatives below positive i (ties 1/2); V01_j = fraction of positives above negative j.
-  const v10 = new Float64Array(m), v01 = new Float64Array(n);
-  let sum = 0;
-  for (let i = 0; i < m; i++) { v10[i] = (tz[i] - tx[i]) / n; sum += tz[i]; }
-  for (let j = 0; j < n; j++) v01[j] = 1 - (tz[m + j] - ty[j]) / m;
-  const auc = (sum - (m * (m + 1)) / 2) / (m * n);
+  const { auc, v10, v01 } = placements(scores, labels, task);
+  const m = v10.length, n = v01.length;
   const s10 = sampleVariance(v10), s01 = sampleVariance(v01);
   const variance = (m > 1 ? s10 / m : 0) + (n > 1 ? s01 / n : 0);
   const half = Z95 * Math.sqrt(variance);

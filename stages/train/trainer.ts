@@ -175,14 +175,7 @@ export class Trainer {
     const views = this.viewsFor(batch);
     const groups = modalityGroups(batch, t.clustering);
     // State the step needs exists before it runs (a new modality's prototypes, queues): never created inside a step.
-    if (this.usesSwav && this.perModalityPrototypes) {
-      for (const g of groups) {
-        const name = prototypeName(g.modality);
-        if (this.params.has(name)) continue;
-        addPrototypes(this.params, name, this.config.model.projection.out, this.config.model.prototypes);
-        this.opt.prepare(this.params.vars, [name]);
-      }
-    }
+    this.addGroupPrototypes(groups);
     const queues = new Map(groups.map((g) => [g, this.usesSwav ? this.queueFor(g, batch.epoch) : null]));
     const frozen = step < t.freezePrototypesSteps;
     const inputs = this.stepInputs(batch, views, groups, lr, lambda);
@@ -236,14 +229,7 @@ export class Trainer {
     const lambda = t.objective === 'hybrid' ? lambdaAt(t, step) : undefined;
     const views = this.viewsFor(batch);
     const groups = agreed.groups;
-    if (this.usesSwav && this.perModalityPrototypes) {
-      for (const g of groups) {
-        const name = prototypeName(g.modality);
-        if (this.params.has(name)) continue;
-        addPrototypes(this.params, name, this.config.model.projection.out, this.config.model.prototypes);
-        this.opt.prepare(this.params.vars, [name]);
-      }
-    }
+    this.addGroupPrototypes(groups);
     const queues = new Map(groups.map((g) => [g, this.usesSwav ? this.queueFor(g, batch.epoch) : null]));
     const frozen = step < t.freezePrototypesSteps;
     const inputs = this.stepInputs(batch, views, groups.filter((g) => g.size > 0), lr, lambda);
@@ -341,6 +327,17 @@ export class Trainer {
    */
   endOfData(): void {
     if (this.world) this.agree(null, this.world);
+  }
+
+  /** A new modality's prototypes (per-modality clustering), made before any step reads them. */
+  private addGroupPrototypes(groups: Group[]): void {
+    if (!this.usesSwav || !this.perModalityPrototypes) return;
+    for (const g of groups) {
+      const name = prototypeName(g.modality);
+      if (this.params.has(name)) continue;
+      addPrototypes(this.params, name, this.config.model.projection.out, this.config.model.prototypes);
+      this.opt.prepare(this.params.vars, [name]);
+    }
   }
 
   /** The step's per-step values, by name: its only inputs besides the state. */
