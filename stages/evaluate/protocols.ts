@@ -8,6 +8,7 @@ import { tf } from '../../pipeline/tensorflow.js';
 import { random } from '../../pipeline/random.js';
 import { aucWithCi, type AucResult } from './auc.js';
 import type { LabelledSplit } from './datasets.js';
+import { FinetuneStep } from './finetune-step.js';
 
 export type Encoder = TF.LayersModel;
 /** Images ([n, H, W, C] row-major) to scores ([n, tasks]); disposes nothing of its caller. */
@@ -68,6 +69,8 @@ export interface FinetuneResult extends ProtocolResult {
   curve: CurvePoint[];
   bestStep: number;
   stepsRun: number;
+  /** How the updates ran: compiled graphs, steps run as graphs and eagerly, and why any stayed eager. */
+  steps: FinetuneStep['stats'];
 }
 
 const tasksOf = (s: LabelledSplit) => s.labels.length / s.n;
@@ -205,7 +208,8 @@ export function knnProbe(encoder: Encoder, train: LabelledSplit, val: LabelledSp
 const normalise = (x: TF.Tensor2D) => x.div(x.norm('euclidean', 1, true).add(1e-12));
 
 /**
- * Fine-tuning: encoder + a zero-initialised linear head trained end to end with sigmoid cross-entropy (Adam).
+ * Fine-tuning: encoder + a zero-initialised linear head trained end to end with sigmoid cross-entropy (Adam), each
+ * update one FinetuneStep (a TensorFlow graph on the native backends).
  * Validation AUC every `evalEvery` steps gives the convergence curve; the weights of the best validation AUC are
  * kept (early stopping after `patience` evaluations without improvement) and scored on the test set.
  * The encoder is trained in place and becomes part of the fine-tuned model: pass a copy (cloneEncoder) to keep the
@@ -216,7 +220,7 @@ export async function finetune(encoder: Encoder, train: LabelledSplit, val: Labe
   const input = tf.input({ shape: [train.height, train.width, train.channels] });
   const head = tf.layers.dense({ units: tasks, kernelInitializer: 'zeros', biasInitializer: 'zeros' });
   const model = tf.model({ inputs: input, outputs: head.apply(encoder.apply(input)) as TF.SymbolicTensor });
-  model.compile({ optimizer: tf.train.adam(opts.lr ?? 1e-3), loss: (y: TF.Tensor, logits: TF.Tensor) => tf.losses.sigmoidCrossEntropy(y, logits) });
+  const update = new FinetuneStep(model, opts.lr ?? 1e-3);
   const batch = Math.min(opts.batchSize ?? 64, train.n);
   const evalEvery = opts.evalEvery ?? 25, patience = opts.patience ?? 0;
   const size = train.height * train.width * train.channels;
@@ -234,11 +238,9 @@ export async function finetune(encoder: Encoder, train: LabelledSplit, val: Labe
       copyImage(train.images, i, xb, k, train.height, train.width, train.channels, !!flip);
       yb.set(train.labels.subarray(i * tasks, (i + 1) * tasks), k * tasks);
     }
-    const x = tf.tensor4d(xb, [batch, train.height, train.width, train.channels]), y = tf.tensor2d(yb, [batch, tasks]);
-    const loss = (await model.trainOnBatch(x, y)) as number;
-    x.dispose(); y.dispose();
-    lossSum += loss; lossCount++;
+    lossSum += update.run(xb, [batch, train.height, train.width, train.channels], yb, tasks); lossCount++;
     if (step % evalEvery === 0 || step === opts.steps) {
+      update.sync();
       const valAuc = aucWithCi(score(val), val.labels, tasks, { resamples: 0 }).auc;
       curve.push({ step, loss: lossSum / lossCount, valAuc });
       lossSum = 0; lossCount = 0;
@@ -249,9 +251,11 @@ export async function finetune(encoder: Encoder, train: LabelledSplit, val: Labe
       } else if (patience > 0 && ++since >= patience) break;
     }
   }
+  update.sync();
   model.setWeights(best.weights);
   for (const w of best.weights) w.dispose();
-  const optimizer = model.optimizer;
+  const steps = update.stats;
+  update.dispose();
   const testScores = score(test);
   return {
     test: aucWithCi(testScores, test.labels, tasks),
@@ -260,8 +264,9 @@ export async function finetune(encoder: Encoder, train: LabelledSplit, val: Labe
     curve,
     bestStep: best.step,
     stepsRun: Math.min(step, opts.steps),
+    steps,
     scorer: score,
-    dispose: () => { optimizer.dispose(); model.dispose(); },
+    dispose: () => { model.dispose(); },
   };
 }
 

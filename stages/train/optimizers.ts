@@ -32,7 +32,10 @@ export class Optimizer {
   private slot(name: string, like: Tensor): Variable {
     let s = this.slots.get(name);
     if (!s) {
-      s = tf.variable(tf.zerosLike(like), false, undefined, 'float32');
+      // The variable shares the zeros' data: dispose the tensor object itself.
+      const zeros = tf.zerosLike(like);
+      s = tf.variable(zeros, false, undefined, 'float32');
+      zeros.dispose();
       this.slots.set(name, s);
     }
     return s;

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { backendInfo, tf } from '../../../pipeline/tensorflow.js';
 import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe } from '../../../stages/evaluate/protocols.js';
 import { recalibrateBatchNorm } from '../../../stages/evaluate/protocols.js';
-import { syntheticDataset, tinyEncoder } from './tiny.js';
+import { syntheticDataset, tinyBnEncoder, tinyEncoder } from './tiny.js';
 
 const data = syntheticDataset();
 
@@ -41,6 +41,39 @@ describe('protocols on a tiny encoder', () => {
     expect(extractFeatures(enc, data.test).data).toEqual(before);
     r.dispose(); enc.dispose();
     expect(tf.memory().numTensors).toBeLessThan(200);
+  });
+});
+
+describe('fine-tuning steps', () => {
+  const run = async (graph: boolean) => {
+    const before = process.env.MEDSSL_GRAPH;
+    if (graph) delete process.env.MEDSSL_GRAPH; else process.env.MEDSSL_GRAPH = '0';
+    try {
+      const n0 = tf.memory().numTensors;
+      const enc = tinyBnEncoder();
+      const r = await finetune(enc, data.train, data.val, data.test, { steps: 12, batchSize: 16, evalEvery: 4, seed: 0, lr: 0.01, flip: true });
+      const movingMean = enc.weights.find((w) => /moving_mean/.test(w.name))!.read().dataSync().slice();
+      const scores = r.scorer(data.test);
+      r.dispose();
+      // Nothing of the updates outlives the result (tfjs-layers keeps at most one initial value per weight it built).
+      expect(tf.memory().numTensors - n0).toBeLessThanOrEqual(enc.weights.length);
+      return { r, movingMean, scores };
+    } finally {
+      if (before === undefined) delete process.env.MEDSSL_GRAPH; else process.env.MEDSSL_GRAPH = before;
+    }
+  };
+
+  it('run as one TensorFlow graph on the native backend, with the eager updates\' losses, batch statistics and scores', async () => {
+    expect(backendInfo.backend).toMatch(/^tensorflow/);
+    const graph = await run(true), eager = await run(false);
+    expect(graph.r.steps).toMatchObject({ compiled: 1, graphSteps: 12, eagerSteps: 0, notes: [] });
+    expect(eager.r.steps.graphSteps).toBe(0);
+    // The layers' moving statistics are updated inside the graph too (they start at 0).
+    expect(Math.max(...graph.movingMean.map(Math.abs))).toBeGreaterThan(1e-3);
+    graph.movingMean.forEach((v, i) => expect(v).toBeCloseTo(eager.movingMean[i], 4));
+    graph.r.curve.forEach((p, i) => expect(p.loss).toBeCloseTo(eager.r.curve[i].loss, 4));
+    expect(graph.r.bestStep).toBe(eager.r.bestStep);
+    graph.scores.forEach((v, i) => expect(v).toBeCloseTo(eager.scores[i], 3));
   });
 });
 

@@ -13,6 +13,18 @@ export function tinyEncoder(size = 8, seed = 0): Encoder {
   return model;
 }
 
+/** The same with batch normalisation (its moving statistics change when fine-tuned). */
+export function tinyBnEncoder(size = 8, seed = 0): Encoder {
+  const input = tf.input({ shape: [size, size, 1] });
+  let x = tf.layers.conv2d({ filters: 6, kernelSize: 3, padding: 'same', useBias: false }).apply(input) as ReturnType<typeof tf.input>;
+  x = tf.layers.batchNormalization({}).apply(x) as typeof x;
+  x = tf.layers.reLU().apply(x) as typeof x;
+  x = tf.layers.globalAveragePooling2d({}).apply(x) as typeof x;
+  const model = tf.model({ inputs: input, outputs: x });
+  initialiseWeights(model, seed);
+  return model;
+}
+
 /** Positives carry a bright 3x3 square at a random place; everything has uniform noise. */
 export function syntheticSplit(n: number, seed: number, size = 8, positiveRate = 0.4): LabelledSplit {
   const images = new Float32Array(n * size * size), labels = new Float32Array(n);
