@@ -103,6 +103,9 @@ const mdCode = (s: string) => {
 };
 
 /** The mean saving when every seed reached the target; else how many did. */
+/** Steps to the target, interpolated between evaluations: one decimal is all they resolve. */
+const stepsText = (steps: number | null | undefined) => (steps == null ? 'never' : Number.isInteger(steps) ? String(steps) : steps.toFixed(1));
+
 const savedText = (c: NonNullable<ArmResult['convergence']>) =>
   c.savedPercent !== null ? `${c.savedPercent.toFixed(0)}%` : `reached in ${c.reached}/${c.perSeed.length} seeds`;
 
@@ -129,7 +132,7 @@ export function renderMarkdown(doc: ResultsDocument): string {
       out.push('| arm | steps to reach no-pre-training best val AUC (per seed) | saved |', '|---|---|---|');
       for (const a of conv) {
         const c = a.convergence!;
-        out.push(`| ${mdText(a.name)} | ${c.perSeed.map((s) => `${s.steps ?? 'never'} / ${s.baselineSteps}`).join(', ')} | ${savedText(c)} |`);
+        out.push(`| ${mdText(a.name)} | ${c.perSeed.map((s) => `${stepsText(s.steps)} / ${s.baselineSteps}`).join(', ')} | ${savedText(c)} |`);
       }
       out.push('');
     }
@@ -217,7 +220,7 @@ export function renderHtml(doc: ResultsDocument): string {
       out.push(`<table><caption>Convergence: steps to reach the no-pre-training best validation AUC</caption><thead><tr><th>arm</th><th>steps / baseline steps (per seed)</th><th>saved</th></tr></thead><tbody>`);
       for (const a of conv) {
         const c = a.convergence!;
-        out.push(`<tr><td>${e(a.name)}</td><td>${e(c.perSeed.map((s) => `${s.steps ?? 'never'} / ${s.baselineSteps}`).join(', '))}</td><td>${e(savedText(c))}</td></tr>`);
+        out.push(`<tr><td>${e(a.name)}</td><td>${e(c.perSeed.map((s) => `${stepsText(s.steps)} / ${s.baselineSteps}`).join(', '))}</td><td>${e(savedText(c))}</td></tr>`);
       }
       out.push('</tbody></table>');
     }

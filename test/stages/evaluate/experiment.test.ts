@@ -123,6 +123,10 @@ describe('runExperiment + reports', () => {
     expect(md).toContain('| none | no |');
     expect(md).toContain('### Robustness');
     expect(md).toContain('SimCLR: not available here');
+    // Convergence steps are interpolated: one decimal, never a float's full expansion.
+    const interpolated = structuredClone(doc);
+    interpolated.datasets[0].arms[1].convergence!.perSeed[0].steps = 10 / 3;
+    expect(renderMarkdown(interpolated)).toContain('| 3.3 / ');
     // report.md is escaped like the HTML: Markdown renders inline HTML.
     expect(md).not.toContain('<script');
     expect(md).toContain('&lt;script&gt;alert(1)&lt;/script&gt;');
