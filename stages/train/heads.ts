@@ -3,7 +3,7 @@
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 import { tf } from '../../pipeline/tensorflow.js';
 import { batchNorm, relu } from './batchnorm.js';
-import { l2Normalize } from './ntxent-loss.js';
+import { l2Normalize } from './l2-normalize.js';
 import type { ParamStore } from './params.js';
 import { addBnParams, bnParams, type ForwardMode } from './resnet.js';
 

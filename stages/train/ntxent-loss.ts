@@ -3,8 +3,9 @@
 //   l(i, j) = -log( exp(sim(z_i, z_j) / tau) / sum_{k != i} exp(sim(z_i, z_k) / tau) ),   sim = cosine similarity
 //
 // averaged over all 2N anchors (each sample's two views are each other's positive; the other 2N - 2 are negatives).
-import type { Scalar, Tensor, Tensor2D } from '@tensorflow/tfjs';
+import type { Scalar, Tensor2D } from '@tensorflow/tfjs';
 import { tf } from '../../pipeline/tensorflow.js';
+import { l2Normalize } from './l2-normalize.js';
 
 /** z1, z2: [N, D] embeddings of the two views (normalised here, so any scale is fine). */
 export function ntXentLoss(z1: Tensor2D, z2: Tensor2D, temperature: number): Scalar {
@@ -50,9 +51,4 @@ export function ntXentLossSharded(z1: Tensor2D, z2: Tensor2D, temperature: numbe
     const picked = tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(positives, 2 * total)), 1);
     return tf.neg(tf.mean(picked)) as Scalar;
   });
-}
-
-/** Rows scaled to unit L2 norm (a tiny floor keeps an all-zero row finite). */
-export function l2Normalize<T extends Tensor>(x: T, axis = -1): T {
-  return tf.tidy(() => tf.div(x, tf.sqrt(tf.maximum(tf.sum(tf.square(x), axis, true), 1e-24))) as T);
 }

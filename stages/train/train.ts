@@ -11,6 +11,7 @@ import type { AlarmEvent, EpochEvent, MetricsEvent, StepEvent } from '../../sche
 import type { Batch } from '../../schemas/records.js';
 import { type Gate, pull } from '../../pipeline/flow.js';
 import type { Communicator } from '../../pipeline/mpi.js';
+import { objectiveFor } from './objectives/index.js';
 import { Trainer } from './trainer.js';
 
 export interface TrainOptions {
@@ -151,11 +152,15 @@ export class CollapseWatch {
   private losses: number[] = [];
   private usages: number[] = [];
   private quietUntil = 0;
-  constructor(private readonly config: Config) {}
+  /** Only an objective with prototypes can collapse this way. */
+  private readonly clusters: boolean;
+  constructor(private readonly config: Config) {
+    this.clusters = objectiveFor(config).heads.prototypes;
+  }
 
   observe(e: StepEvent): AlarmEvent | null {
     const t = this.config.train;
-    if (t.objective !== 'swav' && t.objective !== 'hybrid') return null;
+    if (!this.clusters) return null;
     const a = t.alarm;
     this.losses.push(e.sslLoss ?? e.loss);
     if (e.prototypeUsage !== undefined) this.usages.push(e.prototypeUsage);

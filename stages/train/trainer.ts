@@ -1,10 +1,12 @@
-// One network, its optimizer and queues, and the training step for each objective. The RxJS stage (train.ts)
-// drives it; checkpoint.ts saves and restores it.
+// One network, its optimizer and queues, and the training step. The RxJS stage (train.ts) drives it; checkpoint.ts
+// saves and restores it.
 //
 // The step is a functional forward pass over named tf.Variables differentiated with tf.variableGrads: crops of the
 // same resolution are stacked and go through the encoder together (as SwAV's multi-crop wrapper does, so each
-// resolution has its own batch statistics), the projection head and prototypes see all crops at once, and
-// the only value read back from the device is one small vector of metrics per step.
+// resolution has its own batch statistics). What follows the encoder is the objective's (objectives/: the heads it
+// trains, the crops it looks at, its loss, the names of its metrics); the trainer asks it rather than testing
+// `train.objective`. The only value read back from the device is one small vector of metrics per step, decoded by
+// the objective's metric names.
 //
 // On the native backends the step runs as a TensorFlow graph (graph/): the first time a step of a given structure
 // comes, it runs eagerly once while what it asks of TensorFlow is recorded, its effect is rolled back, and the record
@@ -18,21 +20,20 @@ import type { Config } from '../../schemas/config.js';
 import type { Batch } from '../../schemas/records.js';
 import { MedsslError } from '../../pipeline/failures.js';
 import type { BnObservation } from './batchnorm.js';
-import { addClassifierParams, addProjectionParams, addPrototypes, classify, normalizePrototypes, project, prototypeName } from './heads.js';
-import { ntXentLoss } from './ntxent-loss.js';
+import { addClassifierParams, addProjectionParams, addPrototypes, normalizePrototypes, prototypeName } from './heads.js';
+import { type Group, type Kept, namedMetrics, type Objective, objectiveFor, type StepAgreement } from './objectives/index.js';
 import { Optimizer } from './optimizers.js';
 import { ParamStore } from './params.js';
 import { EmbeddingQueue } from './queue.js';
 import { addEncoderParams, encode, type EncoderSpec, encoderSpec, updateMovingStats } from './resnet.js';
-import { lambdaAt, learningRate } from './schedule.js';
-import { sigmoidCrossEntropy } from './supervised-loss.js';
-import { assignedCodes, swavLoss } from './swav-loss.js';
+import { learningRate } from './schedule.js';
 import { type Capture, GraphSteps, type StateSlot } from './graph/engine.js';
 import type { HostTensor } from './graph/graph-step.js';
 import { DT } from './graph/libtensorflow.js';
 import type { Communicator } from '../../pipeline/mpi.js';
-import { allEqual, distributedCodes, gatherRows } from './distributed.js';
-import { ntXentLossSharded } from './ntxent-loss.js';
+import { allEqual } from './distributed.js';
+
+export type { Group } from './objectives/index.js';
 
 /** What one step reports (numbers already read back from the device). */
 export interface StepResult {
@@ -62,23 +63,13 @@ export interface TrainerOptions {
   world?: Communicator;
 }
 
-/** What the ranks agreed on before a data-parallel step. */
-interface StepAgreement {
-  /** The step's groups, the same on every rank; a group this rank has no rows of has size 0. */
-  groups: Group[];
-  /** Rows of each group over all ranks. */
-  groupRows: number[];
-  /** Rows of the global batch. */
-  rows: number;
-  /** Labelled rows over all ranks. */
-  labelled: number;
-}
-
 export class Trainer {
   private readonly params: ParamStore;
   private readonly opt: Optimizer;
   private readonly embeddingQueues = new Map<string, EmbeddingQueue>();
   readonly spec: EncoderSpec;
+  /** What the step trains for (train.objective). */
+  readonly objective: Objective;
   position: TrainerPosition = { step: 0, last: null };
   /** Steps run as graphs (null: every step eager). */
   private readonly graphs: GraphSteps | null;
@@ -90,8 +81,10 @@ export class Trainer {
 
   constructor(readonly config: Config, readonly channels: number, readonly numLabels: number, opts: TrainerOptions = {}) {
     const t = config.train;
-    if ((t.objective === 'supervised' || t.objective === 'hybrid') && numLabels < 1) {
-      throw new RangeError(`objective ${t.objective} needs labelled batches (numLabels >= 1)`);
+    const objective = objectiveFor(config);
+    this.objective = objective;
+    if (objective.labelled && numLabels < 1) {
+      throw new RangeError(`objective ${objective.name} needs labelled batches (numLabels >= 1)`);
     }
     this.world = opts.world ?? null;
     const native = backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu';
@@ -101,13 +94,13 @@ export class Trainer {
     const store = this.params;
     this.spec = encoderSpec(config.model, channels, config.augment.global.size);
     addEncoderParams(store, this.spec);
-    if (t.objective !== 'supervised') {
+    const heads = objective.heads;
+    if (heads.projection) {
       addProjectionParams(store, { featureDim: this.spec.featureDim, hidden: config.model.projection.hidden, out: config.model.projection.out });
     }
-    if (t.objective === 'swav' || t.objective === 'hybrid') {
-      if (!this.perModalityPrototypes) addPrototypes(store, prototypeName(null), config.model.projection.out, config.model.prototypes);
-    }
-    if (numLabels > 0 && (t.objective === 'supervised' || t.objective === 'hybrid')) addClassifierParams(store, this.spec.featureDim, numLabels);
+    // Per-modality prototypes are made on first sight of their modality (addGroupPrototypes).
+    if (heads.prototypes && !this.perModalityPrototypes) addPrototypes(store, prototypeName(null), config.model.projection.out, config.model.prototypes);
+    if (numLabels > 0 && heads.classifier) addClassifierParams(store, this.spec.featureDim, numLabels);
     this.opt = new Optimizer(t.optimizer);
     this.opt.prepare(store.vars, store.trainable);
   }
@@ -161,27 +154,23 @@ export class Trainer {
     return this.config.train.clustering === 'uni-modal' && this.config.train.prototypesPerModality;
   }
 
-  private get usesSwav(): boolean {
-    return this.config.train.objective === 'swav' || this.config.train.objective === 'hybrid';
-  }
-
   /** One optimizer step on `batch`. `totalSteps` sets the cosine schedule's length. */
   async trainStep(batch: Batch, totalSteps: number): Promise<StepResult> {
     if (this.world) return this.parallelStep(batch, totalSteps, this.world);
     const t = this.config.train;
     const step = this.position.step;
     const lr = learningRate(t.optimizer, step, totalSteps);
-    const lambda = t.objective === 'hybrid' ? lambdaAt(t, step) : undefined;
-    const views = this.viewsFor(batch);
+    const lambda = this.objective.lambda?.(step);
+    const views = this.objective.views(batch);
     const groups = modalityGroups(batch, t.clustering);
     // State the step needs exists before it runs (a new modality's prototypes, queues): never created inside a step.
     this.addGroupPrototypes(groups);
-    const queues = new Map(groups.map((g) => [g, this.usesSwav ? this.queueFor(g, batch.epoch) : null]));
+    const queues = new Map(groups.map((g) => [g, this.objective.queues ? this.queueFor(g, batch.epoch) : null]));
     const frozen = step < t.freezePrototypesSteps;
     const inputs = this.stepInputs(batch, views, groups, lr, lambda);
     // What fixes the step's graph: everything that changes which ops run or their shapes.
     const key = [
-      t.objective, frozen, batch.ids.length, batch.views.map((v) => `${v.kind}${v.size}x${v.channels}`).join(','),
+      this.objective.name, frozen, batch.ids.length, batch.views.map((v) => `${v.kind}${v.size}x${v.channels}`).join(','),
       groups.map((g) => `${g.modality}:${g.size}:${g.rows ? 'rows' : 'all'}:${queues.get(g)?.full ? 'queue' : queues.get(g) ? 'filling' : '-'}`).join(','),
       batch.labels && batch.numLabels > 0 ? `labels${batch.numLabels}` : '', batch.labelMask ? 'mask' : '',
     ].join('|');
@@ -216,9 +205,10 @@ export class Trainer {
   }
 
   /**
-   * One data-parallel step: this rank's share of the global batch, with batch statistics, Sinkhorn's sums, SimCLR's
-   * candidates and the supervised denominator taken over every rank, and the gradients averaged over the ranks in one
-   * fused allreduce before the optimizer (so LARS sees the averaged gradients). Every rank ends with the same weights.
+   * One data-parallel step: this rank's share of the global batch, through the same objective (which takes Sinkhorn's
+   * sums, SimCLR's candidates and the supervised denominator over every rank when given `dp`), batch statistics over
+   * every rank, and the gradients averaged over the ranks in one fused allreduce before the optimizer (so LARS sees the
+   * averaged gradients) with the objective's metric shares. Every rank ends with the same weights.
    */
   private async parallelStep(batch: Batch, totalSteps: number, world: Communicator): Promise<StepResult> {
     const t = this.config.train;
@@ -226,11 +216,11 @@ export class Trainer {
     const agreed = this.agree(batch, world);
     const step = this.position.step;
     const lr = learningRate(t.optimizer, step, totalSteps);
-    const lambda = t.objective === 'hybrid' ? lambdaAt(t, step) : undefined;
-    const views = this.viewsFor(batch);
+    const lambda = this.objective.lambda?.(step);
+    const views = this.objective.views(batch);
     const groups = agreed.groups;
     this.addGroupPrototypes(groups);
-    const queues = new Map(groups.map((g) => [g, this.usesSwav ? this.queueFor(g, batch.epoch) : null]));
+    const queues = new Map(groups.map((g) => [g, this.objective.queues ? this.queueFor(g, batch.epoch) : null]));
     const frozen = step < t.freezePrototypesSteps;
     const inputs = this.stepInputs(batch, views, groups.filter((g) => g.size > 0), lr, lambda);
     const metrics = this.eagerStep(batch, views, groups, queues, frozen, inputs, undefined, { world, agreed }).metrics;
@@ -331,7 +321,7 @@ export class Trainer {
 
   /** A new modality's prototypes (per-modality clustering), made before any step reads them. */
   private addGroupPrototypes(groups: Group[]): void {
-    if (!this.usesSwav || !this.perModalityPrototypes) return;
+    if (!this.objective.heads.prototypes || !this.perModalityPrototypes) return;
     for (const g of groups) {
       const name = prototypeName(g.modality);
       if (this.params.has(name)) continue;
@@ -359,13 +349,17 @@ export class Trainer {
     return inputs;
   }
 
-  /** The step on tfjs tensors: forward, loss, gradients, update. Returns the metrics vector (not yet read). */
+  /**
+   * The step on tfjs tensors: encoder, the objective's loss, gradients, update. Returns the metrics vector in the
+   * objective's metric order (not yet read).
+   */
   private eagerStep(batch: Batch, views: number[], groups: Group[], queues: Map<Group, EmbeddingQueue | null>, frozen: boolean, inputs: Map<string, HostTensor>, capture?: Capture, dp?: { world: Communicator; agreed: StepAgreement }): { metrics: Tensor1D } {
     const t = this.config.train;
     const store = this.params;
     const b = batch.ids.length;
     const observed: BnObservation[] = [];
-    const kept: { scores: Array<{ group: Group; assigned: Tensor2D[]; queue?: Tensor2D[]; z: Tensor2D[]; codes?: Tensor2D[] }>; parts: Tensor[] } = { scores: [], parts: [] };
+    // What the objective keeps past the gradient's scope: its loss parts and SwAV's assignments (disposed below).
+    const kept: Kept = { parts: {}, assignments: [] };
     // Data-parallel with synchronised batch norm: statistics over every rank's rows.
     const mode = { training: true, observed, ...(dp && t.syncBatchNorm ? { sync: dp.world } : {}) };
     // Every per-step value enters as one of these tensors, so a graph of this step knows them as its inputs. They are
@@ -383,62 +377,14 @@ export class Trainer {
     const varList = names.map((n) => store.get(n));
 
     const lossFn = (): Scalar => {
-      // Encoder per resolution, then features back in view order.
+      // Encoder per resolution, then features back in view order; the rest is the objective's.
       const featsByView: Tensor2D[] = new Array(views.length);
       for (const g of stacked) {
         const f = encode(store, this.spec, g.x, mode);
         g.views.forEach((v, i) => { featsByView[v] = tf.slice(f, [i * b, 0], [b, f.shape[1]]); });
       }
-      const ordered = views.map((_, i) => featsByView[i]);
-      let sup: Scalar | null = null;
-      if (t.objective === 'supervised' || t.objective === 'hybrid') {
-        const globals = views.map((v, i) => ({ v, i })).filter((x) => batch.views[x.v].kind === 'global').map((x) => ordered[x.i]);
-        if (labels && mask) {
-          const logits = classify(store, tf.concat(globals, 0) as Tensor2D);
-          const y = tf.tile(labels, [globals.length, 1]) as Tensor2D;
-          const m = tf.tile(mask, [globals.length]) as Tensor1D;
-          // Data-parallel: divided by every rank's labelled rows / ranks, so that the mean over ranks is the global mean.
-          sup = dp ? sigmoidCrossEntropy(logits, y, m, Math.max(globals.length * dp.agreed.labelled, 1) / dp.world.size) : sigmoidCrossEntropy(logits, y, m);
-        } else {
-          // A batch without labels adds no supervised term (the hybrid objective's unlabelled part).
-          sup = tf.scalar(0);
-        }
-        if (t.objective === 'supervised') {
-          kept.parts = [tf.keep(tf.clone(sup))];
-          return sup;
-        }
-      }
-      const z = project(store, tf.concat(ordered, 0) as Tensor2D, mode);
-      const zByView = views.map((_, i) => tf.slice(z, [i * b, 0], [b, z.shape[1]]) as Tensor2D);
-      if (t.objective === 'simclr') {
-        const loss = dp
-          ? ntXentLossSharded(zByView[0], zByView[1], t.temperature, (zv) => gatherRows(zv, dp.world), dp.world.rank)
-          : ntXentLoss(zByView[0], zByView[1], t.temperature);
-        kept.parts = [tf.keep(tf.clone(loss))];
-        return loss;
-      }
-      let ssl: Tensor = tf.scalar(0);
-      if (dp) {
-        ssl = this.parallelSwav(zByView, groups, queues, dp.world, input, kept);
-      } else for (const g of groups) {
-        const c = store.get(prototypeName(this.perModalityPrototypes ? g.modality : null)) as Tensor as Tensor2D;
-        const rows = g.rows ? input(`rows:${g.modality}`) : null;
-        const zg = zByView.map((zv) => (rows ? tf.gather(zv, rows) : zv) as Tensor2D);
-        const cropScores = zg.map((zv) => tf.matMul(zv, c) as Tensor2D);
-        const queue = queues.get(g);
-        const queueScores = queue?.full ? queue.scores(c) : undefined;
-        const l = swavLoss(cropScores, { temperature: t.temperature, epsilon: t.epsilon, iterations: t.sinkhornIterations, cropsForAssign: t.cropsForAssign, queueScores });
-        ssl = tf.add(ssl, tf.mul(l, g.size / b));
-        kept.scores.push({
-          group: g,
-          assigned: t.cropsForAssign.map((a) => tf.keep(tf.clone(cropScores[a]))),
-          queue: queueScores?.map((q) => tf.keep(tf.clone(q))),
-          z: t.cropsForAssign.map((a) => tf.keep(tf.clone(zg[a]))),
-        });
-      }
-      const total = sup ? tf.add(sup, tf.mul(ssl, input('lambda'))) : ssl;
-      kept.parts = [tf.keep(tf.clone(total)), tf.keep(tf.clone(ssl)), ...(sup ? [tf.keep(tf.clone(sup))] : [])];
-      return total as Scalar;
+      const features = views.map((_, i) => featsByView[i]);
+      return this.objective.loss({ store, batch, views, features, mode, labels, mask, groups, queues, input, ...(dp ? { dp } : {}) }, kept);
     };
 
     let metrics: Tensor1D;
@@ -451,7 +397,7 @@ export class Trainer {
       let reduced: Float32Array | null = null;
       if (dp) {
         // One fused allreduce: gradients, batch statistics (without synchronised batch norm) and the metrics' sums.
-        const local = this.parallelMetrics(kept, groups);
+        const local = this.objective.rankShare(kept, groups);
         const fused = fuseStep(names, byParam, t.syncBatchNorm ? [] : observed, local, (n) => store.get(n).shape);
         dp.world.allreduce(fused.buffer, 'sum', 'step');
         byParam = fused.gradients(dp.world.size);
@@ -465,15 +411,16 @@ export class Trainer {
       normalizePrototypes(store, names.filter((n) => n.startsWith('prototypes')));
       updateMovingStats(store, observed);
       metrics = dp
-        ? tf.tensor1d(this.parallelResult(reduced as Float32Array, kept.parts.length, dp.agreed, dp.world.size))
-        : tf.tidy(() => tf.concat([...kept.parts.map((p) => tf.reshape(p, [1])), ...this.codeMetrics(kept.scores)]) as Tensor1D);
+        ? tf.tensor1d(this.objective.fromRankSums(reduced as Float32Array, dp.agreed, dp.world.size))
+        : tf.tidy(() => tf.concat(this.objective.metricTensors(kept)) as Tensor1D);
       // The queue gets this batch's embeddings after they were used (SwAV fills it after the loss).
-      for (const s of kept.scores) {
+      for (const s of kept.assignments) {
         queues.get(s.group)?.push(s.z);
       }
     } finally {
-      tf.dispose([...(mask && !inputs.has('mask') ? [mask] : []), ...kept.parts]);
-      for (const s of kept.scores) tf.dispose([...s.assigned, ...(s.queue ?? []), ...s.z, ...(s.codes ?? [])]);
+      // One tensor may stand under two metric names: dispose each once.
+      tf.dispose([...(mask && !inputs.has('mask') ? [mask] : []), ...new Set(Object.values(kept.parts))]);
+      for (const s of kept.assignments) tf.dispose([...s.assigned, ...(s.queue ?? []), ...s.z, ...(s.codes ?? [])]);
       for (const o of observed) tf.dispose([o.mean, o.variance]);
     }
     capture?.(made, metrics);
@@ -481,133 +428,15 @@ export class Trainer {
     return { metrics };
   }
 
-  /**
-   * Data-parallel SwAV: each group's scores on this rank (none where it has no rows of the group), the codes of every
-   * (group, assigned crop) from one distributed Sinkhorn-Knopp (the sums over all ranks' rows, and the rank's own queue
-   * rows), then the swapped-prediction loss over this rank's rows.
-   */
-  private parallelSwav(zByView: Tensor2D[], groups: Group[], queues: Map<Group, EmbeddingQueue | null>, world: Communicator, input: (name: string) => Tensor, kept: { scores: Array<{ group: Group; assigned: Tensor2D[]; z: Tensor2D[]; codes?: Tensor2D[] }> }): Tensor {
-    const t = this.config.train;
-    const b = zByView[0].shape[0];
-    const assign = t.cropsForAssign;
-    const per = groups.map((g) => {
-      if (g.size === 0) return null;
-      const c = this.params.get(prototypeName(this.perModalityPrototypes ? g.modality : null)) as Tensor as Tensor2D;
-      const rows = g.rows ? input(`rows:${g.modality}`) : null;
-      const zg = zByView.map((zv) => (rows ? tf.gather(zv, rows) : zv) as Tensor2D);
-      const cropScores = zg.map((zv) => tf.matMul(zv, c) as Tensor2D);
-      const queue = queues.get(g);
-      return { g, zg, cropScores, queueScores: queue?.full ? queue.scores(c) : undefined };
-    });
-    const inputs = per.flatMap((p) => assign.map((a, i) => (p ? (p.queueScores ? tf.concat([p.queueScores[i], p.cropScores[a]], 0) as Tensor2D : p.cropScores[a]) : null)));
-    const codes = distributedCodes(inputs, this.config.model.prototypes, { epsilon: t.epsilon, iterations: t.sinkhornIterations }, world);
-    let ssl: Tensor = tf.scalar(0);
-    per.forEach((p, gi) => {
-      if (!p) return;
-      // With a queue, the batch's rows are the last ones.
-      const own = assign.map((_, i) => {
-        const q = codes[gi * assign.length + i] as Tensor2D;
-        return (p.queueScores ? tf.slice(q, [q.shape[0] - p.g.size, 0], [p.g.size, q.shape[1]]) : q) as Tensor2D;
-      });
-      const l = swavLoss(p.cropScores, { temperature: t.temperature, epsilon: t.epsilon, iterations: t.sinkhornIterations, cropsForAssign: assign, codes: own });
-      ssl = tf.add(ssl, tf.mul(l, p.g.size / b));
-      kept.scores.push({
-        group: p.g,
-        assigned: assign.map((a) => tf.keep(tf.clone(p.cropScores[a]))),
-        z: assign.map((a) => tf.keep(tf.clone(p.zg[a]))),
-        codes: own.map((q) => tf.keep(tf.clone(q))),
-      });
-    });
-    return ssl;
-  }
-
-  /**
-   * Data-parallel: this rank's share of the step's metrics, as sums the fused allreduce adds up: the loss parts (means
-   * over this rank's rows; averaged over ranks), the code entropy summed over rows, and per group how many of this
-   * rank's assigned crops each prototype won.
-   */
-  private parallelMetrics(kept: { scores: Array<{ group: Group; assigned: Tensor2D[]; codes?: Tensor2D[] }>; parts: Tensor[] }, groups: Group[]): Float32Array {
-    const parts = kept.parts.map((p) => (p.dataSync() as Float32Array)[0]);
-    if (!this.usesSwav) return Float32Array.from(parts);
-    const k = this.config.model.prototypes;
-    const out = new Float32Array(parts.length + 1 + groups.length * k);
-    out.set(parts);
-    let entropy = 0;
-    for (const s of kept.scores) {
-      const codes = s.codes as Tensor2D[];
-      const h = tf.tidy(() => tf.div(tf.addN(codes.map((q) => tf.neg(tf.sum(tf.mul(q, tf.log(tf.maximum(q, 1e-30))))))), codes.length));
-      entropy += (h.dataSync() as Float32Array)[0];
-      h.dispose();
-      const won = tf.tidy(() => tf.sum(tf.oneHot(tf.argMax(tf.concat(s.assigned, 0), 1), k), 0));
-      out.set(won.dataSync() as Float32Array, parts.length + 1 + groups.indexOf(s.group) * k);
-      won.dispose();
-    }
-    out[parts.length] = entropy;
-    return out;
-  }
-
-  /** The metrics vector of one process (loss parts, code entropy, prototype usage) from the ranks' summed shares. */
-  private parallelResult(sums: Float32Array, nParts: number, agreed: StepAgreement, ranks: number): Float32Array {
-    const parts = Array.from(sums.subarray(0, nParts), (v) => v / ranks);
-    if (!this.usesSwav) return Float32Array.from(parts);
-    const k = this.config.model.prototypes;
-    const crops = this.config.train.cropsForAssign.length;
-    const entropy = sums[nParts] / agreed.rows;
-    let usage = 0;
-    agreed.groupRows.forEach((rows, gi) => {
-      let used = 0;
-      for (let j = 0; j < k; j++) if (sums[nParts + 1 + gi * k + j] > 0) used++;
-      usage += (rows / agreed.rows) * (used / Math.min(k, crops * rows));
-    });
-    return Float32Array.from([...parts, entropy, usage]);
-  }
-
+  /** The step's result from its metrics vector, read by the objective's metric names. */
   private result(v: Float32Array | Int32Array | Uint8Array, lr: number, lambda: number | undefined): StepResult {
-    const o = this.config.train.objective;
-    if (o === 'supervised') return { loss: v[0], supervisedLoss: v[0], lr };
-    if (o === 'simclr') return { loss: v[0], lr };
-    if (o === 'swav') return { loss: v[0], lr, codeEntropy: v[2], prototypeUsage: v[3] };
-    return { loss: v[0], sslLoss: v[1], supervisedLoss: v[2], lambda, lr, codeEntropy: v[3], prototypeUsage: v[4] };
-  }
-
-  /** Mean code entropy (nats) and prototype usage over the groups, weighted by group size. */
-  private codeMetrics(scores: Array<{ group: Group; assigned: Tensor2D[]; queue?: Tensor2D[] }>): Tensor[] {
-    if (!this.usesSwav) return [];
-    const t = this.config.train;
-    const k = this.config.model.prototypes;
-    const total = scores.reduce((a, s) => a + s.group.size, 0);
-    let entropy: Tensor = tf.scalar(0);
-    let usage: Tensor = tf.scalar(0);
-    for (const s of scores) {
-      const w = s.group.size / total;
-      s.assigned.forEach((sc, i) => {
-        const q = assignedCodes(sc, s.queue?.[i], { epsilon: t.epsilon, iterations: t.sinkhornIterations });
-        const h = tf.neg(tf.mean(tf.sum(tf.mul(q, tf.log(tf.maximum(q, 1e-30))), 1)));
-        entropy = tf.add(entropy, tf.mul(h, w / s.assigned.length));
-      });
-      // A prototype is used when it is the best match of at least one assigned crop of the batch.
-      const winners = tf.oneHot(tf.argMax(tf.concat(s.assigned, 0), 1), k);
-      const used = tf.sum(tf.cast(tf.greater(tf.max(winners, 0), 0), 'float32'));
-      const rows = s.assigned.length * s.group.size;
-      usage = tf.add(usage, tf.mul(tf.div(used, Math.min(k, rows)), w));
-    }
-    return [tf.reshape(entropy, [1]), tf.reshape(usage, [1])];
-  }
-
-  /** The crops the objective looks at: all for SwAV, the two global crops for SimCLR, the globals for supervised. */
-  private viewsFor(batch: Batch): number[] {
-    const o = this.config.train.objective;
-    const all = batch.views.map((_, i) => i);
-    if (o === 'swav' || o === 'hybrid') {
-      if (all.length < 2) throw new RangeError(`objective ${o} needs at least 2 crops per sample, got ${all.length}`);
-      return all;
-    }
-    const globals = all.filter((i) => batch.views[i].kind === 'global');
-    if (o === 'simclr') {
-      if (globals.length < 2) throw new RangeError('objective simclr needs two global crops per sample');
-      return globals.slice(0, 2);
-    }
-    return globals.length ? globals : [0];
+    const m = namedMetrics(this.objective.metrics, v);
+    const some = <K extends keyof StepResult>(key: K, value: StepResult[K]) => (value === undefined ? {} : { [key]: value });
+    // Fields in a fixed order: metrics.jsonl's lines keep their key order whatever the objective.
+    return {
+      loss: m.loss as number, ...some('sslLoss', m.sslLoss), ...some('supervisedLoss', m.supervisedLoss), ...some('lambda', lambda),
+      lr, ...some('codeEntropy', m.codeEntropy), ...some('prototypeUsage', m.prototypeUsage),
+    };
   }
 
   private wanted(name: string, groups: Group[]): boolean {
@@ -633,15 +462,6 @@ export class Trainer {
     this.opt.dispose();
     for (const q of this.embeddingQueues.values()) q.dispose();
   }
-}
-
-/** Samples clustered together: the whole batch (multi-modal) or one modality's rows (uni-modal). */
-export interface Group {
-  /** null: all modalities together. */
-  modality: string | null;
-  /** Row indices into the batch; null means every row. */
-  rows: Int32Array | null;
-  size: number;
 }
 
 /**
