@@ -32,7 +32,7 @@ export {
   type DatasetSpec, type ArmResult, type DatasetResult, type FractionResult, type ConvergenceResult, type RobustnessResult,
 } from '../stages/evaluate/experiment.js';
 export { resultsDocument, writeReports, renderMarkdown, renderHtml, type ResultsDocument, type Provenance } from '../stages/evaluate/report.js';
-export { defaultArms, experimentArms, trainerArms, armConfig, standInEncoder, freshEncoder, ArmNotWired, type TrainerDeps } from './arms.js';
+export { experimentArms, trainerArms, armConfig, armSteps, armEpochs, freshEncoder, type TrainerDeps } from './arms.js';
 export {
   CacheStore, CACHE_SCHEMA_VERSION, CacheError, CorruptRecordError, encodeRecord, decodeRecord, checkRecord, readHeader, recordKey, sourceKey, contentKey,
   type CacheStoreOptions, type SourceMarker, type RecordHeader, type PreparationInfo,
@@ -55,6 +55,6 @@ export { train, CollapseWatch, type TrainOptions } from '../stages/train/train.j
 export { Trainer, modalityGroups, type StepResult, type TrainerPosition, type TrainerOptions } from '../stages/train/trainer.js';
 export { syncBatchNorm, distributedCodes, gatherRows } from '../stages/train/distributed.js';
 export { pretrain, type PretrainOptions, type PretrainResult } from '../stages/train/pretrain.js';
-export { loadEncoder, exportEncoder, saveCheckpoint, loadCheckpoint, type Encoder } from '../stages/train/checkpoint.js';
+export { loadEncoder, exportEncoder, saveCheckpoint, loadCheckpoint } from '../stages/train/checkpoint.js';
 export { encoderSpec, encoderModel, type EncoderSpec } from '../stages/train/resnet.js';
 export { learningRate, lambdaAt } from '../stages/train/schedule.js';
