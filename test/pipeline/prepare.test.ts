@@ -10,7 +10,7 @@ import { ingest } from '../../stages/cache/ingest.js';
 import { CacheStore } from '../../stages/cache/store.js';
 import { readNpz } from '../../stages/source/npy.js';
 import { MedsslError } from '../../pipeline/failures.js';
-import type { SourceItem } from '../../schemas/records.js';
+import type { NormalizedImage, SourceItem } from '../../schemas/records.js';
 import { sample } from '../shared.js';
 import { snapshot, tempDir, writePneumoniaNpy, writeSyntheticNpy } from '../stages/cache/data.js';
 
@@ -69,3 +69,38 @@ async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   for await (const x of it) out.push(x);
   return out;
 }
+
+describe('one path: the chain a program wires is the chain ingest caches', () => {
+  it('prepareImages over a gated stream gives exactly the records ingestInputs stores, keyed by preparationHash', async () => {
+    const { lastValueFrom: last, toArray: all } = await import('rxjs');
+    const { Gate, settle } = await import('../../pipeline/flow.js');
+    const { FailureLog } = await import('../../pipeline/failures.js');
+    const { ingestInputs } = await import('../../pipeline/prepare.js');
+    const { replay } = await import('../../stages/cache/replay.js');
+    const dir = tempDir();
+    writePneumoniaNpy(dir, 6);
+    writeSyntheticNpy(dir, 2, 32, 3);
+    fs.copyFileSync(path.resolve('fixtures/data/dicom/pydicom/CT_small.dcm'), path.join(dir, 'ct.dcm'));
+    fs.copyFileSync(path.resolve('fixtures/data/dicom/pydicom/MR_truncated.dcm'), path.join(dir, 'broken.dcm'));
+    const config = loadConfig(undefined);
+    // As examples/custom-pipeline.ts wires it.
+    const gate = new Gate({ window: 4 });
+    const failures = new FailureLog(gate);
+    const streamed = await last(gate.source(listInputs([dir])).pipe(prepareImages(config, { failures, gate }), settle(gate), all()));
+    expect(failures.records.map((f) => [path.basename(f.file), f.stage])).toEqual([['broken.dcm', 'decode']]);
+    // As `medssl ingest` runs it.
+    const cache = path.join(dir, 'cache');
+    const summary = await ingestInputs(config, [dir], cache);
+    expect(summary).toMatchObject({ images: streamed.length, failures: 1 });
+    const stored = new Map<string, NormalizedImage>();
+    for await (const image of replay({ caches: [cache], seed: 0, epoch: 0, splits: ['train', 'val', 'test', 'none'] })) stored.set(image.id, image);
+    expect([...stored.keys()].sort()).toEqual(streamed.map((i) => i.id).sort());
+    for (const image of streamed) {
+      const s = stored.get(image.id)!;
+      expect(image.normalization).toBe(preparationHash(config));
+      expect(s.normalization).toBe(image.normalization);
+      expect([s.height, s.width, s.channels, s.modality]).toEqual([image.height, image.width, image.channels, image.modality]);
+      expect(Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength).equals(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.byteLength))).toBe(true);
+    }
+  });
+});
