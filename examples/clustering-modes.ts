@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import {
   CACHE_SCHEMA_VERSION, CacheStore, FailureLog, PRESETS, combineSeeds, extractFeatures, ingest, labelFractions, linearProbe,
   listInputs, loadEncoder, loadMedmnist, openTrainingPool, parseConfig, poolBatches, poolGate, preparationConfig,
-  preparationHash, prepareSource, pretrain, selectRows, subset,
+  preparationHash, prepareImages, pretrain, selectRows, subset,
   type Config, type SourceItem, type StepEvent, packageRoot } from 'medssl';
 
 const { values: args } = parseArgs({
@@ -57,7 +57,7 @@ const ingestFailures = new FailureLog();
 const store = CacheStore.open(cachePath, { compression: base.cache.compression });
 const summary = await ingest({
   sources: withModality(listInputs([data])),
-  prepare: prepareSource(base),
+  prepare: (failures) => prepareImages(base, { failures }),
   store,
   normalizationHash: preparationHash(base),
   preparation: { schemaVersion: CACHE_SCHEMA_VERSION, config: preparationConfig(base) },

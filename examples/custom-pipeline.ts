@@ -1,6 +1,9 @@
 // A pre-training pipeline wired in code, stage by stage: the program to copy when the CLI is not enough.
 //
-//   listSources -> Gate.source -> decode -> normalize -> augment -> settle -> toBatches -> train -> metrics events
+//   listInputs -> Gate.source -> prepareImages (decode -> normalize) -> augment -> settle -> toBatches -> train
+//
+// prepareImages is the chain `medssl ingest` runs on every source before caching it (same options, same
+// preparation key), so the images trained on here are the images a cache of the same config would replay.
 //
 // It shows the two contracts every stage keeps:
 // - backpressure: the Gate lets a source item in only while fewer than `window` are in flight, and the trainer pulls
@@ -20,7 +23,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { lastValueFrom, take, tap, toArray } from 'rxjs';
 import {
-  FailureLog, Gate, augment, decode, listSources, normalize, parseConfig, settle, toBatches, train,
+  FailureLog, Gate, augment, listInputs, parseConfig, prepareImages, settle, toBatches, train,
   type MetricsEvent, type SourceItem, type StepEvent, packageRoot } from 'medssl';
 
 const { values: args } = parseArgs({
@@ -58,13 +61,13 @@ let alive = 0, peakAlive = 0, frames = 0, largestFile = 0;
 const batches$ = gate.source(sources(inputs, perArchive)).pipe(
   // Given the gate, decode admits the extra frames of each volume or multi-frame file into the flight, so the window
   // counts frames: frames alive stay within the window plus the frames of one file.
-  decode({ failures, sliceAxis: 2, gate }),
+  // Frames of one value (padding slices) are dropped there and leave the flight (data.skipConstantFrames).
+  prepareImages(config, { failures, gate }),
   tap((image) => {
     frames++;
-    largestFile = Math.max(largestFile, image.frames);
+    largestFile = Math.max(largestFile, image.frame + 1);
     peakAlive = Math.max(peakAlive, ++alive);
   }),
-  normalize({ failures, config: config.normalize }),
   // The budget, in images: unsubscribing here stops the source and the decoder, while augment sees its input
   // complete and finishes the crops it has in flight (its worker pool closes cleanly).
   take(steps * batchSize),
@@ -93,7 +96,7 @@ console.log(JSON.stringify({
 async function* sources(inputs: string[], limit: number): AsyncGenerator<SourceItem> {
   for (const input of inputs) {
     let kept = 0;
-    for await (const item of listSources([input])) {
+    for await (const item of listInputs([input])) {
       if (item.format !== 'npz') yield item;
       // Val and test images are for evaluation: never pre-train on them.
       else if (item.split === 'train' && kept++ < limit) yield item;

@@ -2,7 +2,8 @@
 // supervised on the target's own full labelled training set, then the 10% protocols of the quick preset on top.
 // No real pre-training can expect to beat this; it bounds what the experiment's arms can show.
 //   npx tsx examples/evaluate-ceiling.ts [path/to/pneumoniamnist.npz]
-import { standInEncoder } from '../pipeline/arms.js';
+import { freshEncoder } from '../pipeline/arms.js';
+import { parseConfig } from '../schemas/config.js';
 import { combineSeeds } from '../stages/evaluate/auc.js';
 import { loadMedmnist, subset } from '../stages/evaluate/datasets.js';
 import { PRESETS } from '../stages/evaluate/experiment.js';
@@ -12,13 +13,15 @@ import { labelFractions } from '../stages/evaluate/splits.js';
 const file = process.argv[2] ?? 'fixtures/data/medmnist/pneumoniamnist.npz';
 const ds = loadMedmnist(file, { modality: 'radiography' });
 const quick = PRESETS.quick;
-const oracle = standInEncoder([28, 28, 1], 7);
+// The product's encoder for 28 x 28 grey images, freshly initialised from a seed (what 'no pre-training' evaluates).
+const config = parseConfig({ augment: { global: { size: 28 } } });
+const oracle = freshEncoder(config, 1, 7);
 const sup = await finetune(oracle, ds.train, ds.val, ds.test, { steps: 400, batchSize: 64, evalEvery: 50, seed: 7 });
 console.log(`oracle: supervised on all ${ds.train.n} labels, test AUC ${sup.test.auc.toFixed(3)} (best step ${sup.bestStep})`);
 const rows: Record<string, Array<{ auc: number; variance: number }>> = { 'linear, random encoder': [], 'linear, oracle encoder': [], 'fine-tune, from scratch': [], 'fine-tune, from oracle': [] };
 for (const seed of quick.seeds) {
   const train = subset(ds.train, labelFractions(ds.train.labels, { fractions: [0.1], seed }).get(0.1)!);
-  const random = standInEncoder([28, 28, 1], seed);
+  const random = freshEncoder(config, 1, seed);
   rows['linear, random encoder'].push(linearProbe(random, train, ds.val, ds.test, quick.linear).test);
   rows['linear, oracle encoder'].push(linearProbe(oracle, train, ds.val, ds.test, quick.linear).test);
   const opts = { ...quick.finetune, seed };

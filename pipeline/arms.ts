@@ -2,18 +2,14 @@
 // to the trainer (stages/train): `pretrainArm` turns an arm of the config into a pre-trained encoder, and
 // `initEncoder` builds the same architecture from scratch for "no pre-training".
 //
-// Three providers, from least to most:
-// - `defaultArms`: no trainer at all, for evaluation-only use and tests: 'none' (fresh initialisation per evaluation
-//   seed) and 'random' (one fixed random encoder, frozen: the floor of the linear probe). Any other arm throws
-//   ArmNotWired and the runner records it as skipped instead of inventing numbers.
-// - `trainerArms(deps)`: every arm kind, given a trainer's pretrain()/loadEncoder() and a source of batches.
+// Two providers:
+// - `trainerArms(deps)`: every arm kind, given a trainer's pretrain()/loadEncoder(), its encoder architecture and a
+//   source of batches.
 // - `experimentArms(config)`: trainerArms bound to stages/train and the cached pool; what `medssl experiment` and
 //   `medssl run` use.
-import type * as TF from '@tensorflow/tfjs';
-import { tf } from './tensorflow.js';
 import { MedsslError } from './failures.js';
 import { parseConfig, type Config } from '../schemas/config.js';
-import { initialiseWeights, type Encoder } from '../stages/evaluate/protocols.js';
+import type { Encoder } from '../schemas/encoder.js';
 import type { ArmContext, ArmProvider, ArmSpec } from '../stages/evaluate/experiment.js';
 import path from 'node:path';
 import type { NormalizedImage } from '../schemas/records.js';
@@ -26,51 +22,13 @@ import { pretrain } from '../stages/train/pretrain.js';
 import { ParamStore } from '../stages/train/params.js';
 import { addEncoderParams, encoderModel, encoderSpec } from '../stages/train/resnet.js';
 
-/** The encoder architecture for arms without pre-training (and the stand-in trunk until the trainer's ResNet is wired). */
-export function standInEncoder(shape: [number, number, number], seed: number, width = 16): Encoder {
-  const input = tf.input({ shape });
-  let x = input as TF.SymbolicTensor;
-  const block = (filters: number, strides: number) => {
-    x = tf.layers.conv2d({ filters, kernelSize: 3, strides, padding: 'same', useBias: false }).apply(x) as TF.SymbolicTensor;
-    x = tf.layers.batchNormalization({ momentum: 0.9 }).apply(x) as TF.SymbolicTensor;
-    x = tf.layers.reLU().apply(x) as TF.SymbolicTensor;
-  };
-  block(width, 1);
-  block(width * 2, 2);
-  block(width * 4, 2);
-  block(width * 4, 1);
-  x = tf.layers.globalAveragePooling2d({}).apply(x) as TF.SymbolicTensor;
-  const model = tf.model({ inputs: input, outputs: x, name: 'encoder' });
-  initialiseWeights(model, seed);
-  return model;
-}
-
-export class ArmNotWired extends MedsslError {
-  constructor(arm: ArmSpec) {
-    super('unsupported', arm.name, `arm kind "${arm.kind}" needs pre-training, which this provider (defaultArms) does not do: use experimentArms`);
-  }
-}
-
-/** The default provider: 'none' and 'random' honestly; the pre-training arms throw ArmNotWired. */
-export const defaultArms: ArmProvider = {
-  initEncoder: (ctx: ArmContext, seed: number) => standInEncoder(ctx.inputShape, seed),
-  async pretrainArm(arm: ArmSpec, ctx: ArmContext): Promise<Encoder | null> {
-    switch (arm.kind) {
-      case 'none':
-      case 'none-bn':
-        return null;
-      case 'random':
-        return standInEncoder(ctx.inputShape, ctx.seed + 1_000_003);
-      default:
-        throw new ArmNotWired(arm);
-    }
-  },
-};
-
-/** What the trainer (stages/train) and the data pipeline provide (experimentArms below passes the real ones). */
-export interface TrainerDeps {
+/**
+ * What the trainer (stages/train) and the data pipeline provide (experimentArms below passes the real ones). `Data`
+ * is what an arm pre-trains on, as `batchesFor` describes it and `pretrain` receives it.
+ */
+export interface TrainerDeps<Data> {
   /** stages/train: pre-trains and writes the run (checkpoints, encoder) under runDir. */
-  pretrain(args: { config: Config; batches: unknown; runDir: string; resume: boolean; steps: number }): Promise<unknown>;
+  pretrain(args: { config: Config; batches: Data; runDir: string; resume: boolean; steps: number }): Promise<unknown>;
   /** stages/train: the encoder of a finished run, [N, H, W, C] -> [N, D]. */
   loadEncoder(runDir: string): Promise<Encoder>;
   /**
@@ -78,9 +36,9 @@ export interface TrainerDeps {
    * augment -> toBatches for the self-supervised arms; the train split of ctx.otherLabelled (with labels) for
    * 'supervised', and both for 'hybrid'. `config` is the arm's config (its train overrides applied, epochs sized).
    */
-  batchesFor(arm: ArmSpec, config: Config, ctx: ArmContext): unknown;
-  /** The trainer's encoder architecture, freshly initialised from `seed` (for 'none'). Default: the stand-in. */
-  buildEncoder?(shape: [number, number, number], seed: number): Encoder;
+  batchesFor(arm: ArmSpec, config: Config, ctx: ArmContext): Data;
+  /** The trainer's encoder architecture, freshly initialised from `seed` (for 'none', 'none-bn' and 'random'). */
+  buildEncoder(shape: [number, number, number], seed: number): Encoder;
   /** The cache stage's keys for the pre-training data (recorded in results.json provenance). */
   cacheKeys?(): Record<string, string>;
   /** Pool images for the 'none-bn' control (ArmProvider.calibrationImages). */
@@ -98,9 +56,9 @@ export const PER_TARGET: ReadonlySet<string> = new Set(['supervised', 'hybrid', 
  * pre-trained once and memoised (runDir per arm); the PER_TARGET ones once per target. Every run, of every arm, is
  * `ctx.pretrainImages / batchSize` optimizer steps: the same images seen by every encoder that is evaluated.
  */
-export function trainerArms(deps: TrainerDeps): ArmProvider {
+export function trainerArms<Data>(deps: TrainerDeps<Data>): ArmProvider {
   const runs = new Map<string, Promise<string>>();
-  const build = deps.buildEncoder ?? ((shape: [number, number, number], seed: number) => standInEncoder(shape, seed));
+  const build = deps.buildEncoder;
   return {
     initEncoder: (ctx, seed) => build(ctx.inputShape, seed),
     cacheKeys: deps.cacheKeys,
@@ -131,9 +89,18 @@ export function armRunDir(arm: ArmSpec, ctx: Pick<ArmContext, 'runDir' | 'target
   return PER_TARGET.has(arm.kind) ? `${ctx.runDir}/${ctx.target.name.replace(/[^A-Za-z0-9_.-]+/g, '-')}` : ctx.runDir;
 }
 
-/** Optimizer steps of every pre-training run: the images every arm sees, in whole batches. */
+/** Optimizer steps of every pre-training run: the images every arm sees, in whole batches (at least one). */
 export function armSteps(config: Config, pretrainImages: number): number {
   return Math.max(1, Math.floor(pretrainImages / config.train.batchSize));
+}
+
+/**
+ * How a run of exactly `steps` optimizer steps is cut into epochs of the pool's `stepsPerEpoch` batches: whole
+ * epochs, the last one cut short by the step count.
+ */
+export function armEpochs(steps: number, stepsPerEpoch: number): { epochs: number; stepsPerEpoch: number } {
+  const perEpoch = Math.max(1, stepsPerEpoch);
+  return { epochs: Math.ceil(steps / perEpoch), stepsPerEpoch: perEpoch };
 }
 
 /** The arm's config: its `train` overrides over the experiment's. */
@@ -185,7 +152,7 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
   const names = sourceNames(config, []);
   const fileName = (f: string) => names.component(path.basename(f));
   const sourceFile = (image: NormalizedImage) => image.sourceId.split('#')[0].split('/').pop() ?? '';
-  return trainerArms({
+  return trainerArms<ArmData>({
     loadEncoder,
     buildEncoder: (shape, seed) => freshEncoder(config, shape[2], seed),
     // The 'none-bn' control's images: crop 0 (a global view at the evaluation size) of the first images of the
@@ -229,8 +196,7 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
         ...(arm.kind === 'hybrid' ? { labelled: (image: NormalizedImage) => names.has(sourceFile(image)) } : {}),
       };
     },
-    async pretrain({ config: armConfig, batches, runDir, steps }) {
-      const data = batches as ArmData;
+    async pretrain({ config: armConfig, batches: data, runDir, steps }) {
       const pool = await openPool(data, armConfig);
       const size = data.modality ? pool.modalities.filter(data.modality).length : pool.size;
       if (size < armConfig.train.batchSize) {
@@ -239,9 +205,8 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
           : `the pre-training pool has ${size} images${data.modality ? ' of the target modality' : ''}, fewer than one batch (train.batchSize ${armConfig.train.batchSize}): add data to data.inputs or lower train.batchSize`);
       }
       const numLabels = data.labelled ? labelWidth(pool) : 0;
-      // Exactly `steps` optimizer steps whatever the pool: epochs of stepsPerEpoch batches, the last one cut short.
-      const stepsPerEpoch = Math.max(1, poolStepsPerEpoch(pool, armConfig));
-      const epochs = Math.ceil(steps / stepsPerEpoch);
+      // Exactly `steps` optimizer steps whatever the pool.
+      const { epochs, stepsPerEpoch } = armEpochs(steps, poolStepsPerEpoch(pool, armConfig));
       const sized = { ...armConfig, train: { ...armConfig.train, epochs, stepsPerEpoch } };
       const gate = poolGate(sized);
       const failures = new FailureLog(gate);

@@ -6,10 +6,10 @@ export { FailureLog, MedsslError, guard, toFailure, type GuardOptions } from './
 export { walkFiles, fromHighland, toHighland, writeJsonl, readJsonl } from './bridge.js';
 export { loadConfig, stableHash } from './config.js';
 export { listSources, detectFormat, medmnistModality, type SourceOptions } from '../stages/source/source.js';
-export { decode, decodeItem, decodeFile, type DecodeOptions, type DecodedFile } from '../stages/decode/decode.js';
+export { decode, decodeItem, decodeFile, decodeThreads, arrayFrames, type DecodeOptions, type DecodeItemOptions, type DecodeThreads, type DecodedFile } from '../stages/decode/decode.js';
 export { Keyring, privacyKeyring, warnPublicKey, SourceNames, PRIVACY_KEY_ENV, type KeyKind } from './privacy.js';
 export { normalize, normalizeImage, modalityRule, foregroundZScore, unitScale, resampleToSpacing, type NormalizeOptions, type ModalityRule } from '../stages/normalize/normalize.js';
-export { hounsfieldWindow, modalityLut, percentiles, otsuThreshold } from '../stages/normalize/intensity.js';
+export { hounsfieldWindow, modalityLut, percentiles, otsuThreshold, minMax, toChannels } from '../stages/normalize/intensity.js';
 export { augment, resolveWorkers, type AugmentOptions } from '../stages/augment/augment.js';
 export { multiCrop, cropSet, cropSetValues, randomResizedBox, drawIntensity, drawRendering, renderCrop, cropPlan, intensityRange, type CropBox, type IntensityParams } from '../stages/augment/crops.js';
 export { toBatches, stackBatch, composeStratified, type BatchOptions } from '../stages/augment/batch.js';
@@ -32,7 +32,7 @@ export {
   type DatasetSpec, type ArmResult, type DatasetResult, type FractionResult, type ConvergenceResult, type RobustnessResult,
 } from '../stages/evaluate/experiment.js';
 export { resultsDocument, writeReports, renderMarkdown, renderHtml, type ResultsDocument, type Provenance } from '../stages/evaluate/report.js';
-export { defaultArms, experimentArms, trainerArms, armConfig, standInEncoder, freshEncoder, ArmNotWired, type TrainerDeps } from './arms.js';
+export { experimentArms, trainerArms, armConfig, armSteps, armEpochs, freshEncoder, type TrainerDeps } from './arms.js';
 export {
   CacheStore, CACHE_SCHEMA_VERSION, CacheError, CorruptRecordError, encodeRecord, decodeRecord, checkRecord, readHeader, recordKey, sourceKey, contentKey,
   type CacheStoreOptions, type SourceMarker, type RecordHeader, type PreparationInfo,
@@ -41,7 +41,7 @@ export { ingest, shardOf, parseShard, type IngestOptions, type IngestProgress, t
 export { replay, replay$, CacheDataset, type ReplayOptions, type DatasetOptions, type EpochOptions } from '../stages/cache/replay.js';
 export { SPLIT_GROUPS, type SplitGroup } from '../stages/cache/ordinal-index.js';
 export { verifyCache, cacheStats, indexCache, type VerifyReport, type CacheStats, type IndexSummary } from '../stages/cache/verify.js';
-export { listInputs, prepareSource, prepareInWorkers, preparationHash, preparationConfig, sourceNames, ingestInputs, PREPARE_VERSION, type IngestInputsOptions } from './prepare.js';
+export { listInputs, prepareImages, preparationHash, preparationConfig, sourceNames, ingestInputs, PREPARE_VERSION, type IngestInputsOptions, type PrepareOptions } from './prepare.js';
 export { packageVersion, packageRoot } from './version.js';
 export { tf, backendInfo, loadTensorflow, tensorflowLoaded, tensorflowEnvironment, type BackendInfo, type BackendName } from './tensorflow.js';
 export { runExperimentJob, experimentSummary, presetFor } from './job.js';
@@ -55,6 +55,6 @@ export { train, CollapseWatch, type TrainOptions } from '../stages/train/train.j
 export { Trainer, modalityGroups, type StepResult, type TrainerPosition, type TrainerOptions } from '../stages/train/trainer.js';
 export { syncBatchNorm, distributedCodes, gatherRows } from '../stages/train/distributed.js';
 export { pretrain, type PretrainOptions, type PretrainResult } from '../stages/train/pretrain.js';
-export { loadEncoder, exportEncoder, saveCheckpoint, loadCheckpoint, type Encoder } from '../stages/train/checkpoint.js';
+export { loadEncoder, exportEncoder, saveCheckpoint, loadCheckpoint } from '../stages/train/checkpoint.js';
 export { encoderSpec, encoderModel, type EncoderSpec } from '../stages/train/resnet.js';
 export { learningRate, lambdaAt } from '../stages/train/schedule.js';

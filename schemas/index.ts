@@ -1,3 +1,4 @@
 export * from './records.js';
 export * from './metrics.js';
 export * from './config.js';
+export * from './encoder.js';

@@ -16,7 +16,7 @@ const isPixelArray = (v: unknown): v is PixelArray =>
 export const PixelArraySchema = z.custom<PixelArray>(isPixelArray, { message: 'expected a typed pixel array' });
 export const Float32ArraySchema = z.custom<Float32Array>((v) => v instanceof Float32Array, { message: 'expected Float32Array' });
 
-export const FORMATS = ['dicom', 'nifti', 'npz', 'image'] as const;
+export const FORMATS = ['dicom', 'nifti', 'npz', 'npy', 'image'] as const;
 export const Format = z.enum(FORMATS);
 export type Format = z.infer<typeof Format>;
 
@@ -44,6 +44,12 @@ export const SourceItem = z.object({
   error: z.object({ code: z.enum(['unreadable', 'not-found']), reason: z.string() }).optional(),
 });
 export type SourceItem = z.infer<typeof SourceItem>;
+
+/**
+ * A SourceItem on its way into the decode stage, with the file's bytes when a step before has read them already
+ * (ingest reads each file once, to hash it, and hands the bytes on). Without bytes, decode reads the file.
+ */
+export type SourceInput = SourceItem & { bytes?: Uint8Array };
 
 /** One 2-D frame (DICOM frame, NIfTI slice, MedMNIST image) with the stored values before any LUT. */
 export const DecodedImage = z.object({

@@ -1,19 +1,21 @@
-// Ingest: run the deterministic part of the pipeline (decode + normalize, given as `prepare`) once per source and
-// store its output in the cache. Resumable (sources whose done marker exists are skipped after hashing their bytes)
+// Ingest: run the deterministic part of the pipeline (the decode -> normalize operators, given as `prepare`) once per
+// source and store its output in the cache. Resumable (sources whose done marker exists are skipped after hashing their bytes)
 // and crash-safe (a source's records and marker share one LMDB transaction).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { firstValueFrom, mergeMap, from, defer, filter, count } from 'rxjs';
-import type { FailureRecord, NormalizedImage, SourceItem } from '../../schemas/records.js';
+import { type OperatorFunction, concatMap, count, defer, filter, firstValueFrom, from, lastValueFrom, mergeMap, of, takeWhile } from 'rxjs';
+import type { FailureRecord, NormalizedImage, SourceInput, SourceItem } from '../../schemas/records.js';
 import { FailureLog, MedsslError, toFailure } from '../../pipeline/failures.js';
 import { Gate, settle } from '../../pipeline/flow.js';
 import { type CacheStore, type PreparationInfo, type SourceMarker, CACHE_SCHEMA_VERSION, IndexBuildSuperseded, contentKey, encodeRecord } from './store.js';
 
-/** The deterministic preparation of one source: its normalized frames. Throw MedsslError for bad input. */
-export type Prepare = (
-  item: SourceItem,
-  bytes: Uint8Array | undefined,
-) => Iterable<NormalizedImage> | AsyncIterable<NormalizedImage> | Promise<Iterable<NormalizedImage>>;
+/**
+ * The deterministic preparation: the operators that turn a source into its normalized frames (decode -> normalize,
+ * pipeline/prepare.ts prepareImages), recording bad input on `failures` as every stage does. Ingest applies them to
+ * one source at a time, on a log of that source's own: the first failure ends the source, which is then remembered
+ * as failed with the frames it gave before.
+ */
+export type Prepare = (failures: FailureLog) => OperatorFunction<SourceInput, NormalizedImage>;
 
 /**
  * How the cache and the failure records name input files (pipeline/privacy.ts SourceNames: relative to their input
@@ -154,26 +156,33 @@ export async function ingest(opts: IngestOptions): Promise<IngestSummary> {
     let pending = 0;
     let failure: SourceMarker['failure'];
     try {
-      const bytes = item.entry && !opts.passContainerBytes ? undefined : read.bytes;
-      const images = await opts.prepare(item, bytes);
-      for await (const image of images as AsyncIterable<NormalizedImage>) {
-        // Records carry the hash they are keyed by: it covers the normalization config and everything else that
-        // shaped the image (decode options, preparation code version), so replayed images name their preparation.
-        const value = encodeRecord(image.normalization === prep ? image : { ...image, normalization: prep }, { compression: opts.compression });
-        frames.push(image.frame);
-        const group = image.split ?? 'none';
-        split = split === undefined || split === group ? group : 'mixed';
-        pendingFrames.push(image.frame);
-        pendingValues.push(value);
-        pending += value.length;
-        if (pending > maxTxn) {
-          // Too large for one transaction: write these frames now; they stay invisible until the marker lands.
-          await store.putRecords(prep, content, pendingFrames, pendingValues);
-          pendingFrames = [];
-          pendingValues = [];
-          pending = 0;
-        }
-      }
+      const input: SourceInput = item.entry && !opts.passContainerBytes ? item : { ...item, bytes: read.bytes };
+      const log = new FailureLog();
+      const images$ = of(input).pipe(
+        opts.prepare(log),
+        takeWhile(() => log.records.length === 0),
+        concatMap((image) => defer(async () => {
+          // Records carry the hash they are keyed by: it covers the normalization config and everything else that
+          // shaped the image (decode options, preparation code version), so replayed images name their preparation.
+          const value = encodeRecord(image.normalization === prep ? image : { ...image, normalization: prep }, { compression: opts.compression });
+          frames.push(image.frame);
+          const group = image.split ?? 'none';
+          split = split === undefined || split === group ? group : 'mixed';
+          pendingFrames.push(image.frame);
+          pendingValues.push(value);
+          pending += value.length;
+          if (pending > maxTxn) {
+            // Too large for one transaction: write these frames now; they stay invisible until the marker lands.
+            await store.putRecords(prep, content, pendingFrames, pendingValues);
+            pendingFrames = [];
+            pendingValues = [];
+            pending = 0;
+          }
+        })),
+      );
+      await lastValueFrom(images$, { defaultValue: undefined });
+      const first = log.records[0];
+      if (first) throw new MedsslError(first.code, first.file, first.reason);
     } catch (e) {
       const f = fail(e, item, 'ingest');
       if (!PERMANENT.has(f.code)) return;

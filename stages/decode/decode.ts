@@ -1,17 +1,18 @@
-// The decode stage: SourceItems (DICOM files, NIfTI volumes, MedMNIST .npz entries) to DecodedImages, one per
-// frame or slice, holding the stored values before any LUT plus the metadata downstream stages need. Raw PHI
+// The decode stage: SourceItems (DICOM files, NIfTI volumes, MedMNIST .npz entries, bare .npy arrays) to
+// DecodedImages, one per frame or slice, holding the stored values before any LUT plus the metadata downstream stages need. Raw PHI
 // (patient/study/series ids) never leaves this stage: only their keyed hashes (pipeline/privacy.ts) do.
 
 import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 import type { OperatorFunction } from 'rxjs';
 import type { Gate } from '../../pipeline/flow.js';
 import { type FailureLog, MedsslError, guard } from '../../pipeline/failures.js';
 import { type Keyring, privacyKeyring, warnPublicKey } from '../../pipeline/privacy.js';
 import { DataConfig } from '../../schemas/config.js';
-import type { DecodedImage, Dtype, PixelArray, SourceItem } from '../../schemas/records.js';
+import type { DecodedImage, Dtype, PixelArray, SourceInput, SourceItem } from '../../schemas/records.js';
 import { detectFormat } from '../source/source.js';
-import { readNpz, type NdArray } from '../source/npy.js';
+import { readNpy, readNpz, type NdArray } from '../source/npy.js';
 import { loadCodec } from './codecs.js';
 import { parseDicom, type DicomFile } from './dicom.js';
 import { dicomFrames, dicomMeta, encodingOf, geometryOf, type ImageGeometry } from './dicom-image.js';
@@ -35,6 +36,11 @@ export interface DecodeOptions {
   gate?: Gate;
   /** Files decoded at once (frames of one file always stay in order). Default 1: input order kept. */
   concurrency?: number;
+  /**
+   * Worker threads (decodeThreads) to decode on; absent: this thread. The frames and failures are the same either
+   * way. The caller owns the threads (one set serves many subscriptions, e.g. one per source during ingest).
+   */
+  threads?: DecodeThreads;
 }
 
 /**
@@ -42,11 +48,48 @@ export interface DecodeOptions {
  * decoded becomes one FailureRecord on `opts.failures` (stage 'decode'); frames emitted before a mid-file error are
  * kept. Completes when the input completes.
  */
-export function decode(opts: DecodeOptions): OperatorFunction<SourceItem, DecodedImage> {
-  const { failures, concurrency, gate, ...rest } = opts;
-  return guard((item: SourceItem) => (gate ? admitFrames(decodeItem(item, undefined, rest), gate) : decodeItem(item, undefined, rest)), {
+export function decode(opts: DecodeOptions): OperatorFunction<SourceInput, DecodedImage> {
+  const { failures, concurrency, gate, threads, ...rest } = opts;
+  const frames = (input: SourceInput): AsyncIterable<DecodedImage> => {
+    const { bytes, ...item } = input;
+    return threads ? threads.decode(item, bytes, rest) : decodeItem(item, bytes, rest);
+  };
+  return guard((input: SourceInput) => (gate ? admitFrames(frames(input), gate) : frames(input)), {
     stage: 'decode', failures, fileOf: (i) => i.path, idOf: (i) => i.id, concurrency: concurrency ?? 1,
   });
+}
+
+/** Worker threads that run decodeItem: `decode({ threads })` hands each item to one of them. */
+export interface DecodeThreads {
+  /** The frames of one item, decoded on a worker thread; throws the MedsslError the worker saw. */
+  decode(item: SourceItem, bytes: Uint8Array | undefined, options: DecodeItemOptions): AsyncIterable<DecodedImage>;
+  close(): Promise<void>;
+}
+
+/** What decodeItem needs besides the item (DecodeOptions without the operator's own fields). */
+export type DecodeItemOptions = Omit<DecodeOptions, 'failures' | 'gate' | 'concurrency' | 'threads'>;
+
+/**
+ * `count` worker threads for `decode({ threads })`. Their patient/study/series keys come from `privacyKeyFile`, else
+ * MEDSSL_PRIVACY_KEY, as privacyKeyring() reads them: a Keyring's secret never crosses to another thread. Close them
+ * when the streams that use them are done.
+ */
+export async function decodeThreads(count: number, opts: { privacyKeyFile?: string | null } = {}): Promise<DecodeThreads> {
+  const { Piscina } = await import('piscina');
+  const fromTs = import.meta.url.endsWith('.ts');
+  // From the TypeScript sources (tests, tsx) a bootstrap registers tsx in the worker; the compiled dist/ loads the .js.
+  const pool = new Piscina(fromTs
+    ? { filename: fileURLToPath(new URL('../../pipeline/ts-worker.mjs', import.meta.url)), workerData: { tsModule: new URL('./decode.worker.ts', import.meta.url).href }, minThreads: count, maxThreads: count }
+    : { filename: fileURLToPath(new URL('./decode.worker.js', import.meta.url)), minThreads: count, maxThreads: count });
+  return {
+    async *decode(item, bytes, options) {
+      const { privacy: _privacy, ...rest } = options;
+      const r = (await pool.run({ item, bytes, options: rest, privacyKeyFile: opts.privacyKeyFile ?? null })) as import('./decode.worker.js').DecodeResult;
+      yield* r.frames;
+      if (r.error) throw new MedsslError(r.error.code as never, r.error.file, r.error.reason);
+    },
+    close: () => pool.destroy(),
+  };
 }
 
 /**
@@ -54,7 +97,7 @@ export function decode(opts: DecodeOptions): OperatorFunction<SourceItem, Decode
  * says how many there are, and give back what a file announced but did not deliver (the failure record, which the
  * FailureLog releases, stands for one of them).
  */
-async function* admitFrames(frames: AsyncGenerator<DecodedImage>, gate: Gate): AsyncGenerator<DecodedImage> {
+async function* admitFrames(frames: AsyncIterable<DecodedImage>, gate: Gate): AsyncGenerator<DecodedImage> {
   let announced = 1, delivered = 0;
   // No other file comes in until this one's frame count is known, so at most one file's frames exceed the window.
   gate.hold();
@@ -83,11 +126,11 @@ async function* admitFrames(frames: AsyncGenerator<DecodedImage>, gate: Gate): A
   if (delivered < announced) gate.release(announced - Math.max(delivered, 1));
 }
 
-type Resolved = Required<Omit<DecodeOptions, 'failures' | 'concurrency' | 'gate'>>;
+type Resolved = Required<DecodeItemOptions>;
 
 let defaults: ReturnType<typeof DataConfig.parse> | undefined;
 
-function resolveOptions(opts: Omit<DecodeOptions, 'failures'>): Resolved {
+function resolveOptions(opts: DecodeItemOptions): Resolved {
   // Parsed once: a zod parse per file costs as much as decoding a small image.
   const d = (defaults ??= DataConfig.parse({}));
   return {
@@ -103,10 +146,14 @@ function resolveOptions(opts: Omit<DecodeOptions, 'failures'>): Resolved {
  * process, on the first file that needs them); everything after that is synchronous. Reads the file when `bytes`
  * is undefined. Throws MedsslError for bad input.
  */
-export async function* decodeItem(item: SourceItem, bytes: Uint8Array | undefined, options: Omit<DecodeOptions, 'failures'>): AsyncGenerator<DecodedImage> {
+export async function* decodeItem(item: SourceItem, bytes: Uint8Array | undefined, options: DecodeItemOptions): AsyncGenerator<DecodedImage> {
   const opts = resolveOptions(options);
   const file = item.path;
   if (item.error) throw new MedsslError(item.error.code, file, item.error.reason);
+  if (item.format === 'npy' || (item.format === undefined && file.toLowerCase().endsWith('.npy'))) {
+    yield* npyFrames(item, bytes, opts);
+    return;
+  }
   if (item.format === 'npz' || (item.entry !== undefined && /\.npz$/i.test(file))) {
     yield* npzFrames(item, bytes, opts);
     return;
@@ -242,6 +289,55 @@ function* npzFrames(item: SourceItem, bytes: Uint8Array | undefined, opts: Resol
   }
 }
 
+/**
+ * A bare .npy array: stored values without metadata (no modality, spacing or rescale), one DecodedImage per frame
+ * (arrayFrames). The normalize stage scales them by their own min and max (its 'minmax' rule).
+ */
+function* npyFrames(item: SourceItem, bytes: Uint8Array | undefined, opts: Resolved): Generator<DecodedImage> {
+  const file = item.path;
+  const array = readNpy(bytes ?? readBounded(file, opts.maxFileBytes), file, opts.maxFileBytes);
+  const frames = arrayFrames(array, file);
+  const patientKey = opts.privacy.key('patient', item.patientId);
+  for (const [f, frame] of frames.entries()) {
+    if (frame.height * frame.width * frame.channels > opts.maxPixels) {
+      throw new MedsslError('too-large', file, `frame of ${frame.height}x${frame.width}x${frame.channels} exceeds maxPixels ${opts.maxPixels}`);
+    }
+    yield clean({
+      id: `${item.id}#${f}`, sourceId: item.id, path: file, format: 'npy', frame: f, frames: frames.length,
+      modality: item.modality ?? 'OT', rows: frame.height, cols: frame.width, samples: frame.channels,
+      dtype: array.dtype === 'bool' ? 'uint8' : array.dtype, data: frame.values,
+      photometric: frame.channels === 3 ? 'RGB' : 'MONOCHROME2', rescale: { slope: 1, intercept: 0 }, spacing: null,
+      patientKey, label: item.label, split: item.split,
+    });
+  }
+}
+
+interface ArrayFrame {
+  height: number;
+  width: number;
+  channels: number;
+  values: PixelArray;
+}
+
+/**
+ * The 2-D frames of an array: (H, W) is one grey frame; (H, W, C) with C <= 4 one frame of C channels; otherwise
+ * (D, H, W) gives D grey slices and (D, H, W, C) D frames of C channels, slicing along the first axis.
+ */
+export function arrayFrames(a: NdArray, file: string): ArrayFrame[] {
+  if (a.fortranOrder) throw new MedsslError('unsupported', file, 'Fortran-order arrays are not supported');
+  const s = a.shape;
+  const frame = (h: number, w: number, c: number, count: number): ArrayFrame[] => {
+    const n = h * w * c;
+    return Array.from({ length: count }, (_, i) => ({ height: h, width: w, channels: c, values: a.data.subarray(i * n, (i + 1) * n) as PixelArray }));
+  };
+  if (s.some((d) => d === 0)) throw new MedsslError('invalid-value', file, `array of shape (${s.join(', ')}) is empty`);
+  if (s.length === 2) return frame(s[0], s[1], 1, 1);
+  if (s.length === 3 && s[2] <= 4) return frame(s[0], s[1], s[2], 1);
+  if (s.length === 3) return frame(s[1], s[2], 1, s[0]);
+  if (s.length === 4 && s[3] <= 4) return frame(s[1], s[2], s[3], s[0]);
+  throw new MedsslError('unsupported', file, `array of shape (${s.join(', ')}) is not an image, a stack or a volume`);
+}
+
 /** Drops undefined fields so records compare and serialise cleanly. */
 function clean(r: DecodedImage): DecodedImage {
   for (const k of Object.keys(r) as Array<keyof DecodedImage>) if (r[k] === undefined) delete r[k];
@@ -313,7 +409,7 @@ export interface DecodedFile {
 }
 
 /** A whole file at once (the `medssl decode` command and tests): every frame stacked, or the NIfTI volume as stored. */
-export async function decodeFile(file: string, options: Omit<DecodeOptions, 'failures'> = {}): Promise<DecodedFile> {
+export async function decodeFile(file: string, options: DecodeItemOptions = {}): Promise<DecodedFile> {
   const opts = resolveOptions(options);
   const raw = maybeGunzip(readBounded(file, opts.maxFileBytes), file, opts.maxFileBytes);
   const format = detectFormat(raw, file.toLowerCase().replace(/\.gz$/, ''));

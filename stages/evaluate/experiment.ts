@@ -8,7 +8,8 @@ import type { Config } from '../../schemas/config.js';
 import { combinePaired, combineSeeds, pairedAuc, type AucResult, type PairedAuc } from './auc.js';
 import { loadMedmnist, mapImages, subset, type LabelledDataset } from './datasets.js';
 import { DEFAULT_GRID, describePerturbation, perturb, type Perturbation } from './perturb.js';
-import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe, recalibrateBatchNorm, selectRows, type CurvePoint, type Encoder, type FeatureSet, type ProtocolResult } from './protocols.js';
+import type { Encoder } from '../../schemas/encoder.js';
+import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe, recalibrateBatchNorm, selectRows, type CurvePoint, type FeatureSet, type ProtocolResult } from './protocols.js';
 import { labelFractions } from './splits.js';
 import { aucWithCi } from './auc.js';
 

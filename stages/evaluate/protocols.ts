@@ -9,8 +9,8 @@ import { random } from '../../pipeline/random.js';
 import { aucWithCi, type AucResult } from './auc.js';
 import type { LabelledSplit } from './datasets.js';
 import { FinetuneStep } from './finetune-step.js';
+import type { Encoder } from '../../schemas/encoder.js';
 
-export type Encoder = TF.LayersModel;
 /** Images ([n, H, W, C] row-major) to scores ([n, tasks]); disposes nothing of its caller. */
 export type Scorer = (split: LabelledSplit) => Float32Array;
 

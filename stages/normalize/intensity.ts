@@ -114,3 +114,40 @@ export function repeatChannels(plane: Float32Array, channels: number): Float32Ar
 }
 
 const clamp = (v: number, lo: number, hi: number) => (v < lo ? lo : v > hi ? hi : v);
+
+/** Per-frame min-max to [0, 1] in float32 (NaN and infinities map to 0; a constant frame is all 0). */
+export function minMax(values: ArrayLike<number>): Float32Array {
+  let lo = Infinity, hi = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const out = new Float32Array(values.length);
+  const range = hi - lo;
+  if (!(range > 0) || !Number.isFinite(range)) return out;
+  const scale = 1 / range;
+  for (let i = 0; i < values.length; i++) {
+    const v = (values[i] - lo) * scale;
+    out[i] = v >= 0 && v <= 1 ? v : 0;
+  }
+  return out;
+}
+
+/** Channel count conversion: grey replicated to `to`, colour averaged to grey (alpha dropped). */
+export function toChannels(data: Float32Array, from: number, to: number): Float32Array {
+  if (from === to) return data;
+  const pixels = data.length / from;
+  const out = new Float32Array(pixels * to);
+  const colour = Math.min(from, 3);
+  for (let p = 0; p < pixels; p++) {
+    let grey = 0;
+    if (from === 1) grey = data[p];
+    else {
+      for (let c = 0; c < colour; c++) grey += data[p * from + c];
+      grey /= colour;
+    }
+    for (let c = 0; c < to; c++) out[p * to + c] = from === 1 || to === 1 ? grey : data[p * from + Math.min(c, colour - 1)];
+  }
+  return out;
+}

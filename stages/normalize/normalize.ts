@@ -5,30 +5,53 @@ import type { OperatorFunction } from 'rxjs';
 import type { NormalizeConfig } from '../../schemas/config.js';
 import type { DecodedImage, NormalizedImage } from '../../schemas/records.js';
 import { type FailureLog, MedsslError, guard } from '../../pipeline/failures.js';
-import { stableHash } from '../../pipeline/config.js';
+import type { Gate } from '../../pipeline/flow.js';
 import type { RandomStream } from '../../pipeline/random.js';
 import { resampleBox } from '../augment/resample.js';
-import { hounsfieldWindow, luma, modalityLut, otsuThreshold, percentileScale, percentiles, repeatChannels, ybrFullToRgb } from './intensity.js';
+import { hounsfieldWindow, luma, minMax, modalityLut, otsuThreshold, percentileScale, percentiles, repeatChannels, toChannels, ybrFullToRgb } from './intensity.js';
 
 export interface NormalizeOptions {
   failures: FailureLog;
   config: NormalizeConfig;
+  /**
+   * The key of the whole preparation (pipeline/prepare.ts preparationHash: this config, the decode options, the
+   * privacy key id, the code version), carried by every image as `normalization`. The cache keys records by it, so
+   * images made here and images replayed from a cache name their preparation the same way.
+   */
+  preparation: string;
+  /** Drop frames of one value (data.skipConstantFrames); bare .npy frames are always kept, as they always were. */
+  skipConstantFrames?: boolean;
+  /** The gate the images came through: a dropped frame leaves the flight. */
+  gate?: Gate;
 }
 
 /**
- * Applies the modality rule to each image. Emits one NormalizedImage per input, in order; an image that cannot be
- * normalized (inconsistent size, unsupported layout, absurd resampled size) becomes a FailureRecord (stage
- * 'normalize') and the stream goes on. CT in 'random' window mode yields all windows as renderings.
+ * Applies the modality rule to each image. Emits one NormalizedImage per input, in order (less the constant frames
+ * when asked to drop them); an image that cannot be normalized (inconsistent size, unsupported layout, absurd
+ * resampled size) becomes a FailureRecord (stage 'normalize') and the stream goes on. CT in 'random' window mode
+ * yields all windows as renderings.
  */
 export function normalize(opts: NormalizeOptions): OperatorFunction<DecodedImage, NormalizedImage> {
-  const hash = stableHash(opts.config);
-  return guard((image: DecodedImage) => normalizeImage(image, opts.config, undefined, hash), {
-    stage: 'normalize', failures: opts.failures, fileOf: (image) => image.path, idOf: (image) => image.id,
-  });
+  const { config, preparation, skipConstantFrames, gate } = opts;
+  return guard((image: DecodedImage) => {
+    const out = normalizeImage(image, config, undefined, preparation);
+    // A frame of one value (padding slices, the empty slices of a mask volume) teaches self-supervision nothing.
+    if (skipConstantFrames && image.format !== 'npy' && isConstant(out.data)) {
+      gate?.release();
+      return [];
+    }
+    return [out];
+  }, { stage: 'normalize', failures: opts.failures, fileOf: (image) => image.path, idOf: (image) => image.id });
+}
+
+function isConstant(data: Float32Array): boolean {
+  const first = data[0];
+  for (let i = 1; i < data.length; i++) if (data[i] !== first) return false;
+  return true;
 }
 
 /** Which rule an image gets. */
-export type ModalityRule = 'ct' | 'mr' | 'radiography' | 'unit' | 'other';
+export type ModalityRule = 'ct' | 'mr' | 'radiography' | 'unit' | 'other' | 'minmax';
 
 const RADIOGRAPHY = new Set(['CR', 'DX', 'MG', 'RG', 'IO', 'PX', 'DR']);
 const UNIT = new Set(['US', 'OT', 'SC', 'XC', 'ES', 'GM', 'SM', 'IVUS', 'OP']);
@@ -40,6 +63,8 @@ const UNIT = new Set(['US', 'OT', 'SC', 'XC', 'ES', 'GM', 'SM', 'IVUS', 'OP']);
  * by percentiles.
  */
 export function modalityRule(image: Pick<DecodedImage, 'modality' | 'format' | 'samples' | 'dtype'>): ModalityRule {
+  // A bare array says nothing about what its values mean: only their own range is known.
+  if (image.format === 'npy') return 'minmax';
   const m = image.modality.toUpperCase();
   if (image.format === 'npz' || image.format === 'image' || image.samples > 1) return 'unit';
   if (m === 'CT') return 'ct';
@@ -54,14 +79,15 @@ export const MAX_RESAMPLED_PIXELS = 64 * 1024 * 1024;
 
 /**
  * The pure rule. `rng` only matters for CT in 'random' mode: given, one window is drawn and rendered; absent, every
- * window is rendered (renderings = number of windows) and augment draws later. `hash` defaults to
- * stableHash(config).
+ * window is rendered (renderings = number of windows) and augment draws later. `preparation` is the key the image
+ * carries (NormalizeOptions.preparation); empty for an image that no cache will hold (previews, benches).
  */
-export function normalizeImage(image: DecodedImage, config: NormalizeConfig, rng?: RandomStream, hash = stableHash(config)): NormalizedImage {
+export function normalizeImage(image: DecodedImage, config: NormalizeConfig, rng?: RandomStream, preparation = ''): NormalizedImage {
   const { rows, cols, samples } = image;
   if (image.data.length !== rows * cols * samples) {
     throw new MedsslError('invalid-value', image.path, `frame ${image.frame}: ${image.data.length} values for ${rows}x${cols}x${samples}`);
   }
+  if (modalityRule(image) === 'minmax') return minMaxImage(image, config.channels, preparation);
   if (samples !== 1 && samples !== 3 && samples !== 4) {
     throw new MedsslError('unsupported', image.path, `frame ${image.frame}: ${samples} samples per pixel`);
   }
@@ -121,12 +147,27 @@ export function normalizeImage(image: DecodedImage, config: NormalizeConfig, rng
   }
   const result: NormalizedImage = {
     id: image.id, sourceId: image.sourceId, frame: image.frame, modality: image.modality,
-    height, width, channels: out.channels, data: out.data, spacing, normalization: hash, range: out.range,
+    height, width, channels: out.channels, data: out.data, spacing, normalization: preparation, range: out.range,
   };
   if (out.renderings > 1) result.renderings = out.renderings;
   if (image.patientKey) result.patientKey = image.patientKey;
   if (image.label) result.label = image.label;
   if (image.split) result.split = image.split;
+  return result;
+}
+
+/**
+ * A bare array's frame: x' = (x - min) / (max - min) over all values of the frame (NaN -> 0; a constant frame
+ * becomes 0), then grey replicated or colour averaged to the configured channels. Any number of samples (1-4).
+ */
+function minMaxImage(image: DecodedImage, channels: number, preparation: string): NormalizedImage {
+  const result: NormalizedImage = {
+    id: image.id, sourceId: image.sourceId, frame: image.frame, modality: image.modality, height: image.rows, width: image.cols,
+    channels, data: toChannels(minMax(image.data), image.samples, channels), spacing: null, range: [0, 1], normalization: preparation,
+  };
+  if (image.patientKey !== undefined) result.patientKey = image.patientKey;
+  if (image.label !== undefined) result.label = image.label;
+  if (image.split !== undefined) result.split = image.split;
   return result;
 }
 

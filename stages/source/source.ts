@@ -13,8 +13,6 @@ import { readNpz } from './npy.js';
 export interface SourceOptions {
   /** Files larger than this are rejected (bytes); defaults to DataConfig.maxFileBytes. */
   maxFileBytes?: number;
-  /** List bare .npy arrays too (the cache's preparation reads them; the decode stage does not). */
-  includeNpy?: boolean;
   /** Symbolic links inside folders: follow those that stay inside the folder (default), all, or none. */
   followLinks?: FollowLinks;
 }
@@ -51,7 +49,7 @@ export async function* listSources(inputs: string[], opts: SourceOptions = {}): 
           continue;
         }
         if (kind === 'npy') {
-          if (opts.includeNpy) yield { id: rel, path: file };
+          yield { id: rel, path: file, format: 'npy' };
           continue;
         }
         if (kind === undefined || kind === 'pair-image' || kind === 'manifest') continue;
@@ -74,8 +72,8 @@ export async function* listSources(inputs: string[], opts: SourceOptions = {}): 
     if (kind === 'manifest') yield* manifestItems(input, maxFileBytes);
     else if (kind === 'npz') yield* npzItems(input, rel, maxFileBytes);
     else if (kind === 'pair-image') throw new MedsslError('wrong-format', input, 'a NIfTI/ANALYZE .img file: name its .hdr instead');
-    else if (kind === 'npy' && opts.includeNpy) yield { id: rel, path: input };
-    else if (kind === undefined || kind === 'npy') throw new MedsslError('wrong-format', input, 'not a DICOM, NIfTI, .npz or manifest file');
+    else if (kind === 'npy') yield { id: rel, path: input, format: 'npy' };
+    else if (kind === undefined) throw new MedsslError('wrong-format', input, 'not a DICOM, NIfTI, .npz or manifest file');
     else yield { id: rel, path: input, format: kind };
   }
 }

@@ -16,6 +16,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { LayersModel, io } from '@tensorflow/tfjs';
+import type { Encoder } from '../../schemas/encoder.js';
 import { tf } from '../../pipeline/tensorflow.js';
 import { stableHash } from '../../pipeline/config.js';
 import { MedsslError } from '../../pipeline/failures.js';
@@ -229,8 +230,6 @@ export async function exportEncoder(trainer: Trainer, dir: string): Promise<void
   }
 }
 
-/** The encoder a run exported: [N, H, W, C] -> [N, D] pooled features (before the projection head). */
-export type Encoder = LayersModel;
 
 /** Loads `<runDir>/encoder` (or a folder holding model.json + weights.bin) on any backend. */
 export async function loadEncoder(runDir: string): Promise<Encoder> {

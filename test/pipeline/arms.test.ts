@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../schemas/config.js';
-import { armConfig, defaultArms, poolModalities, trainerArms, ArmNotWired } from '../../pipeline/arms.js';
+import { armConfig, armEpochs, armSteps, poolModalities, trainerArms } from '../../pipeline/arms.js';
 import { PAPER_ARMS, type ArmContext } from '../../stages/evaluate/experiment.js';
 import { syntheticDataset, tinyEncoder } from '../stages/evaluate/tiny.js';
 
@@ -10,13 +10,19 @@ const ctx = (target: string): ArmContext => ({
   seed: 0, runDir: 'runs/x/arms/a', log: () => {},
 });
 
-describe('defaultArms', () => {
-  it('provides none and random honestly and refuses the pre-training arms', async () => {
-    expect(await defaultArms.pretrainArm({ name: 'none', kind: 'none' }, ctx('t'))).toBeNull();
-    const random = await defaultArms.pretrainArm({ name: 'r', kind: 'random' }, ctx('t'));
-    expect(random!.outputs[0].shape).toEqual([null, 64]);
-    random!.dispose();
-    await expect(defaultArms.pretrainArm({ name: 'SwAV', kind: 'swav-multi-modal' }, ctx('t'))).rejects.toThrow(ArmNotWired);
+describe('the pre-training budget', () => {
+  it('is the same images for every arm, in whole batches, cut into the pool epochs with the last one short', () => {
+    expect(armSteps(config, 6400)).toBe(6400 / config.train.batchSize);
+    expect(armSteps(parseConfig({ train: { batchSize: 64 } }), 19_200)).toBe(300);
+    expect(armSteps(parseConfig({ train: { batchSize: 64 } }), 100)).toBe(1); // rounds down, never to zero
+    expect(armSteps(parseConfig({ train: { batchSize: 64 } }), 10)).toBe(1);
+    // The main job: 300 steps over balanced epochs of 6,400 images (100 batches of 64): three whole epochs.
+    expect(armEpochs(300, 100)).toEqual({ epochs: 3, stepsPerEpoch: 100 });
+    // A pool of 7 batches per epoch: 43 epochs, the last one 6 steps (42 x 7 + 6 = 300).
+    const { epochs, stepsPerEpoch } = armEpochs(300, 7);
+    expect(epochs).toBe(43);
+    expect(300 - (epochs - 1) * stepsPerEpoch).toBe(6);
+    expect(armEpochs(5, 0)).toEqual({ epochs: 5, stepsPerEpoch: 1 }); // a pool smaller than a batch still steps
   });
 });
 
@@ -54,6 +60,7 @@ describe('trainerArms', () => {
       async pretrain() { throw new Error('an encoder arm does not pre-train'); },
       async loadEncoder(dir) { loaded.push(dir); return tinyEncoder(8, 1); },
       batchesFor: () => [],
+      buildEncoder: (shape, seed) => tinyEncoder(shape[0], seed),
     });
     (await provider.pretrainArm({ name: 'peer', kind: 'encoder', encoder: '/x/peer-encoder' }, ctx('a')))!.dispose();
     expect(loaded).toEqual(['/x/peer-encoder']);

@@ -8,7 +8,8 @@ import util from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../pipeline/config.js';
 import { MedsslError } from '../../pipeline/failures.js';
-import { preparationConfig, preparationHash, prepareSource } from '../../pipeline/prepare.js';
+import { preparationConfig, preparationHash } from '../../pipeline/prepare.js';
+import { prepareItem } from '../support/prepare.js';
 import { Keyring, PRIVACY_KEY_ENV, SourceNames, privacyKeyring } from '../../pipeline/privacy.js';
 import { ConfigError } from '../../schemas/config.js';
 import type { NormalizedImage, SourceItem } from '../../schemas/records.js';
@@ -99,7 +100,7 @@ describe('keys', () => {
     const dir = tmp();
     fs.writeFileSync(path.join(dir, 'a.npy'), writeNpy(new Uint8Array(16).map((_, i) => i), [4, 4]));
     writeNpz(path.join(dir, 'b.npz'), { train_images: { data: new Uint8Array(32).map((_, i) => i), shape: [2, 4, 4] } });
-    const prepare = prepareSource(loadConfig(undefined));
+    const config = loadConfig(undefined);
     const keys = new Set<string | undefined>();
     const items: SourceItem[] = [
       { id: 'ct', path: fixture('data/dicom/pydicom/CT_small.dcm') },
@@ -108,7 +109,7 @@ describe('keys', () => {
       { id: 'a.npy', path: path.join(dir, 'a.npy') },
     ];
     for (const item of items) {
-      const images: NormalizedImage[] = await collect(prepare({ ...item, patientId: 'MRN-0042' }, undefined));
+      const images: NormalizedImage[] = await prepareItem(config, { ...item, patientId: 'MRN-0042' });
       expect(images.length, item.id).toBeGreaterThan(0);
       for (const image of images) keys.add(image.patientKey);
     }

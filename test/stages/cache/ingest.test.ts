@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../pipeline/config.js';
-import { listInputs, prepareSource, preparationHash } from '../../../pipeline/prepare.js';
+import { listInputs, preparationHash } from '../../../pipeline/prepare.js';
+import { preparation, preparing } from '../../support/prepare.js';
 import { ingest, parseShard, shardOf } from '../../../stages/cache/ingest.js';
 import { CACHE_SCHEMA_VERSION, CacheStore } from '../../../stages/cache/store.js';
 import { replay } from '../../../stages/cache/replay.js';
@@ -175,8 +176,8 @@ describe('cache keys', () => {
     for await (const item of listInputs([folder])) items.push(item);
     items.push({ id: 'missing.npy', path: path.join(folder, 'missing.npy') });
     let calls = 0;
-    const real = prepareSource(config);
-    const prepare = (item: SourceItem, bytes: Uint8Array | undefined) => { calls++; return real(item, bytes); };
+    const real = preparation(config);
+    const prepare: typeof real = (failures) => { calls++; return real(failures); };
     const store = CacheStore.open(path.join(folder, 'c'));
     const run = async () => {
       const failures = new FailureLog();

@@ -2,7 +2,8 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Gate, pull, settle } from '../../../pipeline/flow.js';
 import { loadConfig } from '../../../pipeline/config.js';
-import { listInputs, prepareSource, preparationHash } from '../../../pipeline/prepare.js';
+import { listInputs, preparationHash } from '../../../pipeline/prepare.js';
+import { preparation, prepareItem } from '../../support/prepare.js';
 import { ingest } from '../../../stages/cache/ingest.js';
 import { CacheStore } from '../../../stages/cache/store.js';
 import { CacheDataset, replay, replay$ } from '../../../stages/cache/replay.js';
@@ -25,7 +26,7 @@ beforeAll(async () => {
   const config = loadConfig(undefined);
   cache = path.join(dir, 'cache');
   const store = CacheStore.open(cache);
-  const s = await ingest({ sources: listInputs([dir]), prepare: prepareSource(config), store, normalizationHash: preparationHash(config), compression: true });
+  const s = await ingest({ sources: listInputs([dir]), prepare: preparation(config), store, normalizationHash: preparationHash(config), compression: true });
   await store.close();
   expect(s.images).toBe(N);
 });
@@ -59,8 +60,7 @@ describe('replay', () => {
     await dataset.close();
     const config = loadConfig(undefined);
     const stack = a.find((x) => x.sourceId.startsWith('synthetic/') && x.frame === 2)!;
-    const fresh: NormalizedImage[] = [];
-    for await (const f of prepareSource(config)({ id: stack.sourceId, path: path.join(path.dirname(cache), stack.sourceId) }, undefined)) fresh.push(f);
+    const fresh: NormalizedImage[] = await prepareItem(config, { id: stack.sourceId, path: path.join(path.dirname(cache), stack.sourceId) });
     expect(Buffer.from(stack.data.buffer).equals(Buffer.from(fresh[2].data.buffer))).toBe(true);
     expect(stack).toMatchObject({ height: 96, width: 96, channels: 1, modality: 'OT' });
   });

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../pipeline/config.js';
-import { listInputs, prepareSource, preparationHash } from '../../../pipeline/prepare.js';
+import { listInputs, preparationHash } from '../../../pipeline/prepare.js';
+import { preparation } from '../../support/prepare.js';
 import { ingest } from '../../../stages/cache/ingest.js';
 import { CacheStore } from '../../../stages/cache/store.js';
 import type { SourceItem } from '../../../schemas/records.js';
@@ -13,9 +14,9 @@ describe('resuming', () => {
     const dir = tempDir();
     const files = writePneumoniaNpy(dir, 20);
     const config = loadConfig(undefined);
-    const real = prepareSource(config);
+    const real = preparation(config);
     let calls = 0;
-    const prepare = (item: SourceItem, bytes: Uint8Array | undefined) => { calls++; return real(item, bytes); };
+    const prepare: typeof real = (failures) => { calls++; return real(failures); };
     const cache = path.join(dir, 'c');
     const run = async (trustFileStamps: boolean) => {
       const store = CacheStore.open(cache);

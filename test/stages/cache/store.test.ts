@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { preparing } from '../../support/prepare.js';
 import type { NormalizedImage, SourceItem } from '../../../schemas/records.js';
 import { CACHE_SCHEMA_VERSION, CacheStore, CorruptRecordError, checkRecord, decodeRecord, encodeRecord } from '../../../stages/cache/store.js';
 import { ingest } from '../../../stages/cache/ingest.js';
@@ -56,7 +57,7 @@ describe('record codec', () => {
     const store = CacheStore.open(path.join(dir, 'c'));
     const items: SourceItem[] = [{ id: 'a.dcm', path: path.join(dir, 'a.dcm') }];
     fs.writeFileSync(items[0].path, 'stand-in bytes');
-    await ingest({ sources: items, store, normalizationHash: 'prepA', prepare: () => [image('a.dcm', 8, 8, 1, () => 0.5, phi)] });
+    await ingest({ sources: items, store, normalizationHash: 'prepA', prepare: preparing(() => [image('a.dcm', 8, 8, 1, () => 0.5, phi)]) });
     await store.close();
     const raw = fs.readFileSync(path.join(dir, 'c', 'data.mdb')).toString('latin1');
     for (const value of Object.values(phi)) expect(raw.includes(value)).toBe(false);
@@ -131,7 +132,7 @@ describe('sources larger than one transaction', () => {
       throw new Error('worker lost');
     }
     const failures = new FailureLog();
-    await ingest({ sources: [item], store, normalizationHash: 'prep0', prepare: () => dies(), maxTransactionBytes: 40_000, failures });
+    await ingest({ sources: [item], store, normalizationHash: 'prep0', prepare: preparing(() => dies()), maxTransactionBytes: 40_000, failures });
     expect(failures.records).toEqual([expect.objectContaining({ code: 'internal' })]);
     await store.close();
     expect(await verifyCache(cache)).toMatchObject({ records: 6, corrupt: 0, failures: 0 });
@@ -141,7 +142,7 @@ describe('sources larger than one transaction', () => {
     await expect(collect(replay({ caches: [cache], seed: 0, epoch: 0, normalization: 'prep0' }))).resolves.toHaveLength(0);
 
     const again = CacheStore.open(cache);
-    const s = await ingest({ sources: [item], store: again, normalizationHash: 'prep0', prepare: () => Array.from({ length: 10 }, (_, f) => frame(f)), maxTransactionBytes: 40_000 });
+    const s = await ingest({ sources: [item], store: again, normalizationHash: 'prep0', prepare: preparing(() => Array.from({ length: 10 }, (_, f) => frame(f))), maxTransactionBytes: 40_000 });
     await again.close();
     expect(s.images).toBe(10);
     expect((await cacheStats(cache)).orphans).toBe(0);

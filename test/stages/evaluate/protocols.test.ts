@@ -93,7 +93,7 @@ describe('logisticRegression', () => {
 
 describe('recalibrateBatchNorm', () => {
   it('re-estimates every batch norm so that its output is centred and unit-variance on the calibration images', async () => {
-    const { standInEncoder } = await import('../../../pipeline/arms.js');
+    const { standInEncoder } = await import('../../support/stand-in-encoder.js');
     const { tf } = await import('../../../pipeline/tensorflow.js');
     const { random } = await import('../../../pipeline/random.js');
     const encoder = standInEncoder([8, 8, 1], 3, 4);

@@ -1,7 +1,8 @@
 // A tiny conv encoder and a synthetic labelled set for protocol tests (fast on the pure-JS backend too).
 import { tf } from '../../../pipeline/tensorflow.js';
 import { random } from '../../../pipeline/random.js';
-import { initialiseWeights, type Encoder } from '../../../stages/evaluate/protocols.js';
+import { initialiseWeights } from '../../../stages/evaluate/protocols.js';
+import type { Encoder } from '../../../schemas/encoder.js';
 import type { LabelledDataset, LabelledSplit } from '../../../stages/evaluate/datasets.js';
 
 export function tinyEncoder(size = 8, seed = 0): Encoder {
