@@ -7,13 +7,13 @@
 // without metadata) become float32 in [0, 1] by a per-frame min-max rule:
 //     x' = (x - min) / (max - min)   over all values of the frame (NaN -> 0); a constant frame becomes 0.
 import fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { Config } from '../schemas/config.js';
 import type { NormalizedImage, SourceItem } from '../schemas/records.js';
 import { type FailureLog, MedsslError } from './failures.js';
 import type { IngestSummary, Shard } from '../stages/cache/ingest.js';
 import { stableHash } from './config.js';
 import { type Keyring, SourceNames, privacyKeyring, warnPublicKey } from './privacy.js';
+import { workerEntry } from './workers.js';
 import { type NdArray, readNpy } from '../stages/source/npy.js';
 import { listSources } from '../stages/source/source.js';
 import { decodeItem } from '../stages/decode/decode.js';
@@ -257,10 +257,7 @@ export async function prepareInWorkers(config: Config, workers: number): Promise
   close: () => Promise<void>;
 }> {
   const { Piscina } = await import('piscina');
-  const fromTs = import.meta.url.endsWith('.ts');
-  const pool = new Piscina(fromTs
-    ? { filename: fileURLToPath(new URL('./ts-worker.mjs', import.meta.url)), workerData: { tsModule: new URL('./prepare-worker.ts', import.meta.url).href }, minThreads: workers, maxThreads: workers }
-    : { filename: fileURLToPath(new URL('./prepare-worker.js', import.meta.url)), minThreads: workers, maxThreads: workers });
+  const pool = new Piscina({ ...workerEntry('./prepare-worker.js', import.meta.url), minThreads: workers, maxThreads: workers });
   return {
     prepare: async (item, bytes) => {
       const r = (await pool.run({ item, bytes, config })) as import('./prepare-worker.js').PrepareResult;
