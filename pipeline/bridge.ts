@@ -1,10 +1,14 @@
-// highland bridges Node streams into and out of RxJS. highland streams are lazy and pull-based, so a walk over a
-// million files or an LMDB cursor produces an entry only when the Gate asks for one.
+// The one place Node streams meet the RxJS stages, through highland, whose streams are lazy and pull-based. Into
+// the stages: a folder walk is a highland stream pulled one path at a time (fromHighland) by Gate.source. Out of
+// them: every JSON-lines file (metrics.jsonl) is written by writeJsonl, which takes a value from the stages only when
+// the file stream has room, and holds the run's gate while values wait, so a slow disk slows the source instead of
+// filling memory.
 
 import fs from 'node:fs';
 import path from 'node:path';
 import _ from 'highland';
-import { Observable } from 'rxjs';
+import type { Observable, Subscription } from 'rxjs';
+import type { Gate } from './flow.js';
 
 /** How a walk treats symbolic links: follow those whose target lies inside the root, follow all, or none. */
 export type FollowLinks = 'within' | 'all' | 'none';
@@ -109,31 +113,108 @@ export async function* fromHighland<T>(stream: Highland.Stream<T>): AsyncGenerat
   }
 }
 
-/** An Observable as a highland stream (values buffered by highland until the consumer pulls). */
-export function toHighland<T>(source: Observable<T>): Highland.Stream<T> {
-  return _<T>((push) => {
-    source.subscribe({
-      next: (v) => push(null, v),
-      error: (e) => { push(e); push(null, _.nil); },
-      complete: () => push(null, _.nil),
-    });
-  });
+export interface ToHighlandOptions {
+  /** Values that may wait for the consumer before the gate is held (default 16). */
+  highWaterMark?: number;
+  /**
+   * The gate the source's items come through (Gate.source): held while `highWaterMark` values wait, so no new item
+   * enters the pipeline until the consumer catches up. A push source cannot be paused otherwise.
+   */
+  gate?: Gate;
 }
 
-/** Writes each value as one JSON line, respecting the file stream's backpressure. Resolves with the line count. */
-export function writeJsonl<T>(source: Observable<T>, file: string): Promise<number> {
+/**
+ * An Observable as a highland stream that hands on one value each time its consumer asks for one (a `pipe` into a
+ * file stream asks again only once the file has taken the last). It subscribes at once, so a hot source (a Subject)
+ * loses nothing before the first pull. Values the consumer has not taken wait in a queue; at `highWaterMark` the
+ * gate is held until the queue drops below it again, which bounds the queue by the mark plus what was already in
+ * flight behind the gate. An error is passed on after the values before it, then the stream ends.
+ */
+export function toHighland<T>(source: Observable<T>, opts: ToHighlandOptions = {}): Highland.Stream<T> {
+  return boundedStream(source, opts).stream;
+}
+
+/** toHighland's stream with a stop() that unsubscribes the source and lets go of the gate. */
+function boundedStream<T>(source: Observable<T>, opts: ToHighlandOptions): { stream: Highland.Stream<T>; stop: () => void } {
+  const mark = Math.max(1, Math.floor(opts.highWaterMark ?? 16));
+  const queue: T[] = [];
+  let end: { failed: boolean; error?: unknown } | undefined;
+  let wake: (() => void) | undefined;
+  let held = false;
+  const hold = (on: boolean) => {
+    if (!opts.gate || on === held) return;
+    held = on;
+    if (on) opts.gate.hold();
+    else opts.gate.unhold();
+  };
+  const poke = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const subscription: Subscription = source.subscribe({
+    next: (v) => {
+      queue.push(v);
+      if (queue.length >= mark) hold(true);
+      poke();
+    },
+    error: (e) => { end = { failed: true, error: e }; poke(); },
+    complete: () => { end = { failed: false }; poke(); },
+  });
+  const stream = _<T>((push, next) => {
+    const give = () => {
+      if (queue.length > 0) {
+        push(null, queue.shift() as T);
+        if (queue.length < mark) hold(false);
+        next();
+      } else if (end) {
+        hold(false);
+        if (end.failed) push(end.error as Error);
+        push(null, _.nil);
+      } else {
+        wake = give;
+      }
+    };
+    give();
+  });
+  const stop = () => {
+    subscription.unsubscribe();
+    queue.length = 0;
+    hold(false);
+  };
+  return { stream, stop };
+}
+
+export interface JsonlOptions extends ToHighlandOptions {
+  /** 'a' appends (a resumed run's metrics), 'w' starts the file afresh (default 'a'). */
+  flags?: 'a' | 'w';
+}
+
+/**
+ * Writes each value as one JSON line, through highland into a file stream: the next line is taken only once the file
+ * has room (see toHighland for how that holds back a push source). Resolves with the line count once the file is
+ * closed. When the source errors, every line before the error is written and the file closed before the promise
+ * rejects with that error, so a process that exits right after leaves only complete lines on disk.
+ */
+export function writeJsonl<T>(source: Observable<T>, file: string, opts: JsonlOptions = {}): Promise<number> {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   let count = 0;
+  let failure: { error: unknown } | undefined;
   return new Promise((resolve, reject) => {
-    const out = fs.createWriteStream(file, { flags: 'a' });
-    out.on('error', reject);
-    out.on('finish', () => resolve(count));
-    toHighland(source)
+    const out = fs.createWriteStream(file, { flags: opts.flags ?? 'a' });
+    const values = boundedStream(source, opts);
+    out.on('error', (e) => {
+      values.stop();
+      reject(e);
+    });
+    out.on('close', () => (failure ? reject(failure.error) : resolve(count)));
+    values.stream
       .map((v) => {
         count++;
         return `${JSON.stringify(v)}\n`;
       })
-      .stopOnError(reject)
+      // The source's error is kept for the promise; the stream then ends, and the file with it, after the lines before.
+      .errors((e) => { failure ??= { error: e }; })
       .pipe(out);
   });
 }

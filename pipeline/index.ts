@@ -3,7 +3,7 @@ export * from '../schemas/index.js';
 export { random, RandomStream, IndexShuffle, philox4x32, hash32, type RandomKey, type RandomSource } from './random.js';
 export { Gate, settle, pull, type GateOptions, type PullOptions } from './flow.js';
 export { FailureLog, MedsslError, guard, toFailure, type GuardOptions } from './failures.js';
-export { walkFiles, fromHighland, toHighland, writeJsonl, readJsonl } from './bridge.js';
+export { walkFiles, fromHighland, toHighland, writeJsonl, readJsonl, type ToHighlandOptions, type JsonlOptions } from './bridge.js';
 export { loadConfig, stableHash } from './config.js';
 export { listSources, detectFormat, medmnistModality, type SourceOptions } from '../stages/source/source.js';
 export { decode, decodeItem, decodeFile, decodeThreads, arrayFrames, type DecodeOptions, type DecodeItemOptions, type DecodeThreads, type DecodedFile } from '../stages/decode/decode.js';

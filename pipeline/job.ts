@@ -6,11 +6,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
+import { Subject } from 'rxjs';
 import type { Config } from '../schemas/config.js';
+import { writeJsonl } from './bridge.js';
 import { stableHash } from './config.js';
 import { runPaths } from './privacy.js';
 import { packageVersion } from './version.js';
-import type { Preset } from '../stages/evaluate/experiment.js';
+import type { EvalRecord, Preset } from '../stages/evaluate/experiment.js';
 import type { ResultsDocument } from '../stages/evaluate/report.js';
 import { ALPHA, formatP } from '../stages/evaluate/report.js';
 
@@ -48,18 +50,23 @@ export async function runExperimentJob(config: Config, opts: ExperimentJobOption
   // The resolved config replays the run: `medssl experiment --config OUT/config.json --out OTHER` (its paths are
   // relative to OUT, never absolute; with data.hashPaths they are hashes, and it does not replay).
   fs.writeFileSync(path.join(opts.out, 'config.json'), `${JSON.stringify(paths.config(config), null, 2)}\n`);
-  const metrics = fs.openSync(path.join(opts.out, 'metrics.jsonl'), 'w');
+  const evals = new Subject<EvalRecord & { time: number }>();
+  const metrics = writeJsonl(evals, path.join(opts.out, 'metrics.jsonl'), { flags: 'w' });
   const bar = experimentProgress(opts.progress, arms.length * datasets.filter((d) => !d.pretrainOnly).length, log);
-  let result;
+  let result, metricsError: unknown;
   try {
     result = await runExperiment({
       config, preset, datasets, arms, outDir: opts.out, log: bar.log,
-      onEval: (ev) => fs.writeSync(metrics, `${JSON.stringify({ ...ev, time: Date.now() })}\n`),
+      onEval: (ev) => evals.next({ ...ev, time: Date.now() }),
     }, provider);
   } finally {
     bar.stop();
-    fs.closeSync(metrics);
+    // The file is flushed and closed before the job returns or its error reaches the command's exit: every eval
+    // reported so far is a complete line on disk.
+    evals.complete();
+    metricsError = await metrics.then(() => undefined, (e: unknown) => e ?? new Error('metrics.jsonl: write failed'));
   }
+  if (metricsError) throw metricsError;
   const doc = resultsDocument(result, preset, {
     command: paths.text(opts.command ?? ['medssl', ...process.argv.slice(2)].join(' ')),
     config: paths.config(config),

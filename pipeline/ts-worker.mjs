@@ -1,9 +1,8 @@
-// Runs a TypeScript piscina worker module from the sources (tests, tsx): registers tsx in the worker thread, then
-// re-exports the module's default task function. `--import tsx` in a Worker's execArgv does not reach the worker's
-// module loader on Node 20, hence this bootstrap. The compiled dist/ workers do not use it.
-import { workerData } from 'piscina';
+// The thread entry workers.ts uses when medssl runs from its TypeScript sources: registers tsx in this thread, then
+// imports the worker module named last in argv and re-exports its default export (a piscina pool's task function).
+// The compiled dist/ never uses it.
 import { register } from 'tsx/esm/api';
 
 register();
-const mod = await import(workerData.tsModule);
+const mod = await import(process.argv.at(-1));
 export default mod.default;

@@ -1,9 +1,32 @@
-// Worker-thread scripts run from TypeScript sources (tests, tsx) and from the compiled dist/ alike.
+// The one way medssl starts a worker thread, for raw threads (`startWorker`) and piscina pools (spread
+// `workerEntry(...)` into the pool's options) alike, from the compiled dist/ and from the TypeScript sources.
+//
+// From dist/ a thread runs the module's .js file as it is. From the sources (vitest, tsx) it runs ts-worker.mjs,
+// which registers tsx in that thread and then imports the module's .ts file, named in the thread's argv: tsx's
+// loader does not reach a worker started on a .ts file, nor through `--import tsx` in execArgv, on Node 20. The
+// module's own workerData reaches it untouched either way.
+import { Worker, type WorkerOptions } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 
-/** Resolves a worker module next to `from`; under TypeScript sources the worker loads tsx to run .ts. */
-export function workerScript(relative: string, from: string): { filename: string; execArgv: string[] } {
+/** What a thread runs: `filename`, with `argv` naming the TypeScript module when it runs from the sources. */
+export interface WorkerEntry {
+  filename: string;
+  argv: string[];
+}
+
+/**
+ * The worker module `relative` (written with its .js name, as imports are) next to the module at `from` (pass
+ * import.meta.url): its .js from dist/, its .ts through the tsx bootstrap from the sources.
+ */
+export function workerEntry(relative: string, from: string): WorkerEntry {
   const fromTs = from.endsWith('.ts');
   const url = new URL(relative.replace(/\.(ts|js)$/, fromTs ? '.ts' : '.js'), from);
-  return { filename: fileURLToPath(url), execArgv: fromTs ? ['--import', 'tsx'] : [] };
+  if (!fromTs) return { filename: fileURLToPath(url), argv: [] };
+  return { filename: fileURLToPath(new URL('./ts-worker.mjs', import.meta.url)), argv: [url.href] };
+}
+
+/** A worker thread running the module `relative` next to `from` (see workerEntry). */
+export function startWorker(relative: string, from: string, options: Omit<WorkerOptions, 'argv' | 'eval'> = {}): Worker {
+  const entry = workerEntry(relative, from);
+  return new Worker(entry.filename, { ...options, argv: entry.argv });
 }

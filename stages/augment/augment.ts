@@ -5,7 +5,7 @@ import { Observable, type OperatorFunction } from 'rxjs';
 import type { AugmentConfig } from '../../schemas/config.js';
 import type { CropSet, NormalizedImage } from '../../schemas/records.js';
 import { type FailureLog, toFailure } from '../../pipeline/failures.js';
-import { workerScript } from '../../pipeline/workers.js';
+import { workerEntry } from '../../pipeline/workers.js';
 import type { AugmentResult, AugmentTask, AugmentWorkerData } from './augment.worker.js';
 import type { CropBuffers } from './buffers.js';
 import { cropPlan, cropSetOf, cropSetValues, cropsFrom } from './crops.js';
@@ -50,12 +50,11 @@ export interface AugmentOptions {
 export function augment(opts: AugmentOptions): OperatorFunction<NormalizedImage, CropSet> {
   const threads = resolveWorkers(opts.workers ?? opts.config.workers);
   return (source$) => new Observable<CropSet>((subscriber) => {
-    const script = workerScript('./augment.worker.js', import.meta.url);
     const workerData: AugmentWorkerData = { config: opts.config, seed: opts.seed };
     // recordTiming off: piscina would otherwise keep run- and wait-time histograms, main-thread work on every task.
     // Up to 4 tasks queued per worker: with one, a worker idles while its result travels back and the next task
     // travels out (a third of the time with one worker in the bench).
-    const pool = new Piscina({ filename: script.filename, execArgv: script.execArgv, minThreads: threads, maxThreads: threads, workerData, idleTimeout: 60_000, recordTiming: false, concurrentTasksPerWorker: 4 });
+    const pool = new Piscina({ ...workerEntry('./augment.worker.js', import.meta.url), minThreads: threads, maxThreads: threads, workerData, idleTimeout: 60_000, recordTiming: false, concurrentTasksPerWorker: 4 });
     const plan = cropPlan(opts.config);
     const pixels = cropSetValues(opts.config, 1);
     const finished = new Map<number, CropSet | null>();

@@ -4,10 +4,11 @@
 // memory does not grow with the number of records (a union of caches keeps a few bits per record, union.ts). The
 // order depends only on (records, seed, epoch): the same cache(s) and seed give bit-identical sequences whatever the
 // number of reader threads, and shard caches replay exactly like the single cache they partition.
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { Observable } from 'rxjs';
 import type { NormalizedImage } from '../../schemas/records.js';
 import { FailureLog } from '../../pipeline/failures.js';
+import { startWorker } from '../../pipeline/workers.js';
 import { type IndexShuffle, random } from '../../pipeline/random.js';
 import { CACHE_SCHEMA_VERSION, CacheError, CacheStore, type IndexView, type RecordHeader, CorruptRecordError, readHeader } from './store.js';
 import { type IndexMeta, SPLIT_GROUPS, type SplitGroup } from './ordinal-index.js';
@@ -268,7 +269,7 @@ class ReaderPool {
   private nextId = 0;
 
   constructor(caches: string[], indexes: ReaderData['indexes'], readonly size: number) {
-    this.workers = Array.from({ length: size }, () => startWorker('./replay-reader.js', { caches, indexes } satisfies ReaderData));
+    this.workers = Array.from({ length: size }, () => startWorker('./replay-reader.js', import.meta.url, { workerData: { caches, indexes } satisfies ReaderData }));
     for (const w of this.workers) {
       w.on('message', (r: ReadReply) => { this.waiting.get(r.id)?.resolve(r); this.waiting.delete(r.id); });
       const fail = (e: unknown) => {
@@ -336,19 +337,6 @@ class ReaderPool {
       clearTimeout(timer);
     }));
   }
-}
-
-/**
- * Starts a worker module next to this file. From the compiled .js it is a plain worker; from the .ts sources (tests)
- * a small bootstrap registers tsx first, because `--import tsx` in a Worker's execArgv does not reach the worker's
- * module loader on Node 20.
- */
-function startWorker(relative: string, workerData: unknown): Worker {
-  const fromTs = import.meta.url.endsWith('.ts');
-  const url = new URL(relative.replace(/\.js$/, fromTs ? '.ts' : '.js'), import.meta.url);
-  if (!fromTs) return new Worker(url, { workerData });
-  const boot = `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`;
-  return new Worker(boot, { eval: true, workerData });
 }
 
 function onlyPreparation(stores: CacheStore[], caches: string[]): string {

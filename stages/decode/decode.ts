@@ -3,12 +3,12 @@
 // (patient/study/series ids) never leaves this stage: only their keyed hashes (pipeline/privacy.ts) do.
 
 import fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 import type { OperatorFunction } from 'rxjs';
 import type { Gate } from '../../pipeline/flow.js';
 import { type FailureLog, MedsslError, guard } from '../../pipeline/failures.js';
 import { type Keyring, privacyKeyring, warnPublicKey } from '../../pipeline/privacy.js';
+import { workerEntry } from '../../pipeline/workers.js';
 import { DataConfig } from '../../schemas/config.js';
 import type { DecodedImage, Dtype, PixelArray, SourceInput, SourceItem } from '../../schemas/records.js';
 import { detectFormat } from '../source/source.js';
@@ -76,11 +76,7 @@ export type DecodeItemOptions = Omit<DecodeOptions, 'failures' | 'gate' | 'concu
  */
 export async function decodeThreads(count: number, opts: { privacyKeyFile?: string | null } = {}): Promise<DecodeThreads> {
   const { Piscina } = await import('piscina');
-  const fromTs = import.meta.url.endsWith('.ts');
-  // From the TypeScript sources (tests, tsx) a bootstrap registers tsx in the worker; the compiled dist/ loads the .js.
-  const pool = new Piscina(fromTs
-    ? { filename: fileURLToPath(new URL('../../pipeline/ts-worker.mjs', import.meta.url)), workerData: { tsModule: new URL('./decode.worker.ts', import.meta.url).href }, minThreads: count, maxThreads: count }
-    : { filename: fileURLToPath(new URL('./decode.worker.js', import.meta.url)), minThreads: count, maxThreads: count });
+  const pool = new Piscina({ ...workerEntry('./decode.worker.js', import.meta.url), minThreads: count, maxThreads: count });
   return {
     async *decode(item, bytes, options) {
       const { privacy: _privacy, ...rest } = options;

@@ -107,7 +107,8 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
     share(),
   );
   try {
-    if (writer) await writeJsonl(events$, metricsFile);
+    // The writer holds the run's gate while its lines wait for the disk, so a slow disk slows the batches, not memory.
+    if (writer) await writeJsonl(events$, metricsFile, { gate });
     else await lastValueFrom(events$, { defaultValue: null });
     const steps = (trainer as Trainer | undefined)?.position.step ?? 0;
     return { runDir, steps, stepsThisRun, firstLoss: first, lastLoss, alarms, checkpoint, encoder: path.join(runDir, 'encoder') };

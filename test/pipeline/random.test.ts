@@ -1,6 +1,6 @@
-import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { hash32, philox4x32, random } from '../../pipeline/random.js';
+import { startWorker } from '../../pipeline/workers.js';
 
 describe('philox4x32-10', () => {
   // Known-answer vectors from Random123's kat_vectors (philox4x32_10).
@@ -53,19 +53,13 @@ describe('random source', () => {
   });
 
   it('gives bit-identical numbers in worker threads', async () => {
-    const code = `
-      const { parentPort, workerData } = require('node:worker_threads');
-      import(workerData.url).then(({ random }) => {
-        const out = workerData.keys.map(([s, c, p]) => { const r = random(7).stream({ epoch: 3, sample: s, crop: c, purpose: p }); return Array.from({ length: 8 }, () => r.uniform()); });
-        parentPort.postMessage(out);
-      });`;
     const keys = Array.from({ length: 20 }, (_, i) => [`img-${i}`, i % 4, 'crop'] as const);
-    const url = new URL('../../dist/pipeline/random.js', import.meta.url).href;
+    const w = startWorker('./random.worker.js', import.meta.url, { workerData: { keys: [...keys].reverse() } });
     const inWorker = await new Promise<number[][]>((resolve, reject) => {
-      const w = new Worker(code, { eval: true, workerData: { url, keys: [...keys].reverse() } });
       w.once('message', resolve);
       w.once('error', reject);
     });
+    await w.terminate();
     expect(inWorker.reverse()).toEqual(keys.map(([s, c, p]) => draw(7, s, c, p)));
   });
 
