@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import type { Benchmark, BenchResult } from './harness.js';
 import { CACHE_SCHEMA_VERSION, CacheStore, encodeRecord, recordKey } from '../stages/cache/store.js';
 import { CacheDataset } from '../stages/cache/replay.js';
-import { random } from '../pipeline/random.js';
+import { random } from '../pipeline/core/random.js';
 
 const here = fileURLToPath(import.meta.url);
 const RECORDS = 2_000_000;

@@ -36,12 +36,12 @@ const median = (xs: number[]) => {
 // ---------------------------------------------------------------- worker: one process, or one rank of mpirun
 
 async function worker(): Promise<void> {
-  const { openWorld } = await import('../pipeline/mpi.js');
+  const { openWorld } = await import('../pipeline/core/mpi.js');
   const world = openWorld();
-  const { backendInfo } = await import('../pipeline/tensorflow.js');
+  const { backendInfo } = await import('../pipeline/core/tensorflow.js');
   const { parseConfig } = await import('../schemas/config.js');
   const { Trainer } = await import('../stages/train/trainer.js');
-  const { random } = await import('../pipeline/random.js');
+  const { random } = await import('../pipeline/core/random.js');
   const config = parseConfig(sizes()[SIZE]);
   const ranks = world?.size ?? 1;
   const rank = world?.rank ?? 0;

@@ -1,7 +1,7 @@
 // Evaluation costs that decide the quick preset's sizes: exact AUC + DeLong on a large score vector, the linear
 // probe on PneumoniaMNIST-sized features, one perturbation pass over a test set, and fine-tuning throughput of the
 // job's encoder on 28x28 images (graph against eager updates).
-import { random } from '../pipeline/random.js';
+import { random } from '../pipeline/core/random.js';
 import { delongAuc } from '../stages/evaluate/auc.js';
 import { rotate, type Image } from '../stages/evaluate/perturb.js';
 import { logisticRegression } from '../stages/evaluate/protocols.js';
@@ -47,8 +47,8 @@ export const benchmarks: Benchmark[] = [
     // (the default on the native backends) against the same updates dispatched eagerly, in alternating rounds.
     name: 'evaluate/finetune',
     async run() {
-      const { tf, backendInfo } = await import('../pipeline/tensorflow.js');
-      const { freshEncoder } = await import('../pipeline/arms.js');
+      const { tf, backendInfo } = await import('../pipeline/core/tensorflow.js');
+      const { freshEncoder } = await import('../pipeline/compose/arms.js');
       const { Config } = await import('../schemas/config.js');
       const { finetune } = await import('../stages/evaluate/protocols.js');
       const config = Config.parse({ augment: { global: { count: 2, size: 28, scale: [0.3, 1] }, local: { count: 4, size: 14, scale: [0.1, 0.3] } } });

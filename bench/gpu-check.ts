@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 
 const say = (o: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(o)}\n`);
 
-const { tf, backendInfo } = await import('../pipeline/tensorflow.js');
+const { tf, backendInfo } = await import('../pipeline/core/tensorflow.js');
 let driver: string[] = [];
 try {
   driver = execFileSync('nvidia-smi', ['-L'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }).split('\n').filter((l) => l.startsWith('GPU'));
@@ -41,7 +41,7 @@ tf.dispose([a, b, c]);
 if (!process.argv.includes('--no-step')) {
   const { parseConfig } = await import('../schemas/config.js');
   const { Trainer } = await import('../stages/train/trainer.js');
-  const { random } = await import('../pipeline/random.js');
+  const { random } = await import('../pipeline/core/random.js');
   const batch = 32;
   const config = parseConfig({
     augment: { global: { count: 2, size: 224 }, local: { count: 6, size: 96 } },

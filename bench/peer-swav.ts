@@ -12,11 +12,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { loadConfig } from '../pipeline/config.js';
-import { armConfig, armSteps } from '../pipeline/arms.js';
-import { openTrainingPool, poolBatches, poolGate, poolStepsPerEpoch } from '../pipeline/batches.js';
-import { presetFor } from '../pipeline/job.js';
-import { tf } from '../pipeline/tensorflow.js';
+import { loadConfig } from '../pipeline/core/config.js';
+import { armConfig, armSteps } from '../pipeline/compose/arms.js';
+import { openTrainingPool, poolBatches, poolGate, poolStepsPerEpoch } from '../pipeline/compose/batches.js';
+import { presetFor } from '../pipeline/compose/job.js';
+import { tf } from '../pipeline/core/tensorflow.js';
 import { PRESETS } from '../stages/evaluate/experiment.js';
 import { ParamStore } from '../stages/train/params.js';
 import { addEncoderParams, encoderModel, encoderSpec } from '../stages/train/resnet.js';

@@ -16,7 +16,7 @@ const steps = Number(process.argv[3] ?? 2);
 
 const { parseConfig } = await import('../schemas/config.js');
 const { Trainer } = await import('../stages/train/trainer.js');
-const { random } = await import('../pipeline/random.js');
+const { random } = await import('../pipeline/core/random.js');
 const sizes = (JSON.parse(fs.readFileSync(path.join(projectRoot, 'bench', 'train-sizes.json'), 'utf8')) as { sizes: Record<string, unknown> }).sizes;
 if (!sizes[size]) throw new Error(`no size ${size} in bench/train-sizes.json (${Object.keys(sizes).join(', ')})`);
 const config = parseConfig(sizes[size]);

@@ -8,7 +8,7 @@ import type { Benchmark, BenchResult } from './harness.js';
 export const STEP_NET = { input: 64, channels: 1, batch: 64 };
 
 async function measure(batch: number, steps: number): Promise<BenchResult> {
-  const { tf, backendInfo } = await import('../pipeline/tensorflow.js');
+  const { tf, backendInfo } = await import('../pipeline/core/tensorflow.js');
   const model = tf.sequential();
   const conv = (filters: number, strides = 1) =>
     tf.layers.conv2d({ filters, kernelSize: 3, strides, padding: 'same', activation: 'relu', useBias: false });

@@ -41,7 +41,7 @@ const PLAN: Record<string, { rounds: number; steps: number }> = {
 
 /** Random-normal batches of the size's crop shapes: a step's speed does not depend on the data (as the peer does). */
 async function benchBatches(config: import('../schemas/config.js').Config, n: number) {
-  const { random } = await import('../pipeline/random.js');
+  const { random } = await import('../pipeline/core/random.js');
   const { global: g, local: l } = config.augment;
   const b = config.train.batchSize;
   const views = (epoch: number) => [...Array.from({ length: g.count }, () => ['global', g.size] as const), ...Array.from({ length: l.count }, () => ['local', l.size] as const)]
@@ -57,7 +57,7 @@ async function benchBatches(config: import('../schemas/config.js').Config, n: nu
 }
 
 async function medsslWorker(): Promise<void> {
-  const { backendInfo } = await import('../pipeline/tensorflow.js');
+  const { backendInfo } = await import('../pipeline/core/tensorflow.js');
   const { parseConfig } = await import('../schemas/config.js');
   const { Trainer } = await import('../stages/train/trainer.js');
   const sizes = readSizes();
@@ -199,12 +199,12 @@ async function sideBySide(size: string): Promise<BenchResult[]> {
 /** The trainer fed from an LMDB cache through Gate -> crops -> batches -> pull: how long does it wait for data? */
 async function waitingFraction(size: number, local: number, steps: number): Promise<BenchResult> {
   const { open } = await import('lmdb');
-  const { Gate, settle } = await import('../pipeline/flow.js');
+  const { Gate, settle } = await import('../pipeline/core/flow.js');
   const { parseConfig } = await import('../schemas/config.js');
   const { readMedmnist, assembleBatch } = await import('../test/support/medmnist-batches.js');
   const { train } = await import('../stages/train/train.js');
-  const { random } = await import('../pipeline/random.js');
-  const { fromHighland } = await import('../pipeline/bridge.js');
+  const { random } = await import('../pipeline/core/random.js');
+  const { fromHighland } = await import('../pipeline/core/bridge.js');
   const { map, bufferCount, lastValueFrom, toArray } = await import('rxjs');
   const highland = (await import('highland')).default;
   const config = parseConfig({

@@ -2,7 +2,7 @@
 // supervised on the target's own full labelled training set, then the 10% protocols of the quick preset on top.
 // No real pre-training can expect to beat this; it bounds what the experiment's arms can show.
 //   npx tsx examples/evaluate-ceiling.ts [path/to/pneumoniamnist.npz]
-import { freshEncoder } from '../pipeline/arms.js';
+import { freshEncoder } from '../pipeline/compose/arms.js';
 import { parseConfig } from '../schemas/config.js';
 import { combineSeeds } from '../stages/evaluate/auc.js';
 import { loadMedmnist, subset } from '../stages/evaluate/datasets.js';

@@ -1,13 +1,13 @@
 // The public API: `import { ... } from 'medssl'`.
 export * from '../schemas/index.js';
-export { random, RandomStream, IndexShuffle, philox4x32, hash32, type RandomKey, type RandomSource } from './random.js';
-export { Gate, settle, pull, type GateOptions, type PullOptions } from './flow.js';
-export { FailureLog, MedsslError, guard, toFailure, type GuardOptions } from './failures.js';
-export { walkFiles, fromHighland, toHighland, writeJsonl, readJsonl, type ToHighlandOptions, type JsonlOptions } from './bridge.js';
-export { loadConfig, stableHash } from './config.js';
+export { random, RandomStream, IndexShuffle, philox4x32, hash32, type RandomKey, type RandomSource } from './core/random.js';
+export { Gate, settle, pull, type GateOptions, type PullOptions } from './core/flow.js';
+export { FailureLog, MedsslError, guard, toFailure, type GuardOptions } from './core/failures.js';
+export { walkFiles, fromHighland, toHighland, writeJsonl, readJsonl, type ToHighlandOptions, type JsonlOptions } from './core/bridge.js';
+export { loadConfig, stableHash } from './core/config.js';
 export { listSources, detectFormat, medmnistModality, type SourceOptions } from '../stages/source/source.js';
 export { decode, decodeItem, decodeFile, decodeThreads, arrayFrames, type DecodeOptions, type DecodeItemOptions, type DecodeThreads, type DecodedFile } from '../stages/decode/decode.js';
-export { Keyring, privacyKeyring, warnPublicKey, SourceNames, PRIVACY_KEY_ENV, type KeyKind } from './privacy.js';
+export { Keyring, privacyKeyring, warnPublicKey, SourceNames, PRIVACY_KEY_ENV, type KeyKind } from './core/privacy.js';
 export { normalize, normalizeImage, modalityRule, foregroundZScore, unitScale, resampleToSpacing, type NormalizeOptions, type ModalityRule } from '../stages/normalize/normalize.js';
 export { hounsfieldWindow, modalityLut, percentiles, otsuThreshold, minMax, toChannels } from '../stages/normalize/intensity.js';
 export { augment, resolveWorkers, type AugmentOptions } from '../stages/augment/augment.js';
@@ -32,7 +32,7 @@ export {
   type DatasetSpec, type ArmResult, type DatasetResult, type FractionResult, type ConvergenceResult, type RobustnessResult,
 } from '../stages/evaluate/experiment.js';
 export { resultsDocument, writeReports, renderMarkdown, renderHtml, type ResultsDocument, type Provenance } from '../stages/evaluate/report.js';
-export { experimentArms, trainerArms, armConfig, armSteps, armEpochs, freshEncoder, type TrainerDeps } from './arms.js';
+export { experimentArms, trainerArms, armConfig, armSteps, armEpochs, freshEncoder, type TrainerDeps } from './compose/arms.js';
 export {
   CacheStore, CACHE_SCHEMA_VERSION, CacheError, CorruptRecordError, encodeRecord, decodeRecord, checkRecord, readHeader, recordKey, sourceKey, contentKey,
   type CacheStoreOptions, type SourceMarker, type RecordHeader, type PreparationInfo,
@@ -41,12 +41,12 @@ export { ingest, shardOf, parseShard, type IngestOptions, type IngestProgress, t
 export { replay, replay$, CacheDataset, type ReplayOptions, type DatasetOptions, type EpochOptions } from '../stages/cache/replay.js';
 export { SPLIT_GROUPS, type SplitGroup } from '../stages/cache/ordinal-index.js';
 export { verifyCache, cacheStats, indexCache, type VerifyReport, type CacheStats, type IndexSummary } from '../stages/cache/verify.js';
-export { listInputs, prepareImages, preparationHash, preparationConfig, sourceNames, ingestInputs, PREPARE_VERSION, type IngestInputsOptions, type PrepareOptions } from './prepare.js';
-export { packageVersion, packageRoot } from './version.js';
-export { tf, backendInfo, loadTensorflow, tensorflowLoaded, tensorflowEnvironment, type BackendInfo, type BackendName } from './tensorflow.js';
-export { runExperimentJob, experimentSummary, presetFor } from './job.js';
-export { openTrainingPool, poolBatches, poolStepsPerEpoch, poolGate, labelWidth, rankPositions, localBatchSize, type TrainingPool, type PoolOptions, type BatchesOptions } from './batches.js';
-export { openWorld, currentWorld, mpiLaunch, mpiLibrary, placeRank, SelfCommunicator, type Communicator, type ReduceOp, type CollectiveStats } from './mpi.js';
+export { listInputs, prepareImages, preparationHash, preparationConfig, sourceNames, ingestInputs, PREPARE_VERSION, type IngestInputsOptions, type PrepareOptions } from './compose/prepare.js';
+export { packageVersion, packageRoot } from './core/version.js';
+export { tf, backendInfo, loadTensorflow, tensorflowLoaded, tensorflowEnvironment, type BackendInfo, type BackendName } from './core/tensorflow.js';
+export { runExperimentJob, experimentSummary, presetFor } from './compose/job.js';
+export { openTrainingPool, poolBatches, poolStepsPerEpoch, poolGate, labelWidth, rankPositions, localBatchSize, type TrainingPool, type PoolOptions, type BatchesOptions } from './compose/batches.js';
+export { openWorld, currentWorld, mpiLaunch, mpiLibrary, placeRank, SelfCommunicator, type Communicator, type ReduceOp, type CollectiveStats } from './core/mpi.js';
 export { sinkhornKnopp, type SinkhornOptions } from '../stages/train/sinkhorn.js';
 export { swavLoss, type SwavLossOptions } from '../stages/train/swav-loss.js';
 export { ntXentLoss } from '../stages/train/ntxent-loss.js';

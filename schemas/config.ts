@@ -29,7 +29,7 @@ export const DataConfig = z.strictObject({
   /** Replace input paths by keyed hashes of their components everywhere medssl writes them (cache, logs, reports). */
   hashPaths: z.boolean().default(false),
   /**
-   * How pre-training epochs draw from the pool (pipeline/batches.ts). The default replays the pool in a seeded
+   * How pre-training epochs draw from the pool (pipeline/compose/batches.ts). The default replays the pool in a seeded
    * permutation. Otherwise modality m gets a share of each epoch proportional to count_m^power, capped at maxShare;
    * epochImages sets the epoch's length (null: the pool's size); pureBatches makes every uni-modal batch one
    * modality, so each equipartition spans a whole batch instead of a handful of rows.

@@ -80,7 +80,7 @@ export const DecodedImage = z.object({
   /** Patient-space position of the first pixel and the row/column direction cosines, when known. */
   position: z.array(z.number()).length(3).optional(),
   orientation: z.array(z.number()).length(6).optional(),
-  /** Keyed hashes (HMAC-SHA-256, pipeline/privacy.ts) of patient, study and series ids: enough for patient-level splits, no PHI. */
+  /** Keyed hashes (HMAC-SHA-256, pipeline/core/privacy.ts) of patient, study and series ids: enough for patient-level splits, no PHI. */
   patientKey: z.string().optional(),
   studyKey: z.string().optional(),
   seriesKey: z.string().optional(),

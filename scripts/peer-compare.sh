@@ -17,4 +17,4 @@ node=(node --initial-old-space-size=256)
 OMP_WAIT_POLICY=PASSIVE "$python" bench/swav-peer.py --data "$out"
 "${node[@]}" dist/bench/peer-swav.js import --config "$config" --out "$out"
 rm -rf "$out/experiment"
-"${node[@]}" dist/pipeline/cli.js experiment --config "$out/compare.yaml" --out "$out/experiment"
+"${node[@]}" dist/pipeline/app/cli.js experiment --config "$out/compare.yaml" --out "$out/experiment"

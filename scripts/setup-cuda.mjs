@@ -5,7 +5,7 @@
 // run time. This script asks pip which versions `tensorflow[and-cuda]==<version>` pins (a dry-run resolution with a
 // JSON report, nothing installed), downloads exactly those wheels, and unpacks their lib/ folders into
 // <deps>/nvidia/<name>/lib, i.e. `$ORIGIN/../nvidia/<name>/lib` from libtensorflow_cc.so.2, where the wheel's own
-// loader looks. pipeline/tensorflow.ts also loads them by absolute path, in dependency order, before the GPU binding,
+// loader looks. pipeline/core/tensorflow.ts also loads them by absolute path, in dependency order, before the GPU binding,
 // so a library's later dlopen by soname finds it already loaded.
 //
 // Written from the TensorFlow (pip install guide: `tensorflow[and-cuda]`) and pip (`install --dry-run --report`)

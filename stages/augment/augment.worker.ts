@@ -3,7 +3,7 @@
 // the image's buffer when the caller asked to retain it. Nothing is copied, and no crop record is structured-cloned:
 // the main thread builds the records (cropsFrom), which costs it a fraction of deserializing them.
 import { Piscina } from 'piscina';
-import { random } from '../../pipeline/random.js';
+import { random } from '../../pipeline/core/random.js';
 import type { AugmentConfig } from '../../schemas/config.js';
 import type { NormalizedImage } from '../../schemas/records.js';
 import { renderCrops } from './crops.js';

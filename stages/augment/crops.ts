@@ -3,10 +3,10 @@
 // on (seed, epoch, image id, crop index, purpose), so a crop does not depend on the order or thread it is made in.
 import type { AugmentConfig, CropConfig } from '../../schemas/config.js';
 import type { Crop, CropKind, CropSet, NormalizedImage } from '../../schemas/records.js';
-import type { RandomSource, RandomStream } from '../../pipeline/random.js';
+import type { RandomSource, RandomStream } from '../../pipeline/core/random.js';
 import { applyBlur, applyRegionalEnergy, type EnergyRegion } from './intensity.js';
 import { kernels, type Kernels } from './kernels.js';
-import { uninitializedFloat32 } from '../../pipeline/memory.js';
+import { uninitializedFloat32 } from '../../pipeline/core/memory.js';
 
 /** A crop box in continuous source pixel coordinates (x along columns, y along rows). */
 export interface CropBox { x: number; y: number; w: number; h: number }

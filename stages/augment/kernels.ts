@@ -6,7 +6,7 @@
 // old buffer: take a view only after the last allocation it must outlive.
 import fs from 'node:fs';
 import path from 'node:path';
-import { packageRoot } from '../../pipeline/version.js';
+import { packageRoot } from '../../pipeline/core/version.js';
 import { NORMAL_TABLE_BITS, noiseLanes, normalTable } from './noise.js';
 import { GAMMA_TABLE_SIZE } from './intensity.js';
 

@@ -1,6 +1,6 @@
 // Per-pixel Gaussian noise at hundreds of millions of values per second.
 //
-// Philox (pipeline/random.ts) decides everything about a crop, including the 128-bit state of the noise field
+// Philox (pipeline/core/random.ts) decides everything about a crop, including the 128-bit state of the noise field
 // below; drawing every pixel from Philox itself would cost more than the whole crop. So the noise of one crop comes
 // from xoshiro128** (Blackman and Vigna, 2018) seeded from the crop's Philox stream: still a pure function of
 // (seed, epoch, sample, crop), hence identical whatever the worker count. The SIMD kernel (assembly/kernels.ts) runs

@@ -5,20 +5,20 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { type OperatorFunction, concatMap, count, defer, filter, firstValueFrom, from, lastValueFrom, mergeMap, of, takeWhile } from 'rxjs';
 import type { FailureRecord, NormalizedImage, SourceInput, SourceItem } from '../../schemas/records.js';
-import { FailureLog, MedsslError, toFailure } from '../../pipeline/failures.js';
-import { Gate, settle } from '../../pipeline/flow.js';
+import { FailureLog, MedsslError, toFailure } from '../../pipeline/core/failures.js';
+import { Gate, settle } from '../../pipeline/core/flow.js';
 import { type CacheStore, type PreparationInfo, type SourceMarker, CACHE_SCHEMA_VERSION, IndexBuildSuperseded, contentKey, encodeRecord } from './store.js';
 
 /**
  * The deterministic preparation: the operators that turn a source into its normalized frames (decode -> normalize,
- * pipeline/prepare.ts prepareImages), recording bad input on `failures` as every stage does. Ingest applies them to
+ * pipeline/compose/prepare.ts prepareImages), recording bad input on `failures` as every stage does. Ingest applies them to
  * one source at a time, on a log of that source's own: the first failure ends the source, which is then remembered
  * as failed with the frames it gave before.
  */
 export type Prepare = (failures: FailureLog) => OperatorFunction<SourceInput, NormalizedImage>;
 
 /**
- * How the cache and the failure records name input files (pipeline/privacy.ts SourceNames: relative to their input
+ * How the cache and the failure records name input files (pipeline/core/privacy.ts SourceNames: relative to their input
  * root, or hashed). Without it, files are named by the path they were read from.
  */
 export interface SourceNaming {

@@ -1,6 +1,6 @@
 // The ordinal index: the layout of its keys and the canonical order it numbers records in. Replay addresses record
 // i of a split group by a fixed-width key (one LMDB get), so opening a cache reads a few meta entries instead of every
-// record key, and an epoch's order is a permutation of ordinals computed per position (pipeline/random.ts
+// record key, and an epoch's order is a permutation of ordinals computed per position (pipeline/core/random.ts
 // IndexShuffle), never an array. See stages/cache/README.md, "Ordinal index".
 
 /**

@@ -7,9 +7,9 @@
 import type { Worker } from 'node:worker_threads';
 import { Observable } from 'rxjs';
 import type { NormalizedImage } from '../../schemas/records.js';
-import { FailureLog } from '../../pipeline/failures.js';
-import { startWorker } from '../../pipeline/workers.js';
-import { type IndexShuffle, random } from '../../pipeline/random.js';
+import { FailureLog } from '../../pipeline/core/failures.js';
+import { startWorker } from '../../pipeline/core/workers.js';
+import { type IndexShuffle, random } from '../../pipeline/core/random.js';
 import { CACHE_SCHEMA_VERSION, CacheError, CacheStore, type IndexView, type RecordHeader, CorruptRecordError, readHeader } from './store.js';
 import { type IndexMeta, SPLIT_GROUPS, type SplitGroup } from './ordinal-index.js';
 import { BitSelect, FilteredSpace, GroupSpace, type Location, MergeMap, type RankSpace, UnionSpace, cacheOf, groupAt, ordinalOf } from './union.js';
@@ -144,7 +144,7 @@ export class CacheDataset {
 
   /**
    * The epoch's order: position p of the epoch reads record order.at(p), a Feistel permutation keyed by
-   * random(seed).stream({ epoch, purpose: 'replay-order' }) (pipeline/random.ts IndexShuffle). Iterable.
+   * random(seed).stream({ epoch, purpose: 'replay-order' }) (pipeline/core/random.ts IndexShuffle). Iterable.
    */
   order(seed: number, epoch: number): IndexShuffle {
     return random(seed).stream({ epoch, purpose: 'replay-order' }).indexShuffle(this.size);

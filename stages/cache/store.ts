@@ -5,8 +5,8 @@ import zlib from 'node:zlib';
 import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import { z } from 'zod';
 import { FailureCode, NormalizedImage } from '../../schemas/records.js';
-import { packageVersion } from '../../pipeline/version.js';
-import { uninitializedFloat32 } from '../../pipeline/memory.js';
+import { packageVersion } from '../../pipeline/core/version.js';
+import { uninitializedFloat32 } from '../../pipeline/core/memory.js';
 import { dataFileProblem } from './lmdb-tail.js';
 import { INDEX_VERSION, type IndexMeta, MAX_ORDINAL, SPLIT_GROUPS, compareRecordKeys, groupOf, indexKey, indexPrefix } from './ordinal-index.js';
 

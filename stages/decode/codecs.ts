@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { MedsslError } from '../../pipeline/failures.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
 import { type JpegTurbo, jpegTurbo, turboJpegLibrary } from './jpeg-turbo.js';
 
 const require = createRequire(import.meta.url);

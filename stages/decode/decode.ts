@@ -1,14 +1,14 @@
 // The decode stage: SourceItems (DICOM files, NIfTI volumes, MedMNIST .npz entries, bare .npy arrays) to
 // DecodedImages, one per frame or slice, holding the stored values before any LUT plus the metadata downstream stages need. Raw PHI
-// (patient/study/series ids) never leaves this stage: only their keyed hashes (pipeline/privacy.ts) do.
+// (patient/study/series ids) never leaves this stage: only their keyed hashes (pipeline/core/privacy.ts) do.
 
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import type { OperatorFunction } from 'rxjs';
-import type { Gate } from '../../pipeline/flow.js';
-import { type FailureLog, MedsslError, guard } from '../../pipeline/failures.js';
-import { type Keyring, privacyKeyring, warnPublicKey } from '../../pipeline/privacy.js';
-import { workerEntry } from '../../pipeline/workers.js';
+import type { Gate } from '../../pipeline/core/flow.js';
+import { type FailureLog, MedsslError, guard } from '../../pipeline/core/failures.js';
+import { type Keyring, privacyKeyring, warnPublicKey } from '../../pipeline/core/privacy.js';
+import { workerEntry } from '../../pipeline/core/workers.js';
 import { DataConfig } from '../../schemas/config.js';
 import type { DecodedImage, Dtype, PixelArray, SourceInput, SourceItem } from '../../schemas/records.js';
 import { detectFormat } from '../source/source.js';

@@ -1,8 +1,8 @@
 // Worker thread of the decode stage (decodeThreads): decodes one item. The frames come back with the error, if any,
 // as data: a MedsslError loses its code when cloned across threads, and frames before a mid-file error are kept.
 import type { DecodedImage, SourceItem } from '../../schemas/records.js';
-import { MedsslError } from '../../pipeline/failures.js';
-import { privacyKeyring } from '../../pipeline/privacy.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
+import { privacyKeyring } from '../../pipeline/core/privacy.js';
 import { type DecodeItemOptions, decodeItem } from './decode.js';
 
 export interface DecodeTask {

@@ -5,7 +5,7 @@
 // unpacks to 16 bits. Colour: native/RLE as stored; JPEG, J2K and JPEG XL as the codec outputs (RGB).
 
 import zlib from 'node:zlib';
-import { MedsslError } from '../../pipeline/failures.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
 import type { Dtype, PixelArray } from '../../schemas/records.js';
 import { type CodecFrame, type CodecName, countUse, decodeCodestream, isLoaded, type JpegHeader, jpegHeader, jpegSegmentsIntact, j2kSize, jxlHeader, markAsRgb } from './codecs.js';
 import { decodeJpegDct } from './jpeg-dct.js';

@@ -5,7 +5,7 @@
 // truncated file becomes a MedsslError, never a RangeError or a huge allocation.
 
 import zlib from 'node:zlib';
-import { MedsslError } from '../../pipeline/failures.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
 
 export const TS = {
   implicitLE: '1.2.840.10008.1.2',

@@ -4,7 +4,7 @@
 // output is the decoded samples interleaved, with no colour transform (12-bit DICOM JPEG is monochrome in practice).
 // The IDCT is libjpeg's integer "islow", so the output matches libjpeg-turbo's (and pydicom's) sample for sample.
 
-import { MedsslError } from '../../pipeline/failures.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
 
 const ZIGZAG = new Uint8Array([
   0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,

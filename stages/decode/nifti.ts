@@ -3,7 +3,7 @@
 // against the bytes present before anything is allocated.
 
 import * as nifti from 'nifti-reader-js';
-import { MedsslError } from '../../pipeline/failures.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
 import type { Dtype, PixelArray } from '../../schemas/records.js';
 import { BYTES, CTORS, typedCopy } from './pixels.js';
 

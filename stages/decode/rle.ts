@@ -1,6 +1,6 @@
 // DICOM RLE Lossless (PS3.5 Annex G): up to 15 PackBits segments per frame, one per byte plane of each sample,
 // most significant byte first. Each segment is decoded straight into its strided place in the little-endian output.
-import { MedsslError } from '../../pipeline/failures.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
 
 /**
  * Decodes one RLE frame into `out` (little-endian bytes, samples interleaved): rows*cols*samples*bytesPerSample bytes.

@@ -4,8 +4,8 @@
 // divided by m*n, computed from average ("mid") ranks so that tied scores count one half (Hanley & McNeil 1982).
 // Variance: DeLong, DeLong & Clarke-Pearson (Biometrics 1988), from the placement values, computed with the
 // midrank algorithm of Sun & Xu (IEEE SPL 2014) in O((m+n) log(m+n)).
-import { MedsslError } from '../../pipeline/failures.js';
-import { random } from '../../pipeline/random.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
+import { random } from '../../pipeline/core/random.js';
 
 export interface AucResult {
   auc: number;

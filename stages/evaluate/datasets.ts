@@ -6,7 +6,7 @@
 // fractions never split a volume. AdrenalMNIST3D volumes are binary shape masks (0/255), not CT intensities.
 import fs from 'node:fs';
 import path from 'node:path';
-import { MedsslError } from '../../pipeline/failures.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
 import { readNpz, type NdArray } from '../source/npy.js';
 import type { Image } from './perturb.js';
 

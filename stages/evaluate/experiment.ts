@@ -1,6 +1,6 @@
 // The experiment runner: arms x datasets x protocols x label fractions x seeds, plus convergence and robustness.
 //
-// Each arm gets its encoder from an injected ArmProvider (pipeline/arms.ts binds it to the trainer), once per
+// Each arm gets its encoder from an injected ArmProvider (pipeline/compose/arms.ts binds it to the trainer), once per
 // (arm, evaluation dataset): the provider memoises arms whose pre-training does not depend on the target. Everything
 // random is seeded: label fractions, fresh initialisations, fine-tuning order and flips. Wall-clock time is measured
 // and reported, never used to decide anything, so the same plan gives the same numbers.
@@ -98,7 +98,7 @@ export const PRESETS: Record<'quick' | 'full', Preset> = {
     convergenceFraction: 0.1,
     robustness: { protocol: 'linear', fraction: 1, grid: QUICK_GRID },
     budgetSeconds: 900,
-    // 300 steps of 64: three passes over the bundled pool's balanced epoch of 6,400 images (pipeline/batches.ts).
+    // 300 steps of 64: three passes over the bundled pool's balanced epoch of 6,400 images (pipeline/compose/batches.ts).
     pretrainImages: 19_200,
   },
   full: {

@@ -7,7 +7,7 @@
 // arithmetic on small images; elsewhere, or with MEDSSL_GRAPH=0, it runs eagerly. The graph session holds the
 // variables between steps: `sync()` brings them back before anything outside reads the model.
 import type { LayersModel, Scalar, Tensor, Tensor1D, Variable } from '@tensorflow/tfjs';
-import { backendInfo, tf } from '../../pipeline/tensorflow.js';
+import { backendInfo, tf } from '../../pipeline/core/tensorflow.js';
 import { OptimizerConfig } from '../../schemas/config.js';
 import { type Capture, GraphSteps, type StateSlot } from '../train/graph/engine.js';
 import type { HostTensor } from '../train/graph/graph-step.js';

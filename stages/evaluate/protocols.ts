@@ -4,8 +4,8 @@
 // trunk, or a freshly initialised one for "no pre-training"). Every protocol returns test scores and a `scorer`
 // (images -> scores) that the robustness probes call on perturbed test images.
 import type * as TF from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
-import { random } from '../../pipeline/random.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
+import { random } from '../../pipeline/core/random.js';
 import { aucWithCi, type AucResult } from './auc.js';
 import type { LabelledSplit } from './datasets.js';
 import { FinetuneStep } from './finetune-step.js';

@@ -5,7 +5,7 @@
 // subset is inside the 25% subset, which is inside the 50% subset (nested), and the class balance of every subset
 // follows the full set's (stratified). With patient keys the shuffled units are patients, so a patient's images are
 // all in or all out; a patient's stratum is the label combination of its first image.
-import { random } from '../../pipeline/random.js';
+import { random } from '../../pipeline/core/random.js';
 
 export interface FractionOptions {
   /** Fractions in (0, 1]. */

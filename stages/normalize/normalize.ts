@@ -4,9 +4,9 @@
 import type { OperatorFunction } from 'rxjs';
 import type { NormalizeConfig } from '../../schemas/config.js';
 import type { DecodedImage, NormalizedImage } from '../../schemas/records.js';
-import { type FailureLog, MedsslError, guard } from '../../pipeline/failures.js';
-import type { Gate } from '../../pipeline/flow.js';
-import type { RandomStream } from '../../pipeline/random.js';
+import { type FailureLog, MedsslError, guard } from '../../pipeline/core/failures.js';
+import type { Gate } from '../../pipeline/core/flow.js';
+import type { RandomStream } from '../../pipeline/core/random.js';
 import { resampleBox } from '../augment/resample.js';
 import { hounsfieldWindow, luma, minMax, modalityLut, otsuThreshold, percentileScale, percentiles, repeatChannels, toChannels, ybrFullToRgb } from './intensity.js';
 
@@ -14,7 +14,7 @@ export interface NormalizeOptions {
   failures: FailureLog;
   config: NormalizeConfig;
   /**
-   * The key of the whole preparation (pipeline/prepare.ts preparationHash: this config, the decode options, the
+   * The key of the whole preparation (pipeline/compose/prepare.ts preparationHash: this config, the decode options, the
    * privacy key id, the code version), carried by every image as `normalization`. The cache keys records by it, so
    * images made here and images replayed from a cache name their preparation the same way.
    */

@@ -2,7 +2,7 @@
 // Reading rejects bad headers before allocating; writing produces C-order little-endian arrays that numpy loads.
 
 import zlib from 'node:zlib';
-import { MedsslError } from '../../pipeline/failures.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
 import type { Dtype, PixelArray } from '../../schemas/records.js';
 
 export interface NdArray {

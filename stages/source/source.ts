@@ -5,8 +5,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { MedsslError } from '../../pipeline/failures.js';
-import { type FollowLinks, walkFiles, fromHighland } from '../../pipeline/bridge.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
+import { type FollowLinks, walkFiles, fromHighland } from '../../pipeline/core/bridge.js';
 import type { Format, SourceItem } from '../../schemas/records.js';
 import { readNpz } from './npy.js';
 

@@ -5,8 +5,8 @@
 // FusedBatchNormGradV3: one kernel each way instead of the dozen element-wise ops that tf.moments + tf.batchNorm and
 // their gradients expand to (each a full pass over the activation). Elsewhere the composed ops are used.
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs';
-import type { Communicator } from '../../pipeline/mpi.js';
-import { tf, backendInfo } from '../../pipeline/tensorflow.js';
+import type { Communicator } from '../../pipeline/core/mpi.js';
+import { tf, backendInfo } from '../../pipeline/core/tensorflow.js';
 import { syncBatchNorm } from './distributed.js';
 
 export const BN_EPSILON = 1e-5;

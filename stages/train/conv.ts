@@ -10,7 +10,7 @@
 // convolution's arithmetic, so it is used only when that is below one. MEDSSL_DENSE_CONV=0 turns it off (the bench's
 // `direct-conv` variant measures what it gives).
 import type { Tensor, Tensor4D } from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 
 /** conv2d(x [N, H, W, C], kernel [kh, kw, C, O], stride, 'same'): the dense product on maps smaller than the kernel. */
 export function conv2dSame(x: Tensor4D, kernel: Tensor4D, stride: number): Tensor4D {

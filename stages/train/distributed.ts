@@ -12,8 +12,8 @@
 // Every function makes its collectives in a fixed order that depends only on shapes all ranks share, so the ranks
 // never wait on different calls. All are host calls between TensorFlow ops: the step that uses them runs eagerly.
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import type { Communicator } from '../../pipeline/mpi.js';
-import { tf } from '../../pipeline/tensorflow.js';
+import type { Communicator } from '../../pipeline/core/mpi.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 import { BN_EPSILON } from './batchnorm.js';
 import { stopGradient } from './sinkhorn.js';
 

@@ -1,7 +1,7 @@
 // What sits on the pooled features: the projection head (SwAV/SimCLR: linear, BN, ReLU, linear, then L2
 // normalisation), the prototypes (K unit vectors, one set or one per modality) and the supervised classifier.
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 import { batchNorm, relu } from './batchnorm.js';
 import { l2Normalize } from './l2-normalize.js';
 import type { ParamStore } from './params.js';

@@ -4,7 +4,7 @@
 //
 // averaged over all 2N anchors (each sample's two views are each other's positive; the other 2N - 2 are negatives).
 import type { Scalar, Tensor2D } from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 import { l2Normalize } from './l2-normalize.js';
 
 /** z1, z2: [N, D] embeddings of the two views (normalised here, so any scale is fine). */

@@ -2,7 +2,7 @@
 // (Loshchilov & Hutter 2019), over named variables. Weight decay and the LARS trust ratio skip batch-norm
 // parameters and biases (`decays`). All updates stay on the device: no value is read back per step.
 import type { NamedTensorMap, Scalar, Tensor, Variable } from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 import type { OptimizerConfig } from '../../schemas/config.js';
 import { decays } from './params.js';
 

@@ -2,8 +2,8 @@
 // (no tfjs-layers bookkeeping in the hot loop), checkpoints them by name, and copies the encoder's into a
 // tf.LayersModel for export. Initial values come from the counter-based random source, so a seed fixes them.
 import type { Tensor, Variable } from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
-import { random } from '../../pipeline/random.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
+import { random } from '../../pipeline/core/random.js';
 
 export class ParamStore {
   readonly vars = new Map<string, Variable>();

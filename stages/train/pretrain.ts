@@ -7,10 +7,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type Observable, concatMap, defer, from, isObservable, lastValueFrom, range, share, tap } from 'rxjs';
-import { writeJsonl } from '../../pipeline/bridge.js';
-import { MedsslError } from '../../pipeline/failures.js';
-import { Gate } from '../../pipeline/flow.js';
-import type { Communicator } from '../../pipeline/mpi.js';
+import { writeJsonl } from '../../pipeline/core/bridge.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
+import { Gate } from '../../pipeline/core/flow.js';
+import type { Communicator } from '../../pipeline/core/mpi.js';
 import type { Config } from '../../schemas/config.js';
 import type { AlarmEvent, MetricsEvent, StepEvent } from '../../schemas/metrics.js';
 import type { Batch } from '../../schemas/records.js';

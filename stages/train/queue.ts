@@ -3,7 +3,7 @@
 // step they are re-scored against the current prototypes. It is used only once full (a partly zero queue would
 // put fake samples into the equipartition).
 import type { Tensor2D } from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 
 export class EmbeddingQueue {
   /** One [length, D] block per assigned crop, newest first. */

@@ -5,9 +5,9 @@
 // trainer differentiates (fewer ops and no tfjs-layers bookkeeping per step), and `encoderModel` builds the
 // equivalent tf.LayersModel for export and downstream use. A test checks that both give the same features.
 import type { LayersModel, Tensor, Tensor1D, Tensor2D, Tensor4D, SymbolicTensor } from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 import type { ModelConfig } from '../../schemas/config.js';
-import type { Communicator } from '../../pipeline/mpi.js';
+import type { Communicator } from '../../pipeline/core/mpi.js';
 import { type BnObservation, BN_EPSILON, BN_MOMENTUM, batchNorm, relu } from './batchnorm.js';
 import { conv2dSame } from './conv.js';
 import type { ParamStore } from './params.js';

@@ -8,7 +8,7 @@
 // columns, so it is carried out in the log domain with log-sum-exp (which subtracts the maximum): the same numbers,
 // no overflow, and no all-zero row (hence no 0/0) from underflow.
 import type { Tensor, Tensor2D } from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 
 export interface SinkhornOptions {
   /** Entropic regularisation; smaller is closer to a hard assignment. */

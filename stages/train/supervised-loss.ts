@@ -1,7 +1,7 @@
 // Sigmoid cross-entropy over the labelled rows: the supervised half of the hybrid objective (Ghesu et al. 2022,
 // section 2.3) and the supervised pre-training baseline. Binary tasks are one logit; multi-label tasks one per label.
 import type { Scalar, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 
 /**
  * Mean sigmoid cross-entropy of logits [B, L] against targets [B, L] over the rows whose mask is 1.

@@ -7,7 +7,7 @@
 // without gradient. With a queue, the stored embeddings' scores against the current prototypes are prepended before
 // Sinkhorn (so the equipartition is over queue + batch) and only the batch's last B rows of the codes are used.
 import type { Scalar, Tensor, Tensor2D } from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 import { sinkhornKnopp, stopGradient } from './sinkhorn.js';
 
 export interface SwavLossOptions {

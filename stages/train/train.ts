@@ -1,6 +1,6 @@
 // The trainer stage: Batch in, MetricsEvent out.
 //
-// It pulls batches at its own pace (pipeline/flow.ts `pull`, with the run's Gate so a slow step stops the source),
+// It pulls batches at its own pace (pipeline/core/flow.ts `pull`, with the run's Gate so a slow step stops the source),
 // runs one optimizer step per batch, and emits a `step` event per batch, an `epoch` summary when the epoch
 // changes and when the input completes, `checkpoint` events after each save, and `alarm` events for collapse or
 // NaN. It completes when the input completes; it errors (after the `nan` alarm) when the loss is not finite, and
@@ -9,8 +9,8 @@ import { Observable, type OperatorFunction } from 'rxjs';
 import type { Config } from '../../schemas/config.js';
 import type { AlarmEvent, EpochEvent, MetricsEvent, StepEvent } from '../../schemas/metrics.js';
 import type { Batch } from '../../schemas/records.js';
-import { type Gate, pull } from '../../pipeline/flow.js';
-import type { Communicator } from '../../pipeline/mpi.js';
+import { type Gate, pull } from '../../pipeline/core/flow.js';
+import type { Communicator } from '../../pipeline/core/mpi.js';
 import { objectiveFor } from './objectives/index.js';
 import { Trainer } from './trainer.js';
 

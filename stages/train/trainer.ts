@@ -15,10 +15,10 @@
 // (parameters, optimizer slots, queues) is state, which stays in TensorFlow until `store`, `optimizer` or `queues`
 // is read. MEDSSL_GRAPH=0 keeps every step eager.
 import type { NamedTensorMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs';
-import { backendInfo, tf } from '../../pipeline/tensorflow.js';
+import { backendInfo, tf } from '../../pipeline/core/tensorflow.js';
 import type { Config } from '../../schemas/config.js';
 import type { Batch } from '../../schemas/records.js';
-import { MedsslError } from '../../pipeline/failures.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
 import type { BnObservation } from './batchnorm.js';
 import { addClassifierParams, addProjectionParams, addPrototypes, normalizePrototypes, prototypeName } from './heads.js';
 import { type Group, type Kept, namedMetrics, type Objective, objectiveFor, type StepAgreement } from './objectives/index.js';
@@ -30,7 +30,7 @@ import { learningRate } from './schedule.js';
 import { type Capture, GraphSteps, type StateSlot } from './graph/engine.js';
 import type { HostTensor } from './graph/graph-step.js';
 import { DT } from './graph/libtensorflow.js';
-import type { Communicator } from '../../pipeline/mpi.js';
+import type { Communicator } from '../../pipeline/core/mpi.js';
 import { allEqual } from './distributed.js';
 
 export type { Group } from './objectives/index.js';

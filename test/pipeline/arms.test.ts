@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../schemas/config.js';
-import { armConfig, armEpochs, armSteps, poolModalities, trainerArms } from '../../pipeline/arms.js';
+import { armConfig, armEpochs, armSteps, poolModalities, trainerArms } from '../../pipeline/compose/arms.js';
 import { PAPER_ARMS, type ArmContext } from '../../stages/evaluate/experiment.js';
 import { syntheticDataset, tinyEncoder } from '../stages/evaluate/tiny.js';
 

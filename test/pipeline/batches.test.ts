@@ -1,6 +1,6 @@
-// Modality-balanced epochs (pipeline/batches.ts): pure functions of (modalities, seed, epoch, options).
+// Modality-balanced epochs (pipeline/compose/batches.ts): pure functions of (modalities, seed, epoch, options).
 import { describe, expect, it } from 'vitest';
-import { balancedOrder, modalityShares } from '../../pipeline/batches.js';
+import { balancedOrder, modalityShares } from '../../pipeline/compose/batches.js';
 
 // A pool shaped like the bundled one: many mask slices, radiographs, fundus photographs, a few MR, CT, US and NM frames.
 const pool = [

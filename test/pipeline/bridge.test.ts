@@ -4,8 +4,8 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { Observable, Subject, concat, from, map, tap, throwError } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { readJsonl, toHighland, writeJsonl } from '../../pipeline/bridge.js';
-import { Gate, settle } from '../../pipeline/flow.js';
+import { readJsonl, toHighland, writeJsonl } from '../../pipeline/core/bridge.js';
+import { Gate, settle } from '../../pipeline/core/flow.js';
 
 const dirs: string[] = [];
 const tmp = () => {

@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { loadConfig } from '../../pipeline/config.js';
-import { CONFIG_TEMPLATE } from '../../pipeline/config-template.js';
+import { loadConfig } from '../../pipeline/core/config.js';
+import { CONFIG_TEMPLATE } from '../../pipeline/app/config-template.js';
 import { parseConfig } from '../../schemas/config.js';
 import { cli } from '../shared.js';
 

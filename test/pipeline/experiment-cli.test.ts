@@ -1,4 +1,4 @@
-// `medssl experiment` end to end on a tiny synthetic MedMNIST-layout archive (spawns dist/pipeline/cli.js).
+// `medssl experiment` end to end on a tiny synthetic MedMNIST-layout archive (spawns dist/pipeline/app/cli.js).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';

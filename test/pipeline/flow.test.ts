@@ -1,7 +1,7 @@
 import { concatMap, delay, map, of, tap, toArray, firstValueFrom } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { FailureLog, guard } from '../../pipeline/failures.js';
-import { Gate, pull, settle } from '../../pipeline/flow.js';
+import { FailureLog, guard } from '../../pipeline/core/failures.js';
+import { Gate, pull, settle } from '../../pipeline/core/flow.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -1,15 +1,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../pipeline/config.js';
-import { listInputs, preparationHash, prepareImages } from '../../pipeline/prepare.js';
+import { loadConfig } from '../../pipeline/core/config.js';
+import { listInputs, preparationHash, prepareImages } from '../../pipeline/compose/prepare.js';
 import { arrayFrames, decodeThreads } from '../../stages/decode/decode.js';
 import { minMax, toChannels } from '../../stages/normalize/intensity.js';
 import { prepareItem } from '../support/prepare.js';
 import { ingest } from '../../stages/cache/ingest.js';
 import { CacheStore } from '../../stages/cache/store.js';
 import { readNpz } from '../../stages/source/npy.js';
-import { MedsslError } from '../../pipeline/failures.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
 import type { NormalizedImage, SourceItem } from '../../schemas/records.js';
 import { sample } from '../shared.js';
 import { snapshot, tempDir, writePneumoniaNpy, writeSyntheticNpy } from '../stages/cache/data.js';
@@ -73,9 +73,9 @@ async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
 describe('one path: the chain a program wires is the chain ingest caches', () => {
   it('prepareImages over a gated stream gives exactly the records ingestInputs stores, keyed by preparationHash', async () => {
     const { lastValueFrom: last, toArray: all } = await import('rxjs');
-    const { Gate, settle } = await import('../../pipeline/flow.js');
-    const { FailureLog } = await import('../../pipeline/failures.js');
-    const { ingestInputs } = await import('../../pipeline/prepare.js');
+    const { Gate, settle } = await import('../../pipeline/core/flow.js');
+    const { FailureLog } = await import('../../pipeline/core/failures.js');
+    const { ingestInputs } = await import('../../pipeline/compose/prepare.js');
     const { replay } = await import('../../stages/cache/replay.js');
     const dir = tempDir();
     writePneumoniaNpy(dir, 6);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { hash32, philox4x32, random } from '../../pipeline/random.js';
-import { startWorker } from '../../pipeline/workers.js';
+import { hash32, philox4x32, random } from '../../pipeline/core/random.js';
+import { startWorker } from '../../pipeline/core/workers.js';
 
 describe('philox4x32-10', () => {
   // Known-answer vectors from Random123's kat_vectors (philox4x32_10).

@@ -1,7 +1,7 @@
 // A worker module for the launcher's tests: draws from the random source in a thread. As a piscina task it returns
 // the draws; as a raw thread it posts the draws for workerData.keys.
 import { parentPort, workerData } from 'node:worker_threads';
-import { random } from '../../pipeline/random.js';
+import { random } from '../../pipeline/core/random.js';
 
 export type DrawKey = readonly [sample: string, crop: number, purpose: string];
 

@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { describe, expect, it } from 'vitest';
-import { startWorker, workerEntry } from '../../pipeline/workers.js';
+import { startWorker, workerEntry } from '../../pipeline/core/workers.js';
 import draws, { type DrawKey } from './random.worker.js';
 
 const keys: DrawKey[] = [['img-1', 0, 'crop'], ['img-2', 3, 'flip'], ['img-3', 1, 'intensity']];
@@ -30,7 +30,7 @@ async function runBoth(launcher: { startWorker: typeof startWorker; workerEntry:
 describe('worker launcher', () => {
   it('runs a worker module from the TypeScript sources, as a thread and in a piscina pool', async () => {
     const entry = workerEntry('./random.worker.js', import.meta.url);
-    expect(fileURLToPath(new URL('../../pipeline/ts-worker.mjs', import.meta.url))).toBe(entry.filename);
+    expect(fileURLToPath(new URL('../../pipeline/core/ts-worker.mjs', import.meta.url))).toBe(entry.filename);
     expect(entry.argv).toEqual([new URL('./random.worker.ts', import.meta.url).href]);
     await runBoth({ startWorker, workerEntry }, import.meta.url);
   });
@@ -38,7 +38,7 @@ describe('worker launcher', () => {
   // Needs the compiled dist/ (`npm run build`, which `npm test` runs first).
   it('runs the compiled .js from dist/ as it is, with no TypeScript loader', async () => {
     const dist = new URL('../../dist/', import.meta.url);
-    const launcher = (await import(new URL('pipeline/workers.js', dist).href)) as typeof import('../../pipeline/workers.js');
+    const launcher = (await import(new URL('pipeline/core/workers.js', dist).href)) as typeof import('../../pipeline/core/workers.js');
     const from = new URL('test/pipeline/workers.test.js', dist).href;
     expect(launcher.workerEntry('./random.worker.js', from)).toEqual({ filename: fileURLToPath(new URL('test/pipeline/random.worker.js', dist)), argv: [] });
     await runBoth(launcher, from);

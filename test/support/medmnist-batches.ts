@@ -1,14 +1,14 @@
 // In-memory MedMNIST batches for trainer tests and the trainer benchmark: the train split of a MedMNIST archive
 // (2-D images, or the central slice of each 3-D volume) scaled by x / 255, cropped by the augment stage's own
-// cropSet and stacked by its stackBatch. Real runs replay an LMDB cache instead (pipeline/batches.ts).
+// cropSet and stacked by its stackBatch. Real runs replay an LMDB cache instead (pipeline/compose/batches.ts).
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AugmentConfig, Config } from '../../schemas/config.js';
 import type { Batch, NormalizedImage } from '../../schemas/records.js';
 import { type Observable, from, map } from 'rxjs';
-import { type Gate, settle } from '../../pipeline/flow.js';
-import { MedsslError } from '../../pipeline/failures.js';
-import { random } from '../../pipeline/random.js';
+import { type Gate, settle } from '../../pipeline/core/flow.js';
+import { MedsslError } from '../../pipeline/core/failures.js';
+import { random } from '../../pipeline/core/random.js';
 import { readNpz } from '../../stages/source/npy.js';
 import { cropSet } from '../../stages/augment/crops.js';
 import { stackBatch } from '../../stages/augment/batch.js';

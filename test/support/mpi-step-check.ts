@@ -5,7 +5,7 @@
 // (over several steps, float32 rounding differences are amplified where a ReLU changes side: with LARS at lr 0.05, one
 // activation 6.5e-6 from a ReLU's kink at the third step moved one channel's gradient by 2.7e-4 absolute, so LARS is
 // covered by the two-rank CLI test instead). Rank 0 prints one JSON line per case: the largest relative differences.
-import { openWorld } from '../../pipeline/mpi.js';
+import { openWorld } from '../../pipeline/core/mpi.js';
 import type { Batch } from '../../schemas/records.js';
 import { Trainer } from '../../stages/train/trainer.js';
 import { nativeKernels } from '../../stages/train/batchnorm.js';

@@ -3,7 +3,7 @@
 // binding to cores, one TensorFlow thread pair per rank, and Open MPI's consent to run as root where tests run as root
 // (CI containers).
 import { spawnSync } from 'node:child_process';
-import { mpiLibrary } from '../../pipeline/mpi.js';
+import { mpiLibrary } from '../../pipeline/core/mpi.js';
 
 export interface MpiStatus {
   ok: boolean;

@@ -3,8 +3,8 @@
 import { lastValueFrom, of, toArray } from 'rxjs';
 import type { Config } from '../../schemas/config.js';
 import type { NormalizedImage, SourceInput, SourceItem } from '../../schemas/records.js';
-import { FailureLog, MedsslError, guard } from '../../pipeline/failures.js';
-import { prepareImages } from '../../pipeline/prepare.js';
+import { FailureLog, MedsslError, guard } from '../../pipeline/core/failures.js';
+import { prepareImages } from '../../pipeline/compose/prepare.js';
 import type { Prepare } from '../../stages/cache/ingest.js';
 
 /** What ingestInputs gives ingest: prepareImages on each source's failure log. */

@@ -1,7 +1,7 @@
 // A small convolutional encoder for tests of the evaluation protocols: four conv-BN-ReLU blocks and global average
-// pooling, seeded. Not the trainer's ResNet (pipeline/arms.ts freshEncoder builds that).
+// pooling, seeded. Not the trainer's ResNet (pipeline/compose/arms.ts freshEncoder builds that).
 import type * as TF from '@tensorflow/tfjs';
-import { tf } from '../../pipeline/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 import { initialiseWeights } from '../../stages/evaluate/protocols.js';
 import type { Encoder } from '../../schemas/encoder.js';
 

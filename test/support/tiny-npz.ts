@@ -1,7 +1,7 @@
 // A tiny labelled MedMNIST-layout archive (8x8 images, train/val/test with labels) for end-to-end tests.
 import fs from 'node:fs';
 import zlib from 'node:zlib';
-import { random } from '../../pipeline/random.js';
+import { random } from '../../pipeline/core/random.js';
 import { writeNpy } from '../../stages/source/npy.js';
 
 /** Images whose label 1 adds a bright band, so an encoder can learn it in a few steps. */

@@ -8,7 +8,7 @@
 // the next graph step. A step that cannot be recorded faithfully (it reads a value back midway, or reads a tensor that
 // is neither state nor an input) stays eager, with a note.
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import { GraphStep, type HostTensor, type NodeTime, UntraceableStep } from './graph-step.js';
 import { DT, libtensorflow, newTensor, readTensor } from './libtensorflow.js';
 import { type NodeBackend, NotSymbolic, symbolicTrace, tensorId, traceStep } from './trace.js';

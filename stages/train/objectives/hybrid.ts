@@ -1,7 +1,7 @@
 // Hybrid (Ghesu et al. 2022, eq. 4): L = L_sup + lambda L_SwAV, the supervised term (supervised.ts) on the labelled
 // rows and SwAV (swav.ts) on every row; lambda follows `train.lambdaSchedule` and enters each step as an input.
 import type { Scalar } from '@tensorflow/tfjs';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import type { Config } from '../../../schemas/config.js';
 import { lambdaAt } from '../schedule.js';
 import { type MetricName, type Objective, partTensors, partValues } from './objective.js';

@@ -5,8 +5,8 @@
 // The trainer owns everything shared: the encoder's forward pass, gradients, the optimizer, queues, graph steps and
 // the data-parallel collectives around the step. An objective only sees the features and what it asked for.
 import type { Scalar, Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import type { Communicator } from '../../../pipeline/mpi.js';
-import { tf } from '../../../pipeline/tensorflow.js';
+import type { Communicator } from '../../../pipeline/core/mpi.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import type { Batch } from '../../../schemas/records.js';
 import type { ParamStore } from '../params.js';
 import type { EmbeddingQueue } from '../queue.js';

@@ -1,7 +1,7 @@
 // SimCLR (Chen et al. 2020): NT-Xent (../ntxent-loss.ts) over the projections of the two global crops; data-parallel,
 // the candidates are every rank's rows (../distributed.ts gatherRows).
 import type { Tensor2D } from '@tensorflow/tfjs';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import type { Config } from '../../../schemas/config.js';
 import type { Batch } from '../../../schemas/records.js';
 import { gatherRows } from '../distributed.js';

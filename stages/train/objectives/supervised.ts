@@ -1,7 +1,7 @@
 // Supervised pre-training (the stand-in for ImageNet-style pre-training): sigmoid cross-entropy
 // (../supervised-loss.ts) of a linear classifier on the pooled features of the global crops, over the labelled rows.
 import type { Scalar, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import type { Batch } from '../../../schemas/records.js';
 import { classify } from '../heads.js';
 import { sigmoidCrossEntropy } from '../supervised-loss.js';

@@ -2,7 +2,7 @@
 // the prototypes, with codes from Sinkhorn-Knopp (../sinkhorn.ts; ../distributed.ts over all ranks), per modality
 // group, each group's loss weighted by its share of the batch. Reports the code entropy and prototype usage.
 import type { Scalar, Tensor, Tensor2D } from '@tensorflow/tfjs';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import type { Config } from '../../../schemas/config.js';
 import type { Batch } from '../../../schemas/records.js';
 import { distributedCodes } from '../distributed.js';

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PNG } from 'pngjs';
-import { toBytes } from '../../../pipeline/preview.js';
+import { toBytes } from '../../../pipeline/app/preview.js';
 import { readNpy } from '../../../stages/source/npy.js';
 import { cli, fixture, sample } from '../../shared.js';
 

@@ -5,9 +5,9 @@ import { firstValueFrom, from, toArray, take } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { AugmentConfig } from '../../../schemas/config.js';
 import type { CropSet } from '../../../schemas/records.js';
-import { FailureLog } from '../../../pipeline/failures.js';
-import { Gate, settle } from '../../../pipeline/flow.js';
-import { random } from '../../../pipeline/random.js';
+import { FailureLog } from '../../../pipeline/core/failures.js';
+import { Gate, settle } from '../../../pipeline/core/flow.js';
+import { random } from '../../../pipeline/core/random.js';
 import { augment, cropSet } from '../../../stages/augment/augment.js';
 import { CropBuffers } from '../../../stages/augment/buffers.js';
 import { projectRoot } from '../../shared.js';
@@ -103,7 +103,7 @@ describe('augment operator', () => {
     const script = `
       import { from, lastValueFrom, take, toArray } from 'rxjs';
       import { augment } from './dist/stages/augment/augment.js';
-      import { FailureLog } from './dist/pipeline/failures.js';
+      import { FailureLog } from './dist/pipeline/core/failures.js';
       import { AugmentConfig } from './dist/schemas/config.js';
       const config = AugmentConfig.parse({ global: { count: 2, size: 96, scale: [0.5, 1] }, local: { count: 6, size: 48, scale: [0.1, 0.3] } });
       const image = (i) => ({ id: 'a' + i, sourceId: 'a', frame: i, modality: 'OT', height: 256, width: 256, channels: 1, data: new Float32Array(65536).fill(0.5), spacing: null, normalization: 'x' });
@@ -123,7 +123,7 @@ describe('augment operator', () => {
     const script = `
       import { from, lastValueFrom } from 'rxjs';
       import { augment } from './dist/stages/augment/augment.js';
-      import { FailureLog } from './dist/pipeline/failures.js';
+      import { FailureLog } from './dist/pipeline/core/failures.js';
       import { AugmentConfig } from './dist/schemas/config.js';
       const config = AugmentConfig.parse({ global: { count: 1, size: 16, scale: [0.5, 1] }, local: { count: 1, size: 8, scale: [0.1, 0.3] } });
       const img = { id: 'a', sourceId: 'a', frame: 0, modality: 'OT', height: 32, width: 32, channels: 1, data: new Float32Array(1024).fill(0.5), spacing: null, normalization: 'x' };

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { AugmentConfig } from '../../../schemas/config.js';
-import { random } from '../../../pipeline/random.js';
+import { random } from '../../../pipeline/core/random.js';
 import { cropPlan, cropSet, drawIntensity, drawRendering, multiCrop, randomResizedBox } from '../../../stages/augment/crops.js';
 import { testImage } from './helpers.js';
 

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { readNpz, writeNpy } from '../../../stages/source/npy.js';
-import { random } from '../../../pipeline/random.js';
+import { random } from '../../../pipeline/core/random.js';
 import { CacheStore } from '../../../stages/cache/store.js';
 import { sample } from '../../shared.js';
 

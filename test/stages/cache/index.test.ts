@@ -6,7 +6,7 @@ import path from 'node:path';
 import { open } from 'lmdb';
 import { describe, expect, it, vi } from 'vitest';
 import type { NormalizedImage } from '../../../schemas/records.js';
-import { random } from '../../../pipeline/random.js';
+import { random } from '../../../pipeline/core/random.js';
 import { CACHE_SCHEMA_VERSION, CacheError, CacheStore, encodeRecord } from '../../../stages/cache/store.js';
 import { CacheDataset, replay } from '../../../stages/cache/replay.js';
 import { BitSelect, MergeMap } from '../../../stages/cache/union.js';

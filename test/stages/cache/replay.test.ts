@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { Gate, pull, settle } from '../../../pipeline/flow.js';
-import { loadConfig } from '../../../pipeline/config.js';
-import { listInputs, preparationHash } from '../../../pipeline/prepare.js';
+import { Gate, pull, settle } from '../../../pipeline/core/flow.js';
+import { loadConfig } from '../../../pipeline/core/config.js';
+import { listInputs, preparationHash } from '../../../pipeline/compose/prepare.js';
 import { preparation, prepareItem } from '../../support/prepare.js';
 import { ingest } from '../../../stages/cache/ingest.js';
 import { CacheStore } from '../../../stages/cache/store.js';

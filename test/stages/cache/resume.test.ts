@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../../pipeline/config.js';
-import { listInputs, preparationHash } from '../../../pipeline/prepare.js';
+import { loadConfig } from '../../../pipeline/core/config.js';
+import { listInputs, preparationHash } from '../../../pipeline/compose/prepare.js';
 import { preparation } from '../../support/prepare.js';
 import { ingest } from '../../../stages/cache/ingest.js';
 import { CacheStore } from '../../../stages/cache/store.js';

@@ -9,8 +9,8 @@ import { CACHE_SCHEMA_VERSION, CacheStore, CorruptRecordError, checkRecord, deco
 import { ingest } from '../../../stages/cache/ingest.js';
 import { replay } from '../../../stages/cache/replay.js';
 import { verifyCache } from '../../../stages/cache/verify.js';
-import { FailureLog } from '../../../pipeline/failures.js';
-import { random } from '../../../pipeline/random.js';
+import { FailureLog } from '../../../pipeline/core/failures.js';
+import { random } from '../../../pipeline/core/random.js';
 import { cli } from '../../shared.js';
 import { tempDir, writePneumoniaNpy } from './data.js';
 

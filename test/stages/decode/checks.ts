@@ -1,8 +1,8 @@
 // Checks the default decode tests run on the fixture files and the corpus tests on the whole corpus.
 import path from 'node:path';
 import { expect } from 'vitest';
-import { FailureLog, MedsslError } from '../../../pipeline/failures.js';
-import { Gate, pull, settle } from '../../../pipeline/flow.js';
+import { FailureLog, MedsslError } from '../../../pipeline/core/failures.js';
+import { Gate, pull, settle } from '../../../pipeline/core/flow.js';
 import { decode, decodeFile } from '../../../stages/decode/decode.js';
 import { listSources } from '../../../stages/source/source.js';
 import { type Reference, referenceArray, sha256 } from './reference.js';

@@ -5,7 +5,7 @@ import dcmjs from 'dcmjs';
 import { describe, expect, it } from 'vitest';
 import type { DecodedImage } from '../../../schemas/records.js';
 import { decodeItem } from '../../../stages/decode/decode.js';
-import { privacyKeyring } from '../../../pipeline/privacy.js';
+import { privacyKeyring } from '../../../pipeline/core/privacy.js';
 
 const { DicomMetaDictionary, DicomDict } = dcmjs.data;
 

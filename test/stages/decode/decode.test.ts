@@ -4,10 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { from, lastValueFrom, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { FailureLog } from '../../../pipeline/failures.js';
+import { FailureLog } from '../../../pipeline/core/failures.js';
 import { DecodedImage, type SourceItem } from '../../../schemas/records.js';
 import { decode, decodeFile, decodeItem } from '../../../stages/decode/decode.js';
-import { Keyring, privacyKeyring } from '../../../pipeline/privacy.js';
+import { Keyring, privacyKeyring } from '../../../pipeline/core/privacy.js';
 import { readNpy } from '../../../stages/source/npy.js';
 import { cli, fixture, readJson, sample } from '../../shared.js';
 

@@ -4,7 +4,7 @@
 // codec is handed an unchecked header and without building strings the size of the file.
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { MedsslError } from '../../../pipeline/failures.js';
+import { MedsslError } from '../../../pipeline/core/failures.js';
 import { codecStats, j2kSize } from '../../../stages/decode/codecs.js';
 import { decodeItem } from '../../../stages/decode/decode.js';
 import { framesOf, parseDicom } from '../../../stages/decode/dicom.js';

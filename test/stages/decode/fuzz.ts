@@ -4,8 +4,8 @@
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import { expect } from 'vitest';
-import { MedsslError } from '../../../pipeline/failures.js';
-import { random, type RandomStream } from '../../../pipeline/random.js';
+import { MedsslError } from '../../../pipeline/core/failures.js';
+import { random, type RandomStream } from '../../../pipeline/core/random.js';
 import { decodeItem } from '../../../stages/decode/decode.js';
 import type { Reference } from './reference.js';
 

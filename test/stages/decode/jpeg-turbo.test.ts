@@ -4,7 +4,7 @@
 // codestreams through the native path end in a one-line MedsslError, never a crash.
 import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MedsslError } from '../../../pipeline/failures.js';
+import { MedsslError } from '../../../pipeline/core/failures.js';
 import { isLoaded, jpegSegmentsIntact, loadCodec, useNativeJpeg } from '../../../stages/decode/codecs.js';
 import { checkBothPaths, corruptThroughNative, counted, decodeAll, eightBitJpegs, jpegFragment } from './jpeg.js';
 import { fixtureReferences } from './reference.js';

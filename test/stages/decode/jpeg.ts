@@ -2,8 +2,8 @@
 // runs on the fixture JPEGs and jpeg-turbo.corpus.test.ts on every 8-bit JPEG of the corpus.
 import fs from 'node:fs';
 import { expect } from 'vitest';
-import { MedsslError } from '../../../pipeline/failures.js';
-import { random } from '../../../pipeline/random.js';
+import { MedsslError } from '../../../pipeline/core/failures.js';
+import { random } from '../../../pipeline/core/random.js';
 import { codecStats, isLoaded, loadCodec, useNativeJpeg } from '../../../stages/decode/codecs.js';
 import { decodeItem } from '../../../stages/decode/decode.js';
 import { type Reference, sha256 } from './reference.js';

@@ -3,8 +3,8 @@
 // failure record; nothing else is lost or duplicated.
 import { concatMap, delay, of } from 'rxjs';
 import { describe, expect, it } from 'vitest';
-import { FailureLog } from '../../../pipeline/failures.js';
-import { Gate, pull, settle } from '../../../pipeline/flow.js';
+import { FailureLog } from '../../../pipeline/core/failures.js';
+import { Gate, pull, settle } from '../../../pipeline/core/flow.js';
 import { decode } from '../../../stages/decode/decode.js';
 import { fixture, sample } from '../../shared.js';
 import { checkSourceToDecode } from './checks.js';

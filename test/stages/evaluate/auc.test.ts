@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { aucWithCi, combinePaired, combineSeeds, delongAuc, delongPaired, midranks, pairedAuc, rocAuc, twoSidedP } from '../../../stages/evaluate/auc.js';
-import { random } from '../../../pipeline/random.js';
-import { MedsslError } from '../../../pipeline/failures.js';
+import { random } from '../../../pipeline/core/random.js';
+import { MedsslError } from '../../../pipeline/core/failures.js';
 
 /** Brute force: pairs where the positive scores higher, ties count one half. */
 function pairwise(scores: number[], labels: number[]): number {

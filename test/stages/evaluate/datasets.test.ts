@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { imageAt, loadMedmnist, mapImages, maxAreaSlice, subset } from '../../../stages/evaluate/datasets.js';
 import { sample } from '../../shared.js';
-import { MedsslError } from '../../../pipeline/failures.js';
+import { MedsslError } from '../../../pipeline/core/failures.js';
 
 describe('loadMedmnist', () => {
   it('reads PneumoniaMNIST as [0, 1] images with its split sizes and labels', () => {

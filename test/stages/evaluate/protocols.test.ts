@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { backendInfo, tf } from '../../../pipeline/tensorflow.js';
+import { backendInfo, tf } from '../../../pipeline/core/tensorflow.js';
 import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe } from '../../../stages/evaluate/protocols.js';
 import { recalibrateBatchNorm } from '../../../stages/evaluate/protocols.js';
 import { syntheticDataset, tinyBnEncoder, tinyEncoder } from './tiny.js';
@@ -94,8 +94,8 @@ describe('logisticRegression', () => {
 describe('recalibrateBatchNorm', () => {
   it('re-estimates every batch norm so that its output is centred and unit-variance on the calibration images', async () => {
     const { standInEncoder } = await import('../../support/stand-in-encoder.js');
-    const { tf } = await import('../../../pipeline/tensorflow.js');
-    const { random } = await import('../../../pipeline/random.js');
+    const { tf } = await import('../../../pipeline/core/tensorflow.js');
+    const { random } = await import('../../../pipeline/core/random.js');
     const encoder = standInEncoder([8, 8, 1], 3, 4);
     const rs = random(1).stream({ purpose: 'test' });
     const images = Float32Array.from({ length: 64 * 64 }, () => 0.5 + 0.2 * rs.normal());

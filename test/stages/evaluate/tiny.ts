@@ -1,6 +1,6 @@
 // A tiny conv encoder and a synthetic labelled set for protocol tests (fast on the pure-JS backend too).
-import { tf } from '../../../pipeline/tensorflow.js';
-import { random } from '../../../pipeline/random.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
+import { random } from '../../../pipeline/core/random.js';
 import { initialiseWeights } from '../../../stages/evaluate/protocols.js';
 import type { Encoder } from '../../../schemas/encoder.js';
 import type { LabelledDataset, LabelledSplit } from '../../../stages/evaluate/datasets.js';

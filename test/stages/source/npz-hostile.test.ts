@@ -3,7 +3,7 @@
 // without the hidden entry), never a RangeError or an allocation past the archive's cap.
 import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { MedsslError } from '../../../pipeline/failures.js';
+import { MedsslError } from '../../../pipeline/core/failures.js';
 import { readNpz, writeNpy } from '../../../stages/source/npy.js';
 
 interface Entry { name: string; body: Buffer; deflate?: boolean; claim?: number }

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { MedsslError } from '../../../pipeline/failures.js';
+import { MedsslError } from '../../../pipeline/core/failures.js';
 import type { SourceItem } from '../../../schemas/records.js';
 import { listSources } from '../../../stages/source/source.js';
 import { fixture, sample } from '../../shared.js';

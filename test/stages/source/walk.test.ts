@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MedsslError } from '../../../pipeline/failures.js';
+import { MedsslError } from '../../../pipeline/core/failures.js';
 import type { SourceItem } from '../../../schemas/records.js';
 import { decodeItem } from '../../../stages/decode/decode.js';
 import { listSources } from '../../../stages/source/source.js';

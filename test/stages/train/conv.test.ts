@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import { conv2dSame, tapIndex } from '../../../stages/train/conv.js';
 import type { Tensor, Tensor4D } from '@tensorflow/tfjs';
 

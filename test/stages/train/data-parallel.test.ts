@@ -2,14 +2,14 @@
 // same losses and weights, for every objective. The two-rank run under mpirun is test/stages/train/mpi.test.ts.
 import type { Tensor2D } from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { localBatchSize, rankPositions } from '../../../pipeline/batches.js';
-import { SelfCommunicator, mpiLaunch } from '../../../pipeline/mpi.js';
+import { localBatchSize, rankPositions } from '../../../pipeline/compose/batches.js';
+import { SelfCommunicator, mpiLaunch } from '../../../pipeline/core/mpi.js';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { cli, projectRoot, sample } from '../../shared.js';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import { distributedCodes } from '../../../stages/train/distributed.js';
 import { sinkhornKnopp } from '../../../stages/train/sinkhorn.js';
 import { Trainer } from '../../../stages/train/trainer.js';

@@ -2,7 +2,7 @@
 // objective and for the structures that change during a run (frozen prototypes, a queue filling up, modality groups),
 // bit-identical from run to run, and actually used.
 import { describe, expect, it } from 'vitest';
-import { backendInfo } from '../../../pipeline/tensorflow.js';
+import { backendInfo } from '../../../pipeline/core/tensorflow.js';
 import type { ConfigInput } from '../../../schemas/config.js';
 import { Trainer } from '../../../stages/train/trainer.js';
 import { assembleBatch, epochOrder, imagesFor } from '../../support/medmnist-batches.js';

@@ -1,5 +1,5 @@
 // Small real-data batches for trainer tests: PneumoniaMNIST radiographs and AdrenalMNIST3D central slices with
-// seeded random resized crops and flips (pipeline/batches.ts), and a tiny network so the pure-JS backend copes.
+// seeded random resized crops and flips (pipeline/compose/batches.ts), and a tiny network so the pure-JS backend copes.
 import { type ConfigInput, parseConfig, type Config } from '../../../schemas/config.js';
 import { sample } from '../../shared.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import { ntXentLoss } from '../../../stages/train/ntxent-loss.js';
 import { sigmoidCrossEntropy } from '../../../stages/train/supervised-loss.js';
 

@@ -2,7 +2,7 @@
 // it wires, hybrid against its two halves, and the trainer's metrics read back by name.
 import type { Tensor, Tensor1D, Tensor2D } from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import type { Batch } from '../../../schemas/records.js';
 import { addClassifierParams, addProjectionParams, addPrototypes, classify, project, prototypeName } from '../../../stages/train/heads.js';
 import { ntXentLoss } from '../../../stages/train/ntxent-loss.js';

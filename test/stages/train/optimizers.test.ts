@@ -1,6 +1,6 @@
 import type { Variable } from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import { parseConfig } from '../../../schemas/config.js';
 import { Optimizer } from '../../../stages/train/optimizers.js';
 

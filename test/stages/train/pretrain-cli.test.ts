@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readJsonl } from '../../../pipeline/bridge.js';
+import { readJsonl } from '../../../pipeline/core/bridge.js';
 import type { MetricsEvent } from '../../../schemas/metrics.js';
 import { cli, sample } from '../../shared.js';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Scalar, Tensor, Tensor2D } from '@tensorflow/tfjs';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import { sinkhornKnopp } from '../../../stages/train/sinkhorn.js';
 import { swavLoss } from '../../../stages/train/swav-loss.js';
 import { fixture, readJson } from '../../shared.js';

@@ -1,7 +1,7 @@
 // The SwAV reference cases (float64 numpy): codes of Sinkhorn-Knopp and the swapped-prediction loss. The default tests
 // read 8 of them (fixtures/vectors/swav_vectors.sample.json); the corpus suite reads all 24 (../shared/vectors).
 import { expect } from 'vitest';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import { sinkhornKnopp } from '../../../stages/train/sinkhorn.js';
 import { swavLoss } from '../../../stages/train/swav-loss.js';
 

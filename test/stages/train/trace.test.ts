@@ -2,7 +2,7 @@
 // the same ops as when the step runs, and a step that needs a value midway must be refused, not recorded wrong.
 import type { Tensor } from '@tensorflow/tfjs';
 import { describe, expect, it } from 'vitest';
-import { backendInfo, tf } from '../../../pipeline/tensorflow.js';
+import { backendInfo, tf } from '../../../pipeline/core/tensorflow.js';
 import { libtensorflow } from '../../../stages/train/graph/libtensorflow.js';
 import { type NodeBackend, NotSymbolic, symbolicTrace, tensorId, traceStep } from '../../../stages/train/graph/trace.js';
 

@@ -2,7 +2,7 @@ import type { Scalar, Tensor, Tensor4D } from '@tensorflow/tfjs';
 import { nativeKernels } from '../../../stages/train/batchnorm.js';
 import { describe, expect, it } from 'vitest';
 import { assembleBatch, epochOrder, imagesFor } from '../../support/medmnist-batches.js';
-import { tf } from '../../../pipeline/tensorflow.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 import { encode, encoderModel, encoderSpec } from '../../../stages/train/resnet.js';
 import { Trainer, modalityGroups } from '../../../stages/train/trainer.js';
 import { tinyConfig } from './helpers.js';

@@ -7,14 +7,14 @@ import os from 'node:os';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { Subject } from 'rxjs';
-import type { Config } from '../schemas/config.js';
-import { writeJsonl } from './bridge.js';
-import { stableHash } from './config.js';
-import { runPaths } from './privacy.js';
-import { packageVersion } from './version.js';
-import type { EvalRecord, Preset } from '../stages/evaluate/experiment.js';
-import type { ResultsDocument } from '../stages/evaluate/report.js';
-import { ALPHA, formatP } from '../stages/evaluate/report.js';
+import type { Config } from '../../schemas/config.js';
+import { writeJsonl } from '../core/bridge.js';
+import { stableHash } from '../core/config.js';
+import { runPaths } from '../core/privacy.js';
+import { packageVersion } from '../core/version.js';
+import type { EvalRecord, Preset } from '../../stages/evaluate/experiment.js';
+import type { ResultsDocument } from '../../stages/evaluate/report.js';
+import { ALPHA, formatP } from '../../stages/evaluate/report.js';
 
 export interface ExperimentJobOptions {
   out: string;
@@ -29,7 +29,7 @@ export interface ExperimentJobOptions {
 export async function runExperimentJob(config: Config, opts: ExperimentJobOptions): Promise<{ doc: ResultsDocument; files: { json: string; md: string; html: string } }> {
   const started = new Date().toISOString();
   // Read the labelled data before TensorFlow loads, so bad input fails fast with its one-line error.
-  const { loadMedmnist } = await import('../stages/evaluate/datasets.js');
+  const { loadMedmnist } = await import('../../stages/evaluate/datasets.js');
   const paths = runPaths(config, opts.out);
   const datasets = config.evaluate.datasets.map((d) => {
     // With data.hashPaths neither a dataset nor its task is named after its file unless the config names it.
@@ -37,10 +37,10 @@ export async function runExperimentJob(config: Config, opts: ExperimentJobOption
     const ds = { ...loadMedmnist(d.file, { name: d.name ?? paths.hashed(base), modality: d.modality, slice: d.slice }), ...(d.pretrainOnly ? { pretrainOnly: true } : {}) };
     return config.data.hashPaths ? { ...ds, tasks: ds.tasks.map((t) => t.split(base).join(paths.hashed(base))) } : ds;
   });
-  const { PRESETS, PAPER_ARMS, runExperiment } = await import('../stages/evaluate/experiment.js');
-  const { resultsDocument, writeReports } = await import('../stages/evaluate/report.js');
+  const { PRESETS, PAPER_ARMS, runExperiment } = await import('../../stages/evaluate/experiment.js');
+  const { resultsDocument, writeReports } = await import('../../stages/evaluate/report.js');
   const { experimentArms } = await import('./arms.js');
-  const { backendInfo } = await import('./tensorflow.js');
+  const { backendInfo } = await import('../core/tensorflow.js');
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   // Under the experiment's own bar (a terminal) the pool's ingest stays quiet; elsewhere it prints its summary line.
   const provider = experimentArms(config, { cacheRoot: path.join(opts.out, 'cache'), ...(opts.progress?.isTTY ? {} : { progress: process.stderr }) });

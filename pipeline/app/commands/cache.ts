@@ -10,7 +10,7 @@ export function register(program: Command): void {
     .option('--json', 'print {"records","bytes","corrupt","failures","schemaVersion"} on stdout')
     .addHelpText('after', '\nExample:\n  $ medssl cache verify cache/ --json\n  {"records":5856,"bytes":20516096,"corrupt":0,"failures":0,"schemaVersion":1}')
     .action(async (path: string, flags: { json?: boolean }) => {
-      const { verifyCache } = await import('../../stages/cache/verify.js');
+      const { verifyCache } = await import('../../../stages/cache/verify.js');
       const report = await verifyCache(path, {
         onCorrupt: (key, reason) => process.stderr.write(`medssl: ${path}: record ${key}: ${reason}\n`),
         onIndex: (prep, reason) => process.stderr.write(`medssl: ${path}: preparation ${prep}: ${reason}: \`medssl cache index ${path}\` rebuilds it\n`),
@@ -36,7 +36,7 @@ export function register(program: Command): void {
       '  $ medssl cache index cache/',
     ].join('\n'))
     .action(async (path: string, flags: { json?: boolean }) => {
-      const { indexCache } = await import('../../stages/cache/verify.js');
+      const { indexCache } = await import('../../../stages/cache/verify.js');
       for (const s of await indexCache(path)) {
         if (flags.json) process.stdout.write(`${JSON.stringify(s)}\n`);
         else {
@@ -53,7 +53,7 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON object')
     .addHelpText('after', '\nExample:\n  $ medssl cache stats cache/')
     .action(async (path: string, flags: { json?: boolean }) => {
-      const { cacheStats } = await import('../../stages/cache/verify.js');
+      const { cacheStats } = await import('../../../stages/cache/verify.js');
       const s = await cacheStats(path);
       if (flags.json) {
         process.stdout.write(`${JSON.stringify(s)}\n`);

@@ -7,20 +7,20 @@
 //   source of batches.
 // - `experimentArms(config)`: trainerArms bound to stages/train and the cached pool; what `medssl experiment` and
 //   `medssl run` use.
-import { MedsslError } from './failures.js';
-import { parseConfig, type Config } from '../schemas/config.js';
-import type { Encoder } from '../schemas/encoder.js';
-import type { ArmContext, ArmProvider, ArmSpec } from '../stages/evaluate/experiment.js';
+import { MedsslError } from '../core/failures.js';
+import { parseConfig, type Config } from '../../schemas/config.js';
+import type { Encoder } from '../../schemas/encoder.js';
+import type { ArmContext, ArmProvider, ArmSpec } from '../../stages/evaluate/experiment.js';
 import path from 'node:path';
-import type { NormalizedImage } from '../schemas/records.js';
-import { FailureLog } from './failures.js';
+import type { NormalizedImage } from '../../schemas/records.js';
+import { FailureLog } from '../core/failures.js';
 import { type TrainingPool, labelWidth, openTrainingPool, poolBatches, poolGate, poolStepsPerEpoch } from './batches.js';
 import { sourceNames } from './prepare.js';
-import { runPaths } from './privacy.js';
-import { loadEncoder } from '../stages/train/checkpoint.js';
-import { pretrain } from '../stages/train/pretrain.js';
-import { ParamStore } from '../stages/train/params.js';
-import { addEncoderParams, encoderModel, encoderSpec } from '../stages/train/resnet.js';
+import { runPaths } from '../core/privacy.js';
+import { loadEncoder } from '../../stages/train/checkpoint.js';
+import { pretrain } from '../../stages/train/pretrain.js';
+import { ParamStore } from '../../stages/train/params.js';
+import { addEncoderParams, encoderModel, encoderSpec } from '../../stages/train/resnet.js';
 
 /**
  * What the trainer (stages/train) and the data pipeline provide (experimentArms below passes the real ones). `Data`
@@ -130,7 +130,7 @@ interface ArmData {
 
 /**
  * The provider `medssl experiment` uses: every arm kind of the paper's table on the trainer (stages/train), each
- * pre-trained on a cached pool (pipeline/batches.ts) for a number of steps sized to its budget.
+ * pre-trained on a cached pool (pipeline/compose/batches.ts) for a number of steps sized to its budget.
  * - simclr, swav-uni-modal, swav-multi-modal: the unlabelled pool (data.inputs; labels dropped, val/test never used);
  * - supervised: the train split of the other labelled datasets (the stand-in for ImageNet pre-training);
  * - hybrid: the pool, with the labels of the other labelled datasets only (never the target's).

@@ -7,8 +7,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { isMainThread } from 'node:worker_threads';
-import type { Config } from '../schemas/config.js';
-import type { FailureRecord } from '../schemas/records.js';
+import type { Config } from '../../schemas/config.js';
+import type { FailureRecord } from '../../schemas/records.js';
 import { MedsslError } from './failures.js';
 
 export const PRIVACY_KEY_ENV = 'MEDSSL_PRIVACY_KEY';

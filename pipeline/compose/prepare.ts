@@ -7,16 +7,16 @@
 // makes carries `preparationHash(config)`, the key the cache stores it under.
 import type { OperatorFunction } from 'rxjs';
 import { pipe } from 'rxjs';
-import type { Config } from '../schemas/config.js';
-import type { NormalizedImage, SourceInput, SourceItem } from '../schemas/records.js';
-import { type FailureLog, MedsslError } from './failures.js';
-import type { Gate } from './flow.js';
-import type { IngestSummary, Shard } from '../stages/cache/ingest.js';
-import { stableHash } from './config.js';
-import { SourceNames, privacyKeyring, warnPublicKey } from './privacy.js';
-import { listSources } from '../stages/source/source.js';
-import { type DecodeThreads, decode, decodeThreads } from '../stages/decode/decode.js';
-import { normalize } from '../stages/normalize/normalize.js';
+import type { Config } from '../../schemas/config.js';
+import type { NormalizedImage, SourceInput, SourceItem } from '../../schemas/records.js';
+import { type FailureLog, MedsslError } from '../core/failures.js';
+import type { Gate } from '../core/flow.js';
+import type { IngestSummary, Shard } from '../../stages/cache/ingest.js';
+import { stableHash } from '../core/config.js';
+import { SourceNames, privacyKeyring, warnPublicKey } from '../core/privacy.js';
+import { listSources } from '../../stages/source/source.js';
+import { type DecodeThreads, decode, decodeThreads } from '../../stages/decode/decode.js';
+import { normalize } from '../../stages/normalize/normalize.js';
 
 /** Bumped whenever prepareImages' output changes for the same input and config: old records then miss. */
 export const PREPARE_VERSION = 'decode-normalize-3';
@@ -112,9 +112,9 @@ export interface IngestInputsOptions {
  * The one ingest entry point of the CLI, pre-training and the main job.
  */
 export async function ingestInputs(config: Config, inputs: string[], cachePath: string, opts: IngestInputsOptions = {}): Promise<IngestSummary> {
-  const { ingest } = await import('../stages/cache/ingest.js');
-  const { CacheStore, CACHE_SCHEMA_VERSION } = await import('../stages/cache/store.js');
-  const { ingestProgressBar } = await import('../stages/cache/progress.js');
+  const { ingest } = await import('../../stages/cache/ingest.js');
+  const { CacheStore, CACHE_SCHEMA_VERSION } = await import('../../stages/cache/store.js');
+  const { ingestProgressBar } = await import('../../stages/cache/progress.js');
   const workers = Math.max(1, opts.workers ?? 1);
   const names = sourceNames(config, inputs);
   warnPublicKey(privacyKeyring({ keyFile: config.data.privacyKeyFile }));

@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
-import { ConfigError, parseConfig, type Config } from '../../schemas/config.js';
-import { loadConfig } from '../config.js';
-import { MedsslError } from '../failures.js';
+import { ConfigError, parseConfig, type Config } from '../../../schemas/config.js';
+import { loadConfig } from '../../core/config.js';
+import { MedsslError } from '../../core/failures.js';
 
 interface Options {
   config?: string;
@@ -32,7 +32,7 @@ export function register(program: Command): void {
     .addHelpText('after', '\nExamples:\n  $ medssl experiment --config fixtures/experiment.yaml --out runs/exp\n  $ medssl experiment --dataset pneumoniamnist.npz --modality radiography --preset quick --out runs/pneumonia')
     .action(async (opts: Options) => {
       const config = resolveConfig(opts);
-      const { runExperimentJob, reportExperiment } = await import('../job.js');
+      const { runExperimentJob, reportExperiment } = await import('../../compose/job.js');
       const log = opts.quiet ? () => {} : (line: string) => process.stderr.write(`${line}\n`);
       const { doc, files } = await runExperimentJob(config, { out: opts.out, log, ...(opts.quiet ? {} : { progress: process.stderr }) });
       process.exitCode = reportExperiment(doc, files, { json: opts.json });

@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { packageRoot } from '../version.js';
+import { packageRoot } from '../../core/version.js';
 import { failureLine, positiveInt } from './flags.js';
 
 // The main job: the bundled experiment from a fresh clone to a report. Ingest the pool into an LMDB cache, then
-// pre-train every arm of the paper's table on it and evaluate them (pipeline/job.ts), then print the table.
+// pre-train every arm of the paper's table on it and evaluate them (pipeline/compose/job.ts), then print the table.
 export function register(program: Command): void {
   program
     .command('run')
@@ -17,12 +17,12 @@ export function register(program: Command): void {
     .option('--json', 'print the results as one JSON object on stdout (the table, skipped arms, report paths)')
     .addHelpText('after', '\nExamples:\n  $ medssl run\n  $ medssl run --config my-experiment.yaml --out runs/mine')
     .action(async (opts: { config: string; out: string; preset?: string; workers: number; json?: boolean }) => {
-      const { loadConfig } = await import('../config.js');
-      const { ConfigError } = await import('../../schemas/config.js');
-      const { FailureLog } = await import('../failures.js');
-      const { ingestInputs } = await import('../prepare.js');
-      const { runExperimentJob, reportExperiment } = await import('../job.js');
-      const { backendInfo } = await import('../tensorflow.js');
+      const { loadConfig } = await import('../../core/config.js');
+      const { ConfigError } = await import('../../../schemas/config.js');
+      const { FailureLog } = await import('../../core/failures.js');
+      const { ingestInputs } = await import('../../compose/prepare.js');
+      const { runExperimentJob, reportExperiment } = await import('../../compose/job.js');
+      const { backendInfo } = await import('../../core/tensorflow.js');
       const config = loadConfig(opts.config);
       if (opts.preset) {
         if (opts.preset !== 'quick' && opts.preset !== 'full') throw new ConfigError('--preset', [`expected quick or full, got "${opts.preset}"`]);

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type { Command } from 'commander';
-import { MedsslError } from '../failures.js';
+import { MedsslError } from '../../core/failures.js';
 import { failureLine, positiveInt } from './flags.js';
 
 interface PretrainFlags {
@@ -15,10 +15,10 @@ interface PretrainFlags {
 }
 
 // `medssl pretrain --config C --out RUN_DIR [--resume]`: one pre-training run on the cached pool
-// (pipeline/batches.ts), with a progress line on stderr at least every 10 s.
+// (pipeline/compose/batches.ts), with a progress line on stderr at least every 10 s.
 //
 // Started by an MPI launcher (`mpirun -np N medssl pretrain ...`, `srun --mpi=pmix medssl pretrain ...`), each process
-// is one rank of a data-parallel run (pipeline/mpi.ts, stages/train/README.md): it trains on its share of every
+// is one rank of a data-parallel run (pipeline/core/mpi.ts, stages/train/README.md): it trains on its share of every
 // batch; rank 0 alone ingests first, prints, and writes the run folder.
 export function register(program: Command): void {
   program
@@ -42,19 +42,19 @@ export function register(program: Command): void {
       '  $ srun --mpi=pmix -n 16 medssl pretrain --config swav.yaml --out runs/swav',
     ].join('\n'))
     .action(async (opts: PretrainFlags) => {
-      const { loadConfig } = await import('../config.js');
-      const { openTrainingPool, poolBatches, poolStepsPerEpoch, poolGate, labelWidth } = await import('../batches.js');
-      const { FailureLog } = await import('../failures.js');
-      const { pretrain } = await import('../../stages/train/pretrain.js');
-      const { trainingProgress } = await import('../../stages/train/progress.js');
+      const { loadConfig } = await import('../../core/config.js');
+      const { openTrainingPool, poolBatches, poolStepsPerEpoch, poolGate, labelWidth } = await import('../../compose/batches.js');
+      const { FailureLog } = await import('../../core/failures.js');
+      const { pretrain } = await import('../../../stages/train/pretrain.js');
+      const { trainingProgress } = await import('../../../stages/train/progress.js');
       const config = loadConfig(opts.config);
       if (config.data.inputs.length === 0) throw new MedsslError('not-found', opts.config, 'data.inputs is empty: nothing to pre-train on');
       // Under an MPI launcher: join the job before TensorFlow loads (it takes this rank's GPU and share of the cores).
-      const { openWorld, placeRank } = await import('../mpi.js');
+      const { openWorld, placeRank } = await import('../../core/mpi.js');
       const joined = openWorld();
       const world = joined && joined.size > 1 ? joined : null;
       if (world) {
-        const { localBatchSize } = await import('../batches.js');
+        const { localBatchSize } = await import('../../compose/batches.js');
         localBatchSize(config.train.batchSize, world.size);
         for (const note of placeRank(world)) if (world.rank === 0) process.stderr.write(`medssl: ${note}\n`);
         if (world.rank !== 0) opts.quiet = true;
@@ -91,7 +91,7 @@ export function register(program: Command): void {
       const totalSteps = opts.steps ?? config.train.epochs * stepsPerEpoch;
       const progress = opts.quiet ? null : trainingProgress(process.stderr, { totalSteps, batchSize: config.train.batchSize });
       try {
-        const { runPaths } = await import('../privacy.js');
+        const { runPaths } = await import('../../core/privacy.js');
         const result = await pretrain({
           config: runPaths(config, opts.out).config(config), runDir: opts.out, resume: opts.resume, gate, stepsPerEpoch, steps: opts.steps,
           ...(world ? { world } : {}),

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { type Config, ConfigError, parseConfig } from '../schemas/config.js';
+import { type Config, ConfigError, parseConfig } from '../../schemas/config.js';
 
 export function loadConfig(file: string | undefined, overrides: Record<string, unknown> = {}): Config {
   if (!file) return parseConfig(overrides, 'defaults');

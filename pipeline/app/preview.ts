@@ -2,13 +2,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { PNG } from 'pngjs';
-import type { AugmentConfig, NormalizeConfig } from '../schemas/config.js';
-import type { Crop, DecodedImage, NormalizedImage } from '../schemas/records.js';
-import type { RandomSource } from './random.js';
-import { normalizeImage } from '../stages/normalize/normalize.js';
-import { drawRendering, intensityRange, multiCrop } from '../stages/augment/crops.js';
-import { resampleBox } from '../stages/augment/resample.js';
-import { writeNpy } from '../stages/source/npy.js';
+import type { AugmentConfig, NormalizeConfig } from '../../schemas/config.js';
+import type { Crop, DecodedImage, NormalizedImage } from '../../schemas/records.js';
+import type { RandomSource } from '../core/random.js';
+import { normalizeImage } from '../../stages/normalize/normalize.js';
+import { drawRendering, intensityRange, multiCrop } from '../../stages/augment/crops.js';
+import { resampleBox } from '../../stages/augment/resample.js';
+import { writeNpy } from '../../stages/source/npy.js';
 
 export interface PreviewOptions {
   normalize: NormalizeConfig;

@@ -14,7 +14,7 @@ data:
   followLinks: within         # symbolic links in folders: within (targets inside the folder), all, or none
   privacyKeyFile: null        # file holding the secret (16+ bytes) of the patient/study/series keys; else MEDSSL_PRIVACY_KEY
   hashPaths: false            # true: input paths appear only as keyed hashes (cache, logs, reports)
-  sampling:                   # how pre-training epochs draw from the pool (pipeline/batches.ts)
+  sampling:                   # how pre-training epochs draw from the pool (pipeline/compose/batches.ts)
     power: 1                  # modality m's share of an epoch ~ count_m^power (1: as in the pool, 0.5: square root, 0: equal)
     maxShare: 1               # no modality gets more than this share of an epoch
     epochImages: null         # images per epoch (null: the pool's size)

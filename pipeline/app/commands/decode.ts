@@ -12,8 +12,8 @@ export function register(program: Command): void {
     .addHelpText('after', '\nExamples:\n  $ medssl decode CT.dcm --npy ct.npy\n  $ medssl decode CT.dcm --json\n  {"file":"CT.dcm","format":"dicom","modality":"CT","rows":512,...}')
     .action(async (file: string, opts: { npy?: string; json?: boolean }) => {
       // Imported lazily: `medssl --help` must not load the decode stage, and the codecs load only when needed.
-      const { decodeFile } = await import('../../stages/decode/decode.js');
-      const { writeNpy } = await import('../../stages/source/npy.js');
+      const { decodeFile } = await import('../../../stages/decode/decode.js');
+      const { writeNpy } = await import('../../../stages/source/npy.js');
       const out = await decodeFile(file);
       if (opts.npy) fs.writeFileSync(opts.npy, writeNpy(out.data, out.shape));
       if (opts.json) {

@@ -11,16 +11,16 @@
 // then exactly batch k of one process (positions kB .. kB + B - 1), and the crops are the same, since they depend
 // only on (seed, epoch, image).
 import { type Observable, map } from 'rxjs';
-import type { Config } from '../schemas/config.js';
-import type { Batch, NormalizedImage } from '../schemas/records.js';
-import { CacheDataset } from '../stages/cache/replay.js';
-import { augment } from '../stages/augment/augment.js';
-import { toBatches } from '../stages/augment/batch.js';
-import { CropBuffers } from '../stages/augment/buffers.js';
-import { CorruptRecordError } from '../stages/cache/store.js';
-import { FailureLog, MedsslError } from './failures.js';
-import { random } from './random.js';
-import { Gate, settle } from './flow.js';
+import type { Config } from '../../schemas/config.js';
+import type { Batch, NormalizedImage } from '../../schemas/records.js';
+import { CacheDataset } from '../../stages/cache/replay.js';
+import { augment } from '../../stages/augment/augment.js';
+import { toBatches } from '../../stages/augment/batch.js';
+import { CropBuffers } from '../../stages/augment/buffers.js';
+import { CorruptRecordError } from '../../stages/cache/store.js';
+import { FailureLog, MedsslError } from '../core/failures.js';
+import { random } from '../core/random.js';
+import { Gate, settle } from '../core/flow.js';
 import { ingestInputs, preparationHash } from './prepare.js';
 
 export interface PoolOptions {

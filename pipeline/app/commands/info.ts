@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { packageVersion } from '../version.js';
+import { packageVersion } from '../../core/version.js';
 
 export function register(program: Command): void {
   program
@@ -8,8 +8,8 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON object')
     .addHelpText('after', '\nExample:\n  $ medssl info --json\n  {"backend":"tensorflow","tensorflowVersion":"2.21.0",...}')
     .action(async (opts: { json?: boolean }) => {
-      const { backendInfo } = await import('../tensorflow.js');
-      const { mpiLibrary, mpiLaunch } = await import('../mpi.js');
+      const { backendInfo } = await import('../../core/tensorflow.js');
+      const { mpiLibrary, mpiLaunch } = await import('../../core/mpi.js');
       const lib = mpiLibrary();
       const launch = mpiLaunch();
       // Data-parallel pre-training (mpirun / srun): the MPI library medssl would bind, and whether this process was launched by one.

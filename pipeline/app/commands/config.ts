@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
-import { loadConfig } from '../config.js';
+import { loadConfig } from '../../core/config.js';
 import { CONFIG_TEMPLATE } from '../config-template.js';
 
 export function register(program: Command): void {

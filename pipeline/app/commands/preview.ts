@@ -2,10 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import type { Command } from 'commander';
-import { MedsslError } from '../failures.js';
-import { loadConfig } from '../config.js';
-import { random } from '../random.js';
-import type { DecodedImage, Dtype, PixelArray } from '../../schemas/records.js';
+import { MedsslError } from '../../core/failures.js';
+import { loadConfig } from '../../core/config.js';
+import { random } from '../../core/random.js';
+import type { DecodedImage, Dtype, PixelArray } from '../../../schemas/records.js';
 
 // `medssl preview FILE`: the crops one sample gets, as .npy and .png, a contact sheet, and the parameters as JSON.
 export function register(program: Command): void {
@@ -38,7 +38,7 @@ export async function loadPreviewImage(file: string, modality?: string): Promise
   const lower = name.toLowerCase();
   if (lower.endsWith('.npz')) return npzImage(name, entry, modality);
   if (lower.endsWith('.npy') || lower.endsWith('.npy.gz')) return npyImage(name, modality);
-  const { decodeItem } = await import('../../stages/decode/decode.js');
+  const { decodeItem } = await import('../../../stages/decode/decode.js');
   for await (const image of decodeItem({ id: path.basename(name), path: name, ...(modality ? { modality } : {}) }, undefined, {})) return image;
   throw new MedsslError('no-pixel-data', name, 'the file holds no image');
 }
@@ -49,7 +49,7 @@ function splitEntry(file: string): [string, string | undefined] {
 }
 
 async function npzImage(file: string, entry: string | undefined, modality?: string): Promise<DecodedImage> {
-  const { readNpz } = await import('../../stages/source/npy.js');
+  const { readNpz } = await import('../../../stages/source/npy.js');
   const m = /^(train|val|test)\/(\d+)$/.exec(entry ?? '');
   if (!m) throw new MedsslError('invalid-value', file, `expected FILE.npz#split/index (e.g. #train/0), got #${entry ?? ''}`);
   const arrays = readNpz(fs.readFileSync(file), file);
@@ -75,7 +75,7 @@ async function npzImage(file: string, entry: string | undefined, modality?: stri
 }
 
 async function npyImage(file: string, modality?: string): Promise<DecodedImage> {
-  const { readNpy } = await import('../../stages/source/npy.js');
+  const { readNpy } = await import('../../../stages/source/npy.js');
   const raw = fs.readFileSync(file);
   const bytes = file.toLowerCase().endsWith('.gz') ? gunzip(raw, file) : raw;
   const a = readNpy(bytes, file);

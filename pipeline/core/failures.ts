@@ -2,7 +2,7 @@
 // FailureRecord, hands it to the FailureLog it was given, and goes on with the next item.
 
 import { Observable, type OperatorFunction, Subject, concatMap, mergeMap, EMPTY, from, defer, catchError } from 'rxjs';
-import { type FailureCode, type FailureRecord, FAILURE_CODES } from '../schemas/records.js';
+import { type FailureCode, type FailureRecord, FAILURE_CODES } from '../../schemas/records.js';
 import type { Gate } from './flow.js';
 
 /** An error that knows which FailureRecord it becomes. Stages throw these for bad input. */

@@ -32,10 +32,10 @@ export function register(program: Command): void {
       '  $ medssl ingest data/ --cache cache-1 --shard 1/3   # one of 3 machines',
     ].join('\n'))
     .action(async function (this: Command, inputs: string[], flags: IngestFlags) {
-      const { loadConfig } = await import('../config.js');
-      const { FailureLog } = await import('../failures.js');
-      const { ingestInputs } = await import('../prepare.js');
-      const { parseShard } = await import('../../stages/cache/ingest.js');
+      const { loadConfig } = await import('../../core/config.js');
+      const { FailureLog } = await import('../../core/failures.js');
+      const { ingestInputs } = await import('../../compose/prepare.js');
+      const { parseShard } = await import('../../../stages/cache/ingest.js');
 
       const workers = flags.workers;
       let shard;

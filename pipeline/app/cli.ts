@@ -1,13 +1,13 @@
 #!/usr/bin/env -S node --initial-old-space-size=256
-// The medssl command line. Each command lives in pipeline/commands/<name>.ts and registers itself here.
+// The medssl command line. Each command lives in pipeline/app/commands/<name>.ts and registers itself here.
 // The heap flag: the main thread receives every crop set and batch as a large transferred buffer, and V8 counts
 // those bytes against a garbage-collection limit that starts at a few MB; with the limit raised, full collections
 // are about four times rarer (stages/augment/README.md, Speed).
 // Exit codes: 0 success, 1 bad input or a failed check, 2 usage error (bad flags or config).
 import { Command, CommanderError } from 'commander';
-import { ConfigError } from '../schemas/config.js';
-import { MedsslError } from './failures.js';
-import { packageVersion } from './version.js';
+import { ConfigError } from '../../schemas/config.js';
+import { MedsslError } from '../core/failures.js';
+import { packageVersion } from '../core/version.js';
 import { commands } from './commands/index.js';
 
 // `npm ci` checks the versions too (scripts/check-engines.mjs); this catches a newer install run on an older node.
