@@ -16,7 +16,7 @@ const count = () => (fs.readFileSync(path.join(root, file), 'utf8').match(/\bit\
 async function reason() {
   const v = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
   if (v.error || v.status !== 0) return { missing: 'mpirun not found (install Open MPI: apt-get install openmpi-bin libopenmpi-dev; npm test does it when run as root)' };
-  const { mpiLibrary } = await import(pathToFileURL(path.join(root, 'dist', 'pipeline', 'mpi.js')).href);
+  const { mpiLibrary } = await import(pathToFileURL(path.join(root, 'dist', 'pipeline', 'core', 'mpi.js')).href);
   const lib = mpiLibrary();
   if (!lib.ok) return { missing: `mpirun found but ${lib.reason}` };
   return { version: `${v.stdout.split('\n')[0].trim()}, ${lib.library}` };
