@@ -7,6 +7,7 @@ import type { DecodedImage, NormalizedImage } from '../../schemas/records.js';
 import { type FailureLog, MedsslError, guard } from '../../pipeline/core/failures.js';
 import type { Gate } from '../../pipeline/core/flow.js';
 import type { RandomStream } from '../../pipeline/core/random.js';
+import { workerEntry } from '../../pipeline/core/workers.js';
 import { resampleBox } from '../augment/resample.js';
 import { hounsfieldWindow, luma, minMax, modalityLut, otsuThreshold, percentileScale, percentiles, repeatChannels, toChannels, ybrFullToRgb } from './intensity.js';
 
@@ -23,6 +24,11 @@ export interface NormalizeOptions {
   skipConstantFrames?: boolean;
   /** The gate the images came through: a dropped frame leaves the flight. */
   gate?: Gate;
+  /**
+   * Worker threads (normalizeThreads) to normalize on; absent: this thread. The images and failures are the same
+   * either way. The caller owns the threads (one set serves many subscriptions, e.g. one per source during ingest).
+   */
+  threads?: NormalizeThreads;
 }
 
 /**
@@ -32,19 +38,67 @@ export interface NormalizeOptions {
  * yields all windows as renderings.
  */
 export function normalize(opts: NormalizeOptions): OperatorFunction<DecodedImage, NormalizedImage> {
-  const { config, preparation, skipConstantFrames, gate } = opts;
-  return guard((image: DecodedImage) => {
-    const out = normalizeImage(image, config, undefined, preparation);
-    // A frame of one value (padding slices, the empty slices of a mask volume) teaches self-supervision nothing.
-    if (skipConstantFrames && image.format !== 'npy' && isConstant(out.data)) {
+  const { config, preparation, skipConstantFrames, gate, threads } = opts;
+  // A frame of one value (padding slices, the empty slices of a mask volume) teaches self-supervision nothing.
+  const keep = (format: DecodedImage['format'], out: NormalizedImage, constant: () => boolean): NormalizedImage[] => {
+    if (skipConstantFrames && format !== 'npy' && constant()) {
       gate?.release();
       return [];
     }
     return [out];
+  };
+  return guard((image: DecodedImage): Iterable<NormalizedImage> | AsyncIterable<NormalizedImage> => {
+    if (threads) {
+      const { format } = image;
+      return (async function* () {
+        const r = await threads.normalize(image, config, preparation);
+        yield* keep(format, r.image, () => r.constant);
+      })();
+    }
+    const out = normalizeImage(image, config, undefined, preparation);
+    return keep(image.format, out, () => isConstant(out.data));
   }, { stage: 'normalize', failures: opts.failures, fileOf: (image) => image.path, idOf: (image) => image.id });
 }
 
-function isConstant(data: Float32Array): boolean {
+/** Worker threads that run normalizeImage: `normalize({ threads })` hands each image to one of them. */
+export interface NormalizeThreads {
+  /**
+   * One image normalized on a worker thread, and whether it is of one value; throws the MedsslError the worker saw.
+   * The image's pixels move to the worker (its `data` is detached afterwards) when it owns their whole buffer.
+   */
+  normalize(image: DecodedImage, config: NormalizeConfig, preparation: string): Promise<{ image: NormalizedImage; constant: boolean }>;
+  close(): Promise<void>;
+}
+
+/** `count` worker threads for `normalize({ threads })`. Close them when the streams that use them are done. */
+export async function normalizeThreads(count: number): Promise<NormalizeThreads> {
+  const { Piscina } = await import('piscina');
+  const pool = new Piscina({ ...workerEntry('./normalize.worker.js', import.meta.url), minThreads: count, maxThreads: count });
+  return {
+    async normalize(image, config, preparation) {
+      const data = ownBuffer(image.data);
+      const task = { image: { ...image, data }, config, preparation };
+      const r = (await pool.run(task, { transferList: [data.buffer as ArrayBuffer] })) as import('./normalize.worker.js').NormalizeResult;
+      if (r.error) throw new MedsslError(r.error.code as never, r.error.file, r.error.reason);
+      return { image: r.image!, constant: r.constant! };
+    },
+    close: () => pool.destroy(),
+  };
+}
+
+/**
+ * The array itself when it views the whole of an ArrayBuffer, else a copy that does: what crosses to another
+ * thread. Transferring a view moves (detaches) its whole buffer, and cloning one copies the whole buffer, so a
+ * frame that views a larger buffer (a file, a volume) is cut out first.
+ */
+export function ownBuffer<T extends DecodedImage['data'] | Float32Array>(data: T): T {
+  if (data.buffer instanceof ArrayBuffer && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength) return data;
+  // A Buffer's slice() is a view, not a copy.
+  return (Buffer.isBuffer(data) ? new Uint8Array(data) : data.slice()) as T;
+}
+
+/** All values equal (the first one). */
+export function isConstant(data: Float32Array): boolean {
   const first = data[0];
   for (let i = 1; i < data.length; i++) if (data[i] !== first) return false;
   return true;
