@@ -8,7 +8,7 @@ import { type FailureLog, MedsslError, guard } from '../../pipeline/core/failure
 import type { Gate } from '../../pipeline/core/flow.js';
 import type { RandomStream } from '../../pipeline/core/random.js';
 import { workerEntry } from '../../pipeline/core/workers.js';
-import { resampleBox } from '../augment/resample.js';
+import { resampleBox } from '../kernels/resample.js';
 import { hounsfieldWindow, luma, minMax, modalityLut, otsuThreshold, percentileScale, percentiles, repeatChannels, toChannels, ybrFullToRgb } from './intensity.js';
 
 export interface NormalizeOptions {
@@ -290,7 +290,7 @@ function bitsOf(dtype: DecodedImage['dtype']): number {
 
 /**
  * Resamples (rows, cols, channels) from `from` to `to` spacing (mm per pixel, [row, column]) with the area-correct
- * bilinear filter of stages/augment/resample.ts: new size = round(size * from / to).
+ * bilinear filter of stages/kernels/resample.ts (the one augment's crops use): new size = round(size * from / to).
  */
 export function resampleToSpacing(
   data: Float32Array, rows: number, cols: number, channels: number,
