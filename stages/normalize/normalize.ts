@@ -1,13 +1,13 @@
 // The normalize stage: DecodedImage -> NormalizedImage, one modality rule per image (see README.md for formulas).
 // Deterministic, so its output can be cached; the only random rule (a random CT window per sample) is split: this
 // stage renders every window, augment draws one per sample and epoch.
-import type { OperatorFunction } from 'rxjs';
+import { type OperatorFunction, map } from 'rxjs';
 import type { NormalizeConfig } from '../../schemas/config.js';
 import type { DecodedImage, NormalizedImage } from '../../schemas/records.js';
 import { type FailureLog, MedsslError, guard } from '../../pipeline/core/failures.js';
 import type { Gate } from '../../pipeline/core/flow.js';
 import type { RandomStream } from '../../pipeline/core/random.js';
-import { workerEntry } from '../../pipeline/core/workers.js';
+import { ownBuffer, workerEntry } from '../../pipeline/core/workers.js';
 import { resampleBox } from '../kernels/resample.js';
 import { hounsfieldWindow, luma, minMax, modalityLut, otsuThreshold, percentileScale, percentiles, repeatChannels, toChannels, ybrFullToRgb } from './intensity.js';
 
@@ -47,17 +47,32 @@ export function normalize(opts: NormalizeOptions): OperatorFunction<DecodedImage
     }
     return [out];
   };
-  return guard((image: DecodedImage): Iterable<NormalizedImage> | AsyncIterable<NormalizedImage> => {
-    if (threads) {
-      const { format } = image;
-      return (async function* () {
-        const r = await threads.normalize(image, config, preparation);
-        yield* keep(format, r.image, () => r.constant);
-      })();
-    }
+  const here = (image: DecodedImage): NormalizedImage[] => {
     const out = normalizeImage(image, config, undefined, preparation);
     return keep(image.format, out, () => isConstant(out.data));
-  }, { stage: 'normalize', failures: opts.failures, fileOf: (image) => image.path, idOf: (image) => image.id });
+  };
+  const failures = opts.failures;
+  if (!threads) return guard(here, { stage: 'normalize', failures, fileOf: (image) => image.path, idOf: (image) => image.id });
+  return (images) => images.pipe(
+    // Every frame starts on a thread as it arrives (the frames of one file arrive together), so the threads work
+    // while earlier results travel back; results, failures included, are then taken in input order. A frame of fewer
+    // values than threads.inlineBelow normalizes here: its trip to a thread and back costs more than the work.
+    map((image): Started => {
+      if (image.rows * image.cols * image.samples < threads.inlineBelow) return { path: image.path, id: image.id, run: () => here(image) };
+      const { format, path, id } = image;
+      const pending = threads.normalize(image, config, preparation);
+      pending.catch(() => undefined); // observed in order below
+      return { path, id, run: async function* () { const r = await pending; yield* keep(format, r.image, () => r.constant); } };
+    }),
+    guard((started) => started.run(), { stage: 'normalize', failures, fileOf: (started) => started.path, idOf: (started) => started.id }),
+  );
+}
+
+/** A frame handed to normalize's threads (or kept here), and how to take its result. */
+interface Started {
+  path: string;
+  id: string;
+  run: () => Iterable<NormalizedImage> | AsyncIterable<NormalizedImage>;
 }
 
 /** Worker threads that run normalizeImage: `normalize({ threads })` hands each image to one of them. */
@@ -67,11 +82,16 @@ export interface NormalizeThreads {
    * The image's pixels move to the worker (its `data` is detached afterwards) when it owns their whole buffer.
    */
   normalize(image: DecodedImage, config: NormalizeConfig, preparation: string): Promise<{ image: NormalizedImage; constant: boolean }>;
+  /** Frames of fewer values (rows x cols x samples) are normalized on the calling thread by `normalize({ threads })`. */
+  readonly inlineBelow: number;
   close(): Promise<void>;
 }
 
-/** `count` worker threads for `normalize({ threads })`. Close them when the streams that use them are done. */
-export async function normalizeThreads(count: number): Promise<NormalizeThreads> {
+/**
+ * `count` worker threads for `normalize({ threads })`. Frames of fewer than `inlineBelow` values (default 64 x 64:
+ * MedMNIST's 28 x 28 images) stay on the calling thread. Close them when the streams that use them are done.
+ */
+export async function normalizeThreads(count: number, opts: { inlineBelow?: number } = {}): Promise<NormalizeThreads> {
   const { Piscina } = await import('piscina');
   const pool = new Piscina({ ...workerEntry('./normalize.worker.js', import.meta.url), minThreads: count, maxThreads: count });
   return {
@@ -82,19 +102,9 @@ export async function normalizeThreads(count: number): Promise<NormalizeThreads>
       if (r.error) throw new MedsslError(r.error.code as never, r.error.file, r.error.reason);
       return { image: r.image!, constant: r.constant! };
     },
+    inlineBelow: opts.inlineBelow ?? 64 * 64,
     close: () => pool.destroy(),
   };
-}
-
-/**
- * The array itself when it views the whole of an ArrayBuffer, else a copy that does: what crosses to another
- * thread. Transferring a view moves (detaches) its whole buffer, and cloning one copies the whole buffer, so a
- * frame that views a larger buffer (a file, a volume) is cut out first.
- */
-export function ownBuffer<T extends DecodedImage['data'] | Float32Array>(data: T): T {
-  if (data.buffer instanceof ArrayBuffer && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength) return data;
-  // A Buffer's slice() is a view, not a copy.
-  return (Buffer.isBuffer(data) ? new Uint8Array(data) : data.slice()) as T;
 }
 
 /** All values equal (the first one). */

@@ -41,7 +41,8 @@ describe('normalize on worker threads', () => {
   it('gives exactly the records and failures of this thread (DICOM, NIfTI, .npz, .npy, bad frames)', async () => {
     const decoded = await decodedFixtures();
     expect(new Set(decoded.map((d) => d.format))).toEqual(new Set(['dicom', 'nifti', 'npz', 'npy']));
-    const threads = await normalizeThreads(2);
+    // Every frame to a thread, however small (MedMNIST's would otherwise stay here).
+    const threads = await normalizeThreads(2, { inlineBelow: 0 });
     try {
       for (const config of [NormalizeConfig.parse({}), NormalizeConfig.parse({ channels: 3, spacing: [0.8, 0.8] })]) {
         const run = async (withThreads: boolean) => {
@@ -67,7 +68,7 @@ describe('normalize on worker threads', () => {
   });
 
   it('leaves a frame that views a larger buffer intact (it is copied, not moved)', async () => {
-    const threads = await normalizeThreads(1);
+    const threads = await normalizeThreads(1, { inlineBelow: 0 });
     try {
       const [frame] = (await decodedFixtures()).filter((d) => d.format === 'dicom');
       const file = new Int16Array(frame.data.length + 16);
