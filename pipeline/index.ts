@@ -12,7 +12,7 @@ export { normalize, normalizeImage, normalizeThreads, modalityRule, foregroundZS
 export { hounsfieldWindow, modalityLut, percentiles, otsuThreshold, minMax, toChannels } from '../stages/normalize/intensity.js';
 export { augment, resolveWorkers, type AugmentOptions } from '../stages/augment/augment.js';
 export { multiCrop, cropSet, cropSetValues, randomResizedBox, drawIntensity, drawRendering, renderCrop, cropPlan, intensityRange, type CropBox, type IntensityParams } from '../stages/augment/crops.js';
-export { toBatches, stackBatch, composeStratified, type BatchOptions } from '../stages/augment/batch.js';
+export { toBatches, stackBatch, composeStratified, type BatchOptions } from '../stages/batch/batch.js';
 export { CropBuffers } from '../stages/augment/buffers.js';
 // Evaluation (stages/evaluate): metrics, splits, protocols, perturbations, the experiment runner and its reports.
 export { rocAuc, delongAuc, aucWithCi, combineSeeds, midranks, type AucResult } from '../stages/evaluate/auc.js';

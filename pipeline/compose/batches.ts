@@ -15,7 +15,7 @@ import type { Config } from '../../schemas/config.js';
 import type { Batch, NormalizedImage } from '../../schemas/records.js';
 import { CacheDataset } from '../../stages/cache/replay.js';
 import { augment } from '../../stages/augment/augment.js';
-import { toBatches } from '../../stages/augment/batch.js';
+import { toBatches } from '../../stages/batch/batch.js';
 import { CropBuffers } from '../../stages/augment/buffers.js';
 import { CorruptRecordError } from '../../stages/cache/store.js';
 import { FailureLog, MedsslError } from '../core/failures.js';

@@ -31,7 +31,7 @@ const layerOf = (p: string): string | null =>
 const RANK: Record<string, number> = { schemas: 0, core: 1, stages: 2, compose: 3, app: 4, api: 4 };
 
 /** The dataflow stages (stages/<name>/); stages/kernels is not one of them but what they share. */
-const STAGES = new Set(['source', 'decode', 'normalize', 'cache', 'augment', 'train', 'evaluate']);
+const STAGES = new Set(['source', 'decode', 'normalize', 'cache', 'augment', 'batch', 'train', 'evaluate']);
 const SHARED = 'kernels';
 
 /** A stage importing another stage's file, `importer -> imported`, and why it is not moved to a shared place. */
@@ -40,6 +40,8 @@ const CROSS_STAGE: Record<string, string> = {
   // item source listed is the item decode reads (one parser for the entries source names and decode opens).
   'stages/decode/decode.ts -> stages/source/npy.ts': 'decode reads the arrays of the archives source lists',
   'stages/decode/decode.ts -> stages/source/source.ts': 'decode sniffs a file\'s format as source did (detectFormat)',
+  // Augment and batch share one pool of crop-set buffers: batch gives each back once stacked (a type only).
+  'stages/batch/batch.ts -> stages/augment/buffers.ts': 'batch hands crop-set buffers back to augment\'s pool',
   // Evaluation reads MedMNIST archives for its labelled datasets, with the source stage's reader.
   'stages/evaluate/datasets.ts -> stages/source/npy.ts': 'evaluation datasets are MedMNIST .npz archives',
   // Fine-tuning (an evaluation protocol) trains the encoder: it runs the trainer's TensorFlow graph engine and
