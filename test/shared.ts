@@ -43,5 +43,5 @@ export function sample(rel: string): string {
 }
 
 /** The built CLI (npm test builds dist/ before running vitest). */
-export const cli = path.join(projectRoot, 'dist', 'pipeline', 'cli.js');
+export const cli = path.join(projectRoot, 'dist', 'pipeline', 'app', 'cli.js');
 export const readJson = <T = unknown>(file: string): T => JSON.parse(fs.readFileSync(file, 'utf8')) as T;
