@@ -8,11 +8,11 @@ export { loadConfig, stableHash } from './core/config.js';
 export { listSources, detectFormat, medmnistModality, type SourceOptions } from '../stages/source/source.js';
 export { decode, decodeItem, decodeFile, decodeThreads, arrayFrames, type DecodeOptions, type DecodeItemOptions, type DecodeThreads, type DecodedFile } from '../stages/decode/decode.js';
 export { Keyring, privacyKeyring, warnPublicKey, SourceNames, PRIVACY_KEY_ENV, type KeyKind } from './core/privacy.js';
-export { normalize, normalizeImage, modalityRule, foregroundZScore, unitScale, resampleToSpacing, type NormalizeOptions, type ModalityRule } from '../stages/normalize/normalize.js';
+export { normalize, normalizeImage, normalizeThreads, modalityRule, foregroundZScore, unitScale, resampleToSpacing, type NormalizeOptions, type NormalizeThreads, type ModalityRule } from '../stages/normalize/normalize.js';
 export { hounsfieldWindow, modalityLut, percentiles, otsuThreshold, minMax, toChannels } from '../stages/normalize/intensity.js';
 export { augment, resolveWorkers, type AugmentOptions } from '../stages/augment/augment.js';
 export { multiCrop, cropSet, cropSetValues, randomResizedBox, drawIntensity, drawRendering, renderCrop, cropPlan, intensityRange, type CropBox, type IntensityParams } from '../stages/augment/crops.js';
-export { toBatches, stackBatch, composeStratified, type BatchOptions } from '../stages/augment/batch.js';
+export { toBatches, stackBatch, composeStratified, type BatchOptions } from '../stages/batch/batch.js';
 export { CropBuffers } from '../stages/augment/buffers.js';
 // Evaluation (stages/evaluate): metrics, splits, protocols, perturbations, the experiment runner and its reports.
 export { rocAuc, delongAuc, aucWithCi, combineSeeds, midranks, type AucResult } from '../stages/evaluate/auc.js';
@@ -41,7 +41,7 @@ export { ingest, shardOf, parseShard, type IngestOptions, type IngestProgress, t
 export { replay, replay$, CacheDataset, type ReplayOptions, type DatasetOptions, type EpochOptions } from '../stages/cache/replay.js';
 export { SPLIT_GROUPS, type SplitGroup } from '../stages/cache/ordinal-index.js';
 export { verifyCache, cacheStats, indexCache, type VerifyReport, type CacheStats, type IndexSummary } from '../stages/cache/verify.js';
-export { listInputs, prepareImages, preparationHash, preparationConfig, sourceNames, ingestInputs, PREPARE_VERSION, type IngestInputsOptions, type PrepareOptions } from './compose/prepare.js';
+export { listInputs, prepareImages, preparationHash, preparationConfig, sourceNames, ingestInputs, prepareThreads, PREPARE_VERSION, type IngestInputsOptions, type PrepareOptions, type PrepareThreads } from './compose/prepare.js';
 export { packageVersion, packageRoot } from './core/version.js';
 export { tf, backendInfo, loadTensorflow, tensorflowLoaded, tensorflowEnvironment, type BackendInfo, type BackendName } from './core/tensorflow.js';
 export { runExperimentJob, experimentSummary, presetFor } from './compose/job.js';

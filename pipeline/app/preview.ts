@@ -7,7 +7,7 @@ import type { Crop, DecodedImage, NormalizedImage } from '../../schemas/records.
 import type { RandomSource } from '../core/random.js';
 import { normalizeImage } from '../../stages/normalize/normalize.js';
 import { drawRendering, intensityRange, multiCrop } from '../../stages/augment/crops.js';
-import { resampleBox } from '../../stages/augment/resample.js';
+import { resampleBox } from '../../stages/kernels/resample.js';
 import { writeNpy } from '../../stages/source/npy.js';
 
 export interface PreviewOptions {

@@ -15,7 +15,7 @@ import type { Config } from '../../schemas/config.js';
 import type { Batch, NormalizedImage } from '../../schemas/records.js';
 import { CacheDataset } from '../../stages/cache/replay.js';
 import { augment } from '../../stages/augment/augment.js';
-import { toBatches } from '../../stages/augment/batch.js';
+import { toBatches } from '../../stages/batch/batch.js';
 import { CropBuffers } from '../../stages/augment/buffers.js';
 import { CorruptRecordError } from '../../stages/cache/store.js';
 import { FailureLog, MedsslError } from '../core/failures.js';
@@ -186,7 +186,10 @@ function cyclePermutation(seed: number, modality: number, cycle: number, n: numb
 /** The images of one epoch: the cache's own seeded permutation, or a modality-balanced order (config data.sampling). */
 async function* epochImages(pool: TrainingPool, config: Config, opts: BatchesOptions, failures: FailureLog): AsyncGenerator<NormalizedImage> {
   const s = config.data.sampling;
-  const uniModal = config.train.clustering === 'uni-modal' && (config.train.objective === 'swav' || config.train.objective === 'hybrid');
+  // Loaded here, not at the top: the objectives bring in TensorFlow, which reading and batching images do not need.
+  const { objectiveFor } = await import('../../stages/train/objectives/index.js');
+  // Uni-modal clustering is about prototypes: an objective without them has no clusters to keep uni-modal.
+  const uniModal = config.train.clustering === 'uni-modal' && objectiveFor(config).heads.prototypes;
   if (s.power === 1 && s.maxShare >= 1 && s.epochImages === null && !(uniModal && s.pureBatches) && !opts.modality) {
     yield* pool.dataset.epoch({ seed: opts.seed, epoch: opts.epoch, readers: config.cache.readers, verify: config.cache.verify, failures });
     return;

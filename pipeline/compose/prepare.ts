@@ -16,7 +16,7 @@ import { stableHash } from '../core/config.js';
 import { SourceNames, privacyKeyring, warnPublicKey } from '../core/privacy.js';
 import { listSources } from '../../stages/source/source.js';
 import { type DecodeThreads, decode, decodeThreads } from '../../stages/decode/decode.js';
-import { normalize } from '../../stages/normalize/normalize.js';
+import { type NormalizeThreads, normalize, normalizeThreads } from '../../stages/normalize/normalize.js';
 
 /** Bumped whenever prepareImages' output changes for the same input and config: old records then miss. */
 export const PREPARE_VERSION = 'decode-normalize-3';
@@ -72,8 +72,31 @@ export interface PrepareOptions {
   failures: FailureLog;
   /** The gate the items came through (see decode's and normalize's `gate`). */
   gate?: Gate;
-  /** Decode on these worker threads (decodeThreads) instead of this thread. */
-  threads?: DecodeThreads;
+  /** Decode and normalize on these worker threads (prepareThreads) instead of this thread. */
+  threads?: PrepareThreads;
+}
+
+/** The worker threads of both operators of prepareImages. */
+export interface PrepareThreads {
+  decode?: DecodeThreads;
+  normalize?: NormalizeThreads;
+  close(): Promise<void>;
+}
+
+/**
+ * `count` threads for each of decode and normalize (a source's frames decode on one set while another source's
+ * normalize on the other), with `config`'s privacy key file. Close them when the streams that use them are done.
+ */
+export async function prepareThreads(config: Config, count: number): Promise<PrepareThreads> {
+  const [decodeSet, normalizeSet] = await Promise.all([
+    decodeThreads(count, { privacyKeyFile: config.data.privacyKeyFile }),
+    normalizeThreads(count),
+  ]);
+  return {
+    decode: decodeSet,
+    normalize: normalizeSet,
+    close: async () => { await Promise.all([decodeSet.close(), normalizeSet.close()]); },
+  };
 }
 
 /**
@@ -84,13 +107,13 @@ export function prepareImages(config: Config, opts: PrepareOptions): OperatorFun
   const { failures, gate, threads } = opts;
   return pipe(
     decode({
-      failures, gate, threads,
+      failures, gate, threads: threads?.decode,
       maxPixels: config.data.maxPixels,
       maxFileBytes: config.data.maxFileBytes,
       sliceAxis: config.data.sliceAxis as 0 | 1 | 2,
       privacy: privacyKeyring({ keyFile: config.data.privacyKeyFile }),
     }),
-    normalize({ failures, gate, config: config.normalize, preparation: preparationHash(config), skipConstantFrames: config.data.skipConstantFrames }),
+    normalize({ failures, gate, threads: threads?.normalize, config: config.normalize, preparation: preparationHash(config), skipConstantFrames: config.data.skipConstantFrames }),
   );
 }
 
@@ -119,7 +142,7 @@ export async function ingestInputs(config: Config, inputs: string[], cachePath: 
   const names = sourceNames(config, inputs);
   warnPublicKey(privacyKeyring({ keyFile: config.data.privacyKeyFile }));
   const store = CacheStore.open(cachePath, { compression: opts.compression ?? config.cache.compression });
-  const threads = workers > 1 ? await decodeThreads(workers, { privacyKeyFile: config.data.privacyKeyFile }) : undefined;
+  const threads = workers > 1 ? await prepareThreads(config, workers) : undefined;
   let total: number | undefined;
   if (opts.progress?.isTTY) {
     total = 0;

@@ -30,3 +30,24 @@ export function startWorker(relative: string, from: string, options: Omit<Worker
   const entry = workerEntry(relative, from);
   return new Worker(entry.filename, { ...options, argv: entry.argv });
 }
+
+/**
+ * The array itself when it views the whole of an ArrayBuffer, else a copy that does: what crosses to another thread.
+ * Transferring a view moves (detaches) its whole buffer, and cloning one copies the whole buffer, so an array that
+ * views a larger buffer (a file, a volume) is cut out first.
+ */
+export function ownBuffer<T extends ArrayBufferView>(data: T): T {
+  if (data.buffer instanceof ArrayBuffer && data.byteOffset === 0 && data.byteLength === data.buffer.byteLength) return data;
+  // A Buffer's slice() is a view, not a copy.
+  if (Buffer.isBuffer(data)) return new Uint8Array(data) as unknown as T;
+  return (data as unknown as { slice(): T }).slice();
+}
+
+/**
+ * A worker's reply whose `buffers` piscina moves to the caller instead of copying (Piscina.move on a transferable
+ * wrapper: piscina moves only the top-level value of a reply). Each buffer is listed once.
+ */
+export async function moving<T>(value: T, buffers: Iterable<ArrayBufferLike>): Promise<T> {
+  const { Piscina } = await import('piscina');
+  return Piscina.move({ [Piscina.transferableSymbol]: [...new Set(buffers)], [Piscina.valueSymbol]: value } as never) as T;
+}

@@ -5,7 +5,7 @@ import type { AugmentConfig, CropConfig } from '../../schemas/config.js';
 import type { Crop, CropKind, CropSet, NormalizedImage } from '../../schemas/records.js';
 import type { RandomSource, RandomStream } from '../../pipeline/core/random.js';
 import { applyBlur, applyRegionalEnergy, type EnergyRegion } from './intensity.js';
-import { kernels, type Kernels } from './kernels.js';
+import { kernels, type Kernels } from '../kernels/kernels.js';
 import { uninitializedFloat32 } from '../../pipeline/core/memory.js';
 
 /** A crop box in continuous source pixel coordinates (x along columns, y along rows). */

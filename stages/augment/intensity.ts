@@ -6,19 +6,12 @@
 //             e is the factor applied to the signal energy sum (x - m)^2; w = 1 (global) or a Gaussian bump
 //             (regional). This definition is ours: the paper names the augmentation without a formula.
 //   linear    x' = a * x + b
-//   noise     x' = x + sigma * z,  z ~ N(0, 1)                          (see noise.ts)
+//   noise     x' = x + sigma * z,  z ~ N(0, 1)                          (see stages/kernels/noise.ts)
 //   blur      separable Gaussian of standard deviation sigma pixels, edges repeated
 //
 // Global energy and linear are both affine, so they are folded into one multiply-add per value. Gamma, the affine
-// map and noise run in the WebAssembly SIMD kernels (kernels.ts); blur and regional energy, off by default, run here
+// map and noise run in the WebAssembly SIMD kernels (stages/kernels/kernels.ts, gamma's table size GAMMA_TABLE_SIZE there); blur and regional energy, off by default, run here
 // on views of the kernels' memory.
-
-/**
- * Gamma reads u^g on [0, 1] from a table with linear interpolation: 1024 intervals. The largest error is next to 0,
- * where u^g is steepest: about 1e-3 of the range for g = 0.7 (below an 8-bit grey level). The table is built per
- * crop by the SIMD kernel (kernels.ts: an exp2 of g log2 u_k for every entry, about a microsecond).
- */
-export const GAMMA_TABLE_SIZE = 1024;
 
 /** Regional energy: a Gaussian bump centred at (cx, cy) (pixels) with standard deviation sigma (pixels). */
 export interface EnergyRegion { cx: number; cy: number; sigma: number }

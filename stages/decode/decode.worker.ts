@@ -1,8 +1,10 @@
 // Worker thread of the decode stage (decodeThreads): decodes one item. The frames come back with the error, if any,
 // as data: a MedsslError loses its code when cloned across threads, and frames before a mid-file error are kept.
+// Their pixels are moved, not copied.
 import type { DecodedImage, SourceItem } from '../../schemas/records.js';
 import { MedsslError } from '../../pipeline/core/failures.js';
 import { privacyKeyring } from '../../pipeline/core/privacy.js';
+import { moving, ownBuffer } from '../../pipeline/core/workers.js';
 import { type DecodeItemOptions, decodeItem } from './decode.js';
 
 export interface DecodeTask {
@@ -22,15 +24,15 @@ export default async function decodeTask(task: DecodeTask): Promise<DecodeResult
   try {
     const privacy = privacyKeyring({ keyFile: task.privacyKeyFile });
     for await (const frame of decodeItem(task.item, task.bytes, { ...task.options, privacy })) {
-      // A frame may view a larger buffer (the file, the volume): sending the view would copy all of it.
-      if (frame.data.byteLength !== frame.data.buffer.byteLength) frame.data = frame.data.slice();
+      // A frame may view a larger buffer (the file, the volume): sending the view would move or copy all of it.
+      frame.data = ownBuffer(frame.data);
       frames.push(frame);
     }
-    return { frames };
+    return await moving<DecodeResult>({ frames }, frames.map((f) => f.data.buffer));
   } catch (e) {
     const error = e instanceof MedsslError
       ? { code: e.code, file: e.file, reason: e.message }
       : { code: 'internal', file: task.item.path, reason: (e as Error)?.message ?? String(e) };
-    return { frames, error };
+    return await moving<DecodeResult>({ frames, error }, frames.map((f) => f.data.buffer));
   }
 }

@@ -1,13 +1,14 @@
 // The normalize stage: DecodedImage -> NormalizedImage, one modality rule per image (see README.md for formulas).
 // Deterministic, so its output can be cached; the only random rule (a random CT window per sample) is split: this
 // stage renders every window, augment draws one per sample and epoch.
-import type { OperatorFunction } from 'rxjs';
+import { type OperatorFunction, map } from 'rxjs';
 import type { NormalizeConfig } from '../../schemas/config.js';
 import type { DecodedImage, NormalizedImage } from '../../schemas/records.js';
 import { type FailureLog, MedsslError, guard } from '../../pipeline/core/failures.js';
 import type { Gate } from '../../pipeline/core/flow.js';
 import type { RandomStream } from '../../pipeline/core/random.js';
-import { resampleBox } from '../augment/resample.js';
+import { ownBuffer, workerEntry } from '../../pipeline/core/workers.js';
+import { resampleBox } from '../kernels/resample.js';
 import { hounsfieldWindow, luma, minMax, modalityLut, otsuThreshold, percentileScale, percentiles, repeatChannels, toChannels, ybrFullToRgb } from './intensity.js';
 
 export interface NormalizeOptions {
@@ -23,6 +24,11 @@ export interface NormalizeOptions {
   skipConstantFrames?: boolean;
   /** The gate the images came through: a dropped frame leaves the flight. */
   gate?: Gate;
+  /**
+   * Worker threads (normalizeThreads) to normalize on; absent: this thread. The images and failures are the same
+   * either way. The caller owns the threads (one set serves many subscriptions, e.g. one per source during ingest).
+   */
+  threads?: NormalizeThreads;
 }
 
 /**
@@ -32,19 +38,77 @@ export interface NormalizeOptions {
  * yields all windows as renderings.
  */
 export function normalize(opts: NormalizeOptions): OperatorFunction<DecodedImage, NormalizedImage> {
-  const { config, preparation, skipConstantFrames, gate } = opts;
-  return guard((image: DecodedImage) => {
-    const out = normalizeImage(image, config, undefined, preparation);
-    // A frame of one value (padding slices, the empty slices of a mask volume) teaches self-supervision nothing.
-    if (skipConstantFrames && image.format !== 'npy' && isConstant(out.data)) {
+  const { config, preparation, skipConstantFrames, gate, threads } = opts;
+  // A frame of one value (padding slices, the empty slices of a mask volume) teaches self-supervision nothing.
+  const keep = (format: DecodedImage['format'], out: NormalizedImage, constant: () => boolean): NormalizedImage[] => {
+    if (skipConstantFrames && format !== 'npy' && constant()) {
       gate?.release();
       return [];
     }
     return [out];
-  }, { stage: 'normalize', failures: opts.failures, fileOf: (image) => image.path, idOf: (image) => image.id });
+  };
+  const here = (image: DecodedImage): NormalizedImage[] => {
+    const out = normalizeImage(image, config, undefined, preparation);
+    return keep(image.format, out, () => isConstant(out.data));
+  };
+  const failures = opts.failures;
+  if (!threads) return guard(here, { stage: 'normalize', failures, fileOf: (image) => image.path, idOf: (image) => image.id });
+  return (images) => images.pipe(
+    // Every frame starts on a thread as it arrives (the frames of one file arrive together), so the threads work
+    // while earlier results travel back; results, failures included, are then taken in input order. A frame of fewer
+    // values than threads.inlineBelow normalizes here: its trip to a thread and back costs more than the work.
+    map((image): Started => {
+      if (image.rows * image.cols * image.samples < threads.inlineBelow) return { path: image.path, id: image.id, run: () => here(image) };
+      const { format, path, id } = image;
+      const pending = threads.normalize(image, config, preparation);
+      pending.catch(() => undefined); // observed in order below
+      return { path, id, run: async function* () { const r = await pending; yield* keep(format, r.image, () => r.constant); } };
+    }),
+    guard((started) => started.run(), { stage: 'normalize', failures, fileOf: (started) => started.path, idOf: (started) => started.id }),
+  );
 }
 
-function isConstant(data: Float32Array): boolean {
+/** A frame handed to normalize's threads (or kept here), and how to take its result. */
+interface Started {
+  path: string;
+  id: string;
+  run: () => Iterable<NormalizedImage> | AsyncIterable<NormalizedImage>;
+}
+
+/** Worker threads that run normalizeImage: `normalize({ threads })` hands each image to one of them. */
+export interface NormalizeThreads {
+  /**
+   * One image normalized on a worker thread, and whether it is of one value; throws the MedsslError the worker saw.
+   * The image's pixels move to the worker (its `data` is detached afterwards) when it owns their whole buffer.
+   */
+  normalize(image: DecodedImage, config: NormalizeConfig, preparation: string): Promise<{ image: NormalizedImage; constant: boolean }>;
+  /** Frames of fewer values (rows x cols x samples) are normalized on the calling thread by `normalize({ threads })`. */
+  readonly inlineBelow: number;
+  close(): Promise<void>;
+}
+
+/**
+ * `count` worker threads for `normalize({ threads })`. Frames of fewer than `inlineBelow` values (default 64 x 64:
+ * MedMNIST's 28 x 28 images) stay on the calling thread. Close them when the streams that use them are done.
+ */
+export async function normalizeThreads(count: number, opts: { inlineBelow?: number } = {}): Promise<NormalizeThreads> {
+  const { Piscina } = await import('piscina');
+  const pool = new Piscina({ ...workerEntry('./normalize.worker.js', import.meta.url), minThreads: count, maxThreads: count });
+  return {
+    async normalize(image, config, preparation) {
+      const data = ownBuffer(image.data);
+      const task = { image: { ...image, data }, config, preparation };
+      const r = (await pool.run(task, { transferList: [data.buffer as ArrayBuffer] })) as import('./normalize.worker.js').NormalizeResult;
+      if (r.error) throw new MedsslError(r.error.code as never, r.error.file, r.error.reason);
+      return { image: r.image!, constant: r.constant! };
+    },
+    inlineBelow: opts.inlineBelow ?? 64 * 64,
+    close: () => pool.destroy(),
+  };
+}
+
+/** All values equal (the first one). */
+export function isConstant(data: Float32Array): boolean {
   const first = data[0];
   for (let i = 1; i < data.length; i++) if (data[i] !== first) return false;
   return true;
@@ -236,7 +300,7 @@ function bitsOf(dtype: DecodedImage['dtype']): number {
 
 /**
  * Resamples (rows, cols, channels) from `from` to `to` spacing (mm per pixel, [row, column]) with the area-correct
- * bilinear filter of stages/augment/resample.ts: new size = round(size * from / to).
+ * bilinear filter of stages/kernels/resample.ts (the one augment's crops use): new size = round(size * from / to).
  */
 export function resampleToSpacing(
   data: Float32Array, rows: number, cols: number, channels: number,

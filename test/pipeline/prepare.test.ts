@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../pipeline/core/config.js';
-import { listInputs, preparationHash, prepareImages } from '../../pipeline/compose/prepare.js';
-import { arrayFrames, decodeThreads } from '../../stages/decode/decode.js';
+import { listInputs, preparationHash, prepareImages, prepareThreads } from '../../pipeline/compose/prepare.js';
+import { arrayFrames } from '../../stages/decode/decode.js';
 import { minMax, toChannels } from '../../stages/normalize/intensity.js';
 import { prepareItem } from '../support/prepare.js';
 import { ingest } from '../../stages/cache/ingest.js';
@@ -49,7 +49,7 @@ describe('preparation of NumPy inputs', () => {
     writeSyntheticNpy(dir, 3, 64, 2);
     const config = loadConfig(undefined);
     const ingestWith = async (cachePath: string, workers: number) => {
-      const threads = workers > 1 ? await decodeThreads(workers) : undefined;
+      const threads = workers > 1 ? await prepareThreads(config, workers) : undefined;
       const store = CacheStore.open(cachePath);
       try {
         return await ingest({ sources: listInputs([dir]), prepare: (failures) => prepareImages(config, { failures, threads }), store, normalizationHash: preparationHash(config), workers });

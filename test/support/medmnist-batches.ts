@@ -11,7 +11,7 @@ import { MedsslError } from '../../pipeline/core/failures.js';
 import { random } from '../../pipeline/core/random.js';
 import { readNpz } from '../../stages/source/npy.js';
 import { cropSet } from '../../stages/augment/crops.js';
-import { stackBatch } from '../../stages/augment/batch.js';
+import { stackBatch } from '../../stages/batch/batch.js';
 
 export interface BatchesOptions {
   seed: number;

@@ -83,9 +83,11 @@ export function register(program: Command): void {
         pool = await open();
       }
       for (const f of failures.records.slice(0, 20)) process.stderr.write(failureLine(f));
-      const labelled = config.train.objective === 'supervised' || config.train.objective === 'hybrid';
-      const numLabels = labelled ? labelWidth(pool) : 0;
-      if (config.train.objective === 'supervised' && numLabels === 0) throw new MedsslError('invalid-value', opts.config, 'objective "supervised" needs labelled inputs (an .npz with <split>_labels, or a manifest with labels)');
+      const { objectiveFor } = await import('../../../stages/train/objectives/index.js');
+      const objective = objectiveFor(config);
+      const numLabels = objective.labelled ? labelWidth(pool) : 0;
+      // Without a self-supervised head (projection), labels are the objective's only signal.
+      if (objective.labelled && !objective.heads.projection && numLabels === 0) throw new MedsslError('invalid-value', opts.config, `objective "${objective.name}" needs labelled inputs (an .npz with <split>_labels, or a manifest with labels)`);
       const stepsPerEpoch = poolStepsPerEpoch(pool, config);
       if (stepsPerEpoch < 1) throw new MedsslError('invalid-value', opts.config, `the pool has ${pool.size} images, fewer than one batch (train.batchSize ${config.train.batchSize})`);
       const totalSteps = opts.steps ?? config.train.epochs * stepsPerEpoch;

@@ -1,9 +1,9 @@
-// The augment stage's pixel kernels, in AssemblyScript, compiled to WebAssembly with 128-bit SIMD
+// The pixel kernels (resampling for normalize and augment, augment's intensity chain), in AssemblyScript, compiled to WebAssembly with 128-bit SIMD
 // (`npm run build:wasm`). V8 does not vectorise JavaScript loops; here every multiply-add of the resampler and every
 // step of the intensity chain works on four float32 values at once. Only non-relaxed SIMD is used: its results are
 // defined bit for bit by the WebAssembly specification, so crops stay identical on every machine.
 //
-// Pointers are byte offsets into this module's own memory. The JavaScript side (stages/augment/kernels.ts) lays
+// Pointers are byte offsets into this module's own memory. The JavaScript side (stages/kernels/kernels.ts) lays
 // out the buffers above heapBase() and grows the memory; nothing here allocates.
 
 /** First byte the JavaScript side may use. */
@@ -191,7 +191,7 @@ export function horizontalPass(src: usize, srcStride: i32, rows: i32, start: usi
   }
 }
 
-// ---- intensity (see intensity.ts and noise.ts for the formulas) -------------------------------------------------
+// ---- intensity (see stages/augment/intensity.ts and noise.ts for the formulas) -------------------------------------------------
 
 /** Four table reads: (table[k0], table[k1], table[k2], table[k3]). WebAssembly SIMD has no gather; a lane load
  * inserts straight from memory (one instruction on x86-64). */

@@ -1,5 +1,6 @@
-// The augment stage's WebAssembly SIMD kernels (source: stages/augment/assembly/kernels.ts, built by
-// `npm run build:wasm` into dist/). One instance per thread, compiled on first use. Its memory is managed here as a
+// The WebAssembly SIMD pixel kernels (source: stages/kernels/assembly/kernels.ts, built by `npm run build:wasm`
+// into dist/): resampling, which normalize (pixel spacing) and augment (crops) both run, and augment's intensity
+// chain. One instance per thread, compiled on first use. Its memory is managed here as a
 // bump arena: callers take a mark, allocate, run kernels on pointers, copy results out and release the mark.
 //
 // Views on the memory (`floats`, `ints`) are re-created whenever the memory grows, because growing detaches the
@@ -8,10 +9,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../../pipeline/core/version.js';
 import { NORMAL_TABLE_BITS, noiseLanes, normalTable } from './noise.js';
-import { GAMMA_TABLE_SIZE } from './intensity.js';
+
+/**
+ * Gamma reads u^g on [0, 1] from a table with linear interpolation: 1024 intervals. The largest error is next to 0,
+ * where u^g is steepest: about 1e-3 of the range for g = 0.7 (below an 8-bit grey level). The table is built per
+ * crop by the SIMD kernel (an exp2 of g log2 u_k for every entry, about a microsecond).
+ */
+export const GAMMA_TABLE_SIZE = 1024;
 
 /** Where the build puts the module (the same file serves the TypeScript sources under test and dist/). */
-export const KERNELS_WASM = path.join(packageRoot, 'dist', 'stages', 'augment', 'wasm', 'kernels.wasm');
+export const KERNELS_WASM = path.join(packageRoot, 'dist', 'stages', 'kernels', 'wasm', 'kernels.wasm');
 
 interface Exports {
   memory: WebAssembly.Memory;
@@ -122,7 +129,7 @@ export class Kernels {
     this.release(mark);
   }
 
-  /** The table of u^g (see intensity.ts), in fresh arena space. */
+  /** The table of u^g (see stages/augment/intensity.ts), in fresh arena space. */
   gammaTable(g: number): number {
     const pairs = this.alloc(2 * (GAMMA_TABLE_SIZE + 1));
     const mark = this.mark();
@@ -172,7 +179,7 @@ export function kernels(): Kernels {
     try {
       bytes = fs.readFileSync(KERNELS_WASM);
     } catch {
-      throw new Error(`the augment kernels are not built (${KERNELS_WASM} is missing): run \`npm run build\``);
+      throw new Error(`the pixel kernels are not built (${KERNELS_WASM} is missing): run \`npm run build\``);
     }
     // Synchronous compilation is fine in Node (the size limit applies to browsers' main threads only).
     compiled = new WebAssembly.Module(bytes);
@@ -208,7 +215,7 @@ export function resampleBox(src: Float32Array, width: number, channels: number, 
   k.release(mark);
 }
 
-/** Gamma g on [lo, hi] over `data` in place (see intensity.ts); returns the sum of the results. */
+/** Gamma g on [lo, hi] over `data` in place (see stages/augment/intensity.ts); returns the sum of the results. */
 export function applyGamma(data: Float32Array, g: number, lo: number, hi: number): number {
   return inArena(data, (k, ptr) => k.gamma(ptr, data.length, g, lo, hi));
 }

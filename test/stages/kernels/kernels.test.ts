@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { axisWeights, resampleBox, type AxisWeights } from '../../../stages/augment/resample.js';
+import { axisWeights, resampleBox, type AxisWeights } from '../../../stages/kernels/resample.js';
 import { applyBlur, applyRegionalEnergy } from '../../../stages/augment/intensity.js';
-import { normalQuantile, normalTable } from '../../../stages/augment/noise.js';
-import { affineWithNoise, applyGamma, gammaAffineNoise } from '../../../stages/augment/kernels.js';
+import { normalQuantile, normalTable } from '../../../stages/kernels/noise.js';
+import { affineWithNoise, applyGamma, gammaAffineNoise } from '../../../stages/kernels/kernels.js';
 
 function resample(src: Float32Array, w: number, h: number, box: [number, number, number, number], size: number, flip = false) {
   const out = new Float32Array(size * size);

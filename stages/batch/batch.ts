@@ -1,7 +1,8 @@
-// The batch stage: CropSet -> Batch, stacking crop v of every set into view v.
+// The batch stage: CropSet -> Batch, stacking crop v of every set into view v. Between augment and train; it hands
+// each set's buffer back to augment's pool (CropBuffers) once stacked.
 import { Observable, type OperatorFunction } from 'rxjs';
 import type { Batch, CropSet } from '../../schemas/records.js';
-import type { CropBuffers } from './buffers.js';
+import type { CropBuffers } from '../augment/buffers.js';
 
 export interface BatchOptions {
   batchSize: number;

@@ -1,7 +1,7 @@
 import { firstValueFrom, from, toArray } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import type { CropSet } from '../../../schemas/records.js';
-import { toBatches } from '../../../stages/augment/batch.js';
+import { toBatches } from '../../../stages/batch/batch.js';
 import { CropBuffers } from '../../../stages/augment/buffers.js';
 
 function set(i: number, modality = 'CT', epoch = 0, label?: number[]): CropSet {
