@@ -6,17 +6,19 @@
 // program wiring the stages itself uses (examples/custom-pipeline.ts), so both run the same path. Every image it
 // makes carries `preparationHash(config)`, the key the cache stores it under.
 import type { OperatorFunction } from 'rxjs';
-import { pipe } from 'rxjs';
+import { concatMap, map, pipe } from 'rxjs';
 import type { Config } from '../../schemas/config.js';
 import type { NormalizedImage, SourceInput, SourceItem } from '../../schemas/records.js';
 import { type FailureLog, MedsslError } from '../core/failures.js';
 import type { Gate } from '../core/flow.js';
 import type { IngestSummary, Shard } from '../../stages/cache/ingest.js';
 import { stableHash } from '../core/config.js';
-import { SourceNames, privacyKeyring, warnPublicKey } from '../core/privacy.js';
+import { type Keyring, SourceNames, privacyKeyring, warnPublicKey } from '../core/privacy.js';
 import { listSources } from '../../stages/source/source.js';
-import { type DecodeThreads, decode, decodeThreads } from '../../stages/decode/decode.js';
-import { type NormalizeThreads, normalize, normalizeThreads } from '../../stages/normalize/normalize.js';
+import { decode } from '../../stages/decode/decode.js';
+import { normalize } from '../../stages/normalize/normalize.js';
+import { workerEntry } from '../core/workers.js';
+import type { PrepareResult, PrepareTask } from './prepare.worker.js';
 
 /** Bumped whenever prepareImages' output changes for the same input and config: old records then miss. */
 export const PREPARE_VERSION = 'decode-normalize-3';
@@ -72,49 +74,75 @@ export interface PrepareOptions {
   failures: FailureLog;
   /** The gate the items came through (see decode's and normalize's `gate`). */
   gate?: Gate;
-  /** Decode and normalize on these worker threads (prepareThreads) instead of this thread. */
+  /** Run each source's decode -> normalize on these worker threads (prepareThreads) instead of this thread. */
   threads?: PrepareThreads;
 }
 
-/** The worker threads of both operators of prepareImages. */
+/** Worker threads that run prepareImages on whole sources (prepareThreads). */
 export interface PrepareThreads {
-  decode?: DecodeThreads;
-  normalize?: NormalizeThreads;
+  run(input: SourceInput): Promise<PrepareResult>;
   close(): Promise<void>;
 }
 
 /**
- * `count` threads for each of decode and normalize (a source's frames decode on one set while another source's
- * normalize on the other), with `config`'s privacy key file. Close them when the streams that use them are done.
+ * `count` threads that each run the whole chain on a source (prepare.worker.ts), with `config`'s options and privacy
+ * key file. One trip per source: decode's and normalize's own `threads` would send every frame across twice, which on
+ * 2 cores cost more than it saved. Close them when the streams that use them are done.
  */
 export async function prepareThreads(config: Config, count: number): Promise<PrepareThreads> {
-  const [decodeSet, normalizeSet] = await Promise.all([
-    decodeThreads(count, { privacyKeyFile: config.data.privacyKeyFile }),
-    normalizeThreads(count),
-  ]);
+  const { Piscina } = await import('piscina');
+  const pool = new Piscina({ ...workerEntry('./prepare.worker.js', import.meta.url), workerData: { config }, minThreads: count, maxThreads: count });
   return {
-    decode: decodeSet,
-    normalize: normalizeSet,
-    close: async () => { await Promise.all([decodeSet.close(), normalizeSet.close()]); },
+    run: (input) => pool.run({ input } satisfies PrepareTask) as Promise<PrepareResult>,
+    close: () => pool.destroy(),
   };
 }
 
 /**
  * decode -> normalize with `config`'s options: each source's frames as NormalizedImages, in frame order, keyed by
- * preparationHash(config). Constant frames are dropped when data.skipConstantFrames is on.
+ * preparationHash(config). Constant frames are dropped when data.skipConstantFrames is on. With `threads`, each
+ * source runs the same chain on a worker thread; sources start as they arrive (as many as the gate lets in) and come
+ * out in input order, with the same images and failures.
  */
 export function prepareImages(config: Config, opts: PrepareOptions): OperatorFunction<SourceInput, NormalizedImage> {
   const { failures, gate, threads } = opts;
+  if (threads) {
+    return pipe(
+      map((input) => threads.run(input)),
+      concatMap(async (reply) => {
+        const { images, failures: failed } = await reply;
+        // The gate let one item in for this source: it now stands for its images and failures.
+        if (gate) {
+          const n = images.length + failed.length;
+          if (n > 1) gate.admit(n - 1);
+          else if (n === 0) gate.release();
+        }
+        for (const f of failed) failures.record(f);
+        return images;
+      }),
+      concatMap((images) => images),
+    );
+  }
+  const { privacy, preparation } = keysOf(config);
   return pipe(
     decode({
-      failures, gate, threads: threads?.decode,
+      failures, gate,
       maxPixels: config.data.maxPixels,
       maxFileBytes: config.data.maxFileBytes,
       sliceAxis: config.data.sliceAxis as 0 | 1 | 2,
-      privacy: privacyKeyring({ keyFile: config.data.privacyKeyFile }),
+      privacy,
     }),
-    normalize({ failures, gate, threads: threads?.normalize, config: config.normalize, preparation: preparationHash(config), skipConstantFrames: config.data.skipConstantFrames }),
+    normalize({ failures, gate, config: config.normalize, preparation, skipConstantFrames: config.data.skipConstantFrames }),
   );
+}
+
+// Ingest builds the chain once per source: the keyring (a key file read, an HMAC key) and the preparation hash are
+// made once per config instead.
+const keys = new WeakMap<Config, { privacy: Keyring; preparation: string }>();
+function keysOf(config: Config): { privacy: Keyring; preparation: string } {
+  let k = keys.get(config);
+  if (!k) keys.set(config, (k = { privacy: privacyKeyring({ keyFile: config.data.privacyKeyFile }), preparation: preparationHash(config) }));
+  return k;
 }
 
 export interface IngestInputsOptions {
