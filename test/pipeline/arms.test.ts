@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../schemas/config.js';
 import { armConfig, armEpochs, armSteps, poolModalities, trainerArms } from '../../pipeline/compose/arms.js';
-import { PAPER_ARMS, type ArmContext } from '../../stages/evaluate/experiment.js';
+import { PAPER_ARMS, PRESETS, type ArmContext } from '../../stages/evaluate/experiment.js';
 import { syntheticDataset, tinyEncoder } from '../stages/evaluate/tiny.js';
 
 const config = parseConfig({ train: { epochs: 3 } });
@@ -16,8 +16,8 @@ describe('the pre-training budget', () => {
     expect(armSteps(parseConfig({ train: { batchSize: 64 } }), 19_200)).toBe(300);
     expect(armSteps(parseConfig({ train: { batchSize: 64 } }), 100)).toBe(1); // rounds down, never to zero
     expect(armSteps(parseConfig({ train: { batchSize: 64 } }), 10)).toBe(1);
-    // The main job: 300 steps over balanced epochs of 6,400 images (100 batches of 64): three whole epochs.
-    expect(armEpochs(300, 100)).toEqual({ epochs: 3, stepsPerEpoch: 100 });
+    // The main job: the quick preset's images over balanced epochs of 6,400 (100 batches of 64): six whole epochs.
+    expect(armEpochs(armSteps(parseConfig({ train: { batchSize: 64 } }), PRESETS.quick.pretrainImages), 100)).toEqual({ epochs: 6, stepsPerEpoch: 100 });
     // A pool of 7 batches per epoch: 43 epochs, the last one 6 steps (42 x 7 + 6 = 300).
     const { epochs, stepsPerEpoch } = armEpochs(300, 7);
     expect(epochs).toBe(43);
