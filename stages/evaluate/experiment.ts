@@ -79,7 +79,7 @@ export const QUICK_GRID: Perturbation[] = [
 
 /**
  * Presets. quick: the main job's eight arms on 28x28 images within 15 minutes on 2 cores with the native backend
- * (8.5 on a quiet machine, about 40% of it pre-training: stages/evaluate/README.md, Figures; fine-tuning's graph
+ * (12.6 on a quiet machine, about half of it pre-training: stages/evaluate/README.md, Figures; fine-tuning's graph
  * updates run at about 430 images/s, a linear probe on 3882 x 64 features takes about 0.3 s). full: every protocol
  * at every fraction and seed, about 4 hours.
  */
