@@ -7,9 +7,9 @@
 // arithmetic on small images; elsewhere, or with MEDSSL_GRAPH=0, it runs eagerly. The graph session holds the
 // variables between steps: `sync()` brings them back before anything outside reads the model.
 import type { LayersModel, Scalar, Tensor, Tensor1D, Variable } from '@tensorflow/tfjs';
-import { backendInfo, tf } from '../../pipeline/core/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 import { OptimizerConfig } from '../../schemas/config.js';
-import { type Capture, GraphSteps, type StateSlot } from '../train/graph/engine.js';
+import { type Capture, GraphSteps, nativeGraphSteps, type StateSlot } from '../train/graph/engine.js';
 import type { HostTensor } from '../train/graph/graph-step.js';
 import { DT } from '../train/graph/libtensorflow.js';
 import { Optimizer } from '../train/optimizers.js';
@@ -27,10 +27,7 @@ export class FinetuneStep {
     this.vars = new Map(model.trainableWeights.map((w) => w.read() as Variable).map((v) => [v.name, v]));
     // Adam's moments exist before the first step: a recorded step never creates state.
     this.opt.prepare(this.vars, this.vars.keys());
-    const native = backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu';
-    this.graphs = native && process.env.MEDSSL_GRAPH !== '0'
-      ? new GraphSteps(backendInfo.backend === 'tensorflow-gpu' ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node', backendInfo.threads)
-      : null;
+    this.graphs = nativeGraphSteps();
   }
 
   /** Steps run as graphs and eagerly, and why any stayed eager. */
@@ -55,18 +52,12 @@ export class FinetuneStep {
       // Adam's bias corrections use the number of the update being made.
       ['iteration', host([], Float32Array.of(this.iterations + 1))],
     ]);
-    const key = `${xShape.join('x')}|${tasks}`;
-    const graphs = this.graphs;
-    let loss: number;
-    if (graphs && !graphs.ready(key) && !graphs.eagerOnly(key)) graphs.compile(key, this.slots(), (capture) => this.eager(inputs, capture), () => this.slots());
-    if (graphs?.ready(key)) {
-      loss = graphs.run(key, inputs, this.slots())[0];
-    } else {
-      graphs?.sync(this.slots());
-      const metrics = this.eager(inputs);
-      loss = metrics.metrics.dataSync()[0];
-      metrics.metrics.dispose();
-      graphs?.countEager();
+    const run = (capture?: Capture) => this.eager(inputs, capture);
+    let loss = this.graphs?.step(`${xShape.join('x')}|${tasks}`, () => this.slots(), inputs, run)?.[0];
+    if (loss === undefined) {
+      const { metrics } = run();
+      loss = metrics.dataSync()[0];
+      metrics.dispose();
     }
     this.iterations++;
     return loss;

@@ -15,7 +15,7 @@
 // (parameters, optimizer slots, queues) is state, which stays in TensorFlow until `store`, `optimizer` or `queues`
 // is read. MEDSSL_GRAPH=0 keeps every step eager.
 import type { NamedTensorMap, Scalar, Tensor, Tensor1D, Tensor2D, Tensor4D, Variable } from '@tensorflow/tfjs';
-import { backendInfo, tf } from '../../pipeline/core/tensorflow.js';
+import { tf } from '../../pipeline/core/tensorflow.js';
 import type { Config } from '../../schemas/config.js';
 import type { Batch } from '../../schemas/records.js';
 import { MedsslError } from '../../pipeline/core/failures.js';
@@ -27,7 +27,7 @@ import { ParamStore } from './params.js';
 import { EmbeddingQueue } from './queue.js';
 import { addEncoderParams, encode, type EncoderSpec, encoderSpec, updateMovingStats } from './resnet.js';
 import { learningRate } from './schedule.js';
-import { type Capture, GraphSteps, type StateSlot } from './graph/engine.js';
+import { type Capture, GraphSteps, nativeGraphSteps, type StateSlot } from './graph/engine.js';
 import type { HostTensor } from './graph/graph-step.js';
 import { DT } from './graph/libtensorflow.js';
 import type { Communicator } from '../../pipeline/core/mpi.js';
@@ -87,9 +87,8 @@ export class Trainer {
       throw new RangeError(`objective ${objective.name} needs labelled batches (numLabels >= 1)`);
     }
     this.world = opts.world ?? null;
-    const native = backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu';
     // A data-parallel step calls MPI between TensorFlow ops, which a graph cannot hold: it runs eagerly.
-    this.graphs = native && process.env.MEDSSL_GRAPH !== '0' && !this.world ? new GraphSteps(backendInfo.backend === 'tensorflow-gpu' ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node', backendInfo.threads) : null;
+    this.graphs = this.world ? null : nativeGraphSteps();
     this.params = new ParamStore(config.seed);
     const store = this.params;
     this.spec = encoderSpec(config.model, channels, config.augment.global.size);
@@ -175,8 +174,6 @@ export class Trainer {
       batch.labels && batch.numLabels > 0 ? `labels${batch.numLabels}` : '', batch.labelMask ? 'mask' : '',
     ].join('|');
 
-    let values: Float32Array;
-    const graphs = this.graphs;
     const run = (capture?: Capture) => this.eagerStep(batch, views, groups, queues, frozen, inputs, capture);
     // A structure met for the first time is recorded from an eager run of the step, whose result is then rolled back:
     // every step of a structure runs the same way (as a graph, or eagerly if it cannot be recorded), so a run resumed
@@ -184,18 +181,11 @@ export class Trainer {
     // Batches that mix modalities under uni-modal clustering split into groups whose sizes change from batch to batch:
     // each would need a graph of its own, recorded and compiled once and rarely met again, so they run eagerly.
     const graphable = groups.every((g) => g.rows === null);
-    if (graphs && graphable && !graphs.ready(key) && !graphs.eagerOnly(key)) {
-      graphs.sync(this.stateSlots());
-      graphs.compile(key, this.stateSlots(), run, () => this.stateSlots());
-    }
-    if (graphable && graphs?.ready(key)) {
-      values = graphs.run(key, inputs, this.stateSlots());
-    } else {
-      graphs?.sync(this.stateSlots());
+    let values = this.graphs?.step(key, () => this.stateSlots(), inputs, run, graphable) ?? null;
+    if (!values) {
       const metrics = run().metrics;
       values = (await metrics.data()) as Float32Array;
       metrics.dispose();
-      graphs?.countEager();
     }
     // What a step changes outside the tensors, the same whether it ran eagerly or as a graph.
     this.opt.iterations++;

@@ -8,7 +8,7 @@
 // the next graph step. A step that cannot be recorded faithfully (it reads a value back midway, or reads a tensor that
 // is neither state nor an input) stays eager, with a note.
 import type { Tensor, Tensor1D } from '@tensorflow/tfjs';
-import { tf } from '../../../pipeline/core/tensorflow.js';
+import { backendInfo, tf } from '../../../pipeline/core/tensorflow.js';
 import { GraphStep, type HostTensor, type NodeTime, UntraceableStep } from './graph-step.js';
 import { DT, libtensorflow, newTensor, readTensor } from './libtensorflow.js';
 import { type NodeBackend, NotSymbolic, symbolicTrace, tensorId, traceStep } from './trace.js';
@@ -47,8 +47,20 @@ export class GraphSteps {
     return this.graphs.get(key) === 'eager';
   }
 
-  countEager(): void {
+  /**
+   * The step of structure `key`: recorded and compiled the first time (`run` is the eager step, given a Capture),
+   * then run as a graph, returning its metrics. Null when it must run eagerly (it could not be recorded, or the caller
+   * says it is not `graphable`): the session's state has then been copied back, and the caller runs `run()` itself.
+   */
+  step(key: string, slots: () => Map<string, StateSlot>, inputs: Map<string, HostTensor>, run: (capture: Capture) => { metrics: Tensor1D }, graphable = true): Float32Array | null {
+    if (graphable && !this.ready(key) && !this.eagerOnly(key)) {
+      this.sync(slots());
+      this.compile(key, slots(), run, slots);
+    }
+    if (graphable && this.ready(key)) return this.run(key, inputs, slots());
+    this.sync(slots());
     this.stats.eagerSteps++;
+    return null;
   }
 
   /**
@@ -163,4 +175,11 @@ export class GraphSteps {
     for (const g of this.graphs.values()) if (g instanceof GraphStep) g.dispose();
     this.graphs.clear();
   }
+}
+
+/** Graph steps on the native backends, unless MEDSSL_GRAPH=0; null elsewhere (every step eager). */
+export function nativeGraphSteps(): GraphSteps | null {
+  const native = backendInfo.backend === 'tensorflow' || backendInfo.backend === 'tensorflow-gpu';
+  if (!native || process.env.MEDSSL_GRAPH === '0') return null;
+  return new GraphSteps(backendInfo.backend === 'tensorflow-gpu' ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node', backendInfo.threads);
 }
