@@ -2,6 +2,7 @@
 // and that every value it shows is the default (but the example inputs and datasets).
 export const CONFIG_TEMPLATE = `# medssl configuration. Every key is optional: a missing key takes the default shown here.
 # Relative paths are relative to this file. Check it with: medssl config check <this file>
+# extends: [./base.yaml]      # config files merged under this one, in order (mappings key by key; this file wins)
 seed: 0                       # every random decision derives from (seed, epoch, sample, crop, purpose)
 
 data:
@@ -97,7 +98,8 @@ evaluate:                     # stages/evaluate/README.md
   fractions: [1, 0.5, 0.25, 0.1]   # label fractions
   seeds: [0, 1, 2]
   protocols: [linear, finetune, knn]
-  preset: quick               # quick (about 15 minutes on 2 cores) or full
+  preset: quick               # quick (within 15 minutes on 2 cores), standard (its recipe: fixtures/experiment-standard.yaml) or full
+  size: null                  # evaluate at size x size px (images resampled), e.g. the recipe's global crop size; null: as stored
   datasets:                   # labelled MedMNIST-layout .npz files to evaluate on
     - { file: ./data/pneumoniamnist.npz, name: PneumoniaMNIST, modality: radiography }
   # Optional keys without a default (uncomment to use):

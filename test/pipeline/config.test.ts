@@ -7,7 +7,7 @@ import { parse } from 'yaml';
 import { loadConfig } from '../../pipeline/core/config.js';
 import { CONFIG_TEMPLATE } from '../../pipeline/app/config-template.js';
 import { parseConfig } from '../../schemas/config.js';
-import { cli } from '../shared.js';
+import { cli, fixture } from '../shared.js';
 
 describe('config files', () => {
   it('the starting config is valid and names every section and key the schema has', () => {
@@ -45,6 +45,42 @@ describe('config files', () => {
     const c = loadConfig(path.join(dir, 'c.yaml'));
     expect(c.data.inputs).toEqual([path.join(dir, 'scans')]);
     expect(c.cache.path).toBe(path.join(dir, 'cache'));
+  });
+
+  it('extends: merges other files under this one, paths relative to the file that names them, cycles refused', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-config-'));
+    fs.mkdirSync(path.join(dir, 'base'));
+    fs.writeFileSync(path.join(dir, 'base', 'b.yaml'), [
+      'data: { inputs: [./scans] }', 'model: { arch: resnet18, prototypes: 64 }', 'train: { batchSize: 32, optimizer: { name: sgd, lr: 0.1 } }',
+      'evaluate: { datasets: [{ file: ./p.npz, modality: radiography }] }', '',
+    ].join('\n'));
+    fs.writeFileSync(path.join(dir, 'r.yaml'), 'model: { prototypes: 300 }\ntrain: { optimizer: { lr: 0.6 } }\n');
+    fs.writeFileSync(path.join(dir, 'c.yaml'), 'extends: [./base/b.yaml, ./r.yaml]\ntrain: { batchSize: 64 }\nevaluate: { preset: standard }\n');
+    const c = loadConfig(path.join(dir, 'c.yaml'));
+    expect(c.data.inputs).toEqual([path.join(dir, 'base', 'scans')]);
+    expect(c.evaluate.datasets[0].file).toBe(path.join(dir, 'base', 'p.npz'));
+    // Mappings merge key by key, later files over earlier, the file itself last.
+    expect([c.model.arch, c.model.prototypes, c.train.batchSize, c.train.optimizer.name, c.train.optimizer.lr, c.evaluate.preset])
+      .toEqual(['resnet18', 300, 64, 'sgd', 0.6, 'standard']);
+    fs.writeFileSync(path.join(dir, 'x.yaml'), 'extends: ./y.yaml\n');
+    fs.writeFileSync(path.join(dir, 'y.yaml'), 'extends: ./x.yaml\n');
+    expect(() => loadConfig(path.join(dir, 'x.yaml'))).toThrow(/extends: x\.yaml -> y\.yaml -> x\.yaml is a cycle/);
+    fs.writeFileSync(path.join(dir, 'n.yaml'), 'extends: 3\n');
+    expect(() => loadConfig(path.join(dir, 'n.yaml'))).toThrow(/extends: expected a config file or a list of them/);
+  });
+
+  it('the standard preset\'s config is the bundled experiment with the standard recipe, evaluated at its crop size', () => {
+    const quick = loadConfig(fixture('experiment.yaml'));
+    const standard = loadConfig(fixture('experiment-standard.yaml'));
+    expect(standard.data).toEqual(quick.data);
+    expect(standard.evaluate.datasets).toEqual(quick.evaluate.datasets);
+    expect(standard.evaluate.arms).toEqual(quick.evaluate.arms);
+    expect([standard.model.arch, standard.model.prototypes, standard.augment.global.size, standard.evaluate.size, standard.evaluate.preset])
+      .toEqual(['resnet18', 300, 64, 64, 'standard']);
+    expect(standard.train.queue.length).toBeGreaterThan(0);
+    expect(standard.train.freezePrototypesSteps).toBeGreaterThan(0);
+    expect(standard.train.optimizer.warmupSteps).toBeGreaterThan(0);
+    expect(quick.evaluate.size).toBeNull();
   });
 
   it('`medssl config init` writes it and `config check` reports bad fields with exit 2', () => {
