@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { MedsslError } from '../../pipeline/core/failures.js';
 import { readNpz, type NdArray } from '../source/npy.js';
+import { resampleBox } from '../kernels/resample.js';
 import type { Image } from './perturb.js';
 
 export interface LabelledSplit {
@@ -136,4 +137,27 @@ export function mapImages(s: LabelledSplit, fn: (img: Image) => Image): Labelled
   const images = new Float32Array(s.images.length);
   for (let i = 0; i < s.n; i++) images.set(fn(imageAt(s, i)).data, i * size);
   return { ...s, images };
+}
+
+/**
+ * The dataset at `size` x `size` pixels (the tent filter of stages/kernels: bilinear when enlarging, area-weighted
+ * when shrinking), so that an encoder pre-trained on crops of that size is evaluated at its own scale. A dataset
+ * already at that size is returned as it is.
+ */
+export function resizeDataset(ds: LabelledDataset, size: number): LabelledDataset {
+  if (ds.train.height === size && ds.train.width === size) return ds;
+  const split = (s: LabelledSplit): LabelledSplit => {
+    const c = s.channels, inSize = s.height * s.width * c, outSize = size * size * c;
+    const images = new Float32Array(s.n * outSize), plane = new Float32Array(size * size);
+    const box = { x: 0, y: 0, w: s.width, h: s.height };
+    for (let i = 0; i < s.n; i++) {
+      const src = s.images.subarray(i * inSize, (i + 1) * inSize), dst = images.subarray(i * outSize, (i + 1) * outSize);
+      for (let ch = 0; ch < c; ch++) {
+        resampleBox(src, s.width, c, ch, box, size, size, plane);
+        for (let p = 0; p < plane.length; p++) dst[p * c + ch] = plane[p];
+      }
+    }
+    return { ...s, images, height: size, width: size };
+  };
+  return { ...ds, train: split(ds.train), val: split(ds.val), test: split(ds.test) };
 }

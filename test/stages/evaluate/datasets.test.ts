@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { imageAt, loadMedmnist, mapImages, maxAreaSlice, subset } from '../../../stages/evaluate/datasets.js';
+import { imageAt, loadMedmnist, mapImages, maxAreaSlice, resizeDataset, subset } from '../../../stages/evaluate/datasets.js';
 import { sample } from '../../shared.js';
 import { MedsslError } from '../../../pipeline/core/failures.js';
 
@@ -50,5 +50,27 @@ describe('helpers', () => {
     const t = subset(s, [2, 1]);
     expect([Array.from(t.images), Array.from(t.labels), t.patients]).toEqual([[3, 2], [0, 1], ['c', 'b']]);
     expect(Array.from(mapImages(s, (img) => ({ ...img, data: img.data.map((v) => v * 10) })).images)).toEqual([10, 20, 30]);
+  });
+  it('resizeDataset resamples every split to size x size per channel, keeping labels, and leaves a same-size set alone', () => {
+    // Two 2x2 images with 2 channels: channel 0 constant per image, channel 1 a left-right ramp.
+    const split = {
+      images: Float32Array.from([0.5, 0, 0.5, 1, 0.5, 0, 0.5, 1, 0.25, 0, 0.25, 1, 0.25, 0, 0.25, 1]),
+      n: 2, height: 2, width: 2, channels: 2, labels: Float32Array.from([1, 0]),
+    };
+    const ds = { name: 'd', modality: 'ct', tasks: ['t'], train: split, val: split, test: split };
+    const big = resizeDataset(ds, 6);
+    for (const s of [big.train, big.val, big.test]) {
+      expect([s.n, s.height, s.width, s.channels, Array.from(s.labels)]).toEqual([2, 6, 6, 2, [1, 0]]);
+      const img = (i: number, c: number) => Array.from({ length: 36 }, (_, p) => s.images[i * 72 + p * 2 + c]);
+      expect(new Set(img(0, 0).map((v) => v.toFixed(5)))).toEqual(new Set(['0.50000']));
+      expect(new Set(img(1, 0).map((v) => v.toFixed(5)))).toEqual(new Set(['0.25000']));
+      // The ramp stays a ramp: rows equal, columns non-decreasing from the left pixel's value to the right one's.
+      const row = img(0, 1).slice(0, 6);
+      expect(row[0]).toBeCloseTo(0, 5);
+      expect(row[5]).toBeCloseTo(1, 5);
+      for (let x = 1; x < 6; x++) expect(row[x]).toBeGreaterThanOrEqual(row[x - 1]);
+      expect(img(0, 1).slice(30, 36)).toEqual(row);
+    }
+    expect(resizeDataset(ds, 2)).toBe(ds);
   });
 });
