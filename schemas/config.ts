@@ -209,6 +209,10 @@ export const TrainConfig = z.strictObject({
   alarm: AlarmConfig,
 }).prefault({});
 
+/** Evaluation presets (stages/evaluate/experiment.ts PRESETS); `standard` goes with fixtures/experiment-standard.yaml. */
+export const PRESET_NAMES = ['quick', 'standard', 'full'] as const;
+export type PresetName = (typeof PRESET_NAMES)[number];
+
 export const ARM_KINDS = ['none', 'none-bn', 'random', 'simclr', 'swav-uni-modal', 'swav-target-modality', 'supervised', 'swav-multi-modal', 'hybrid', 'encoder'] as const;
 
 export const EvaluateConfig = z.strictObject({
@@ -216,7 +220,7 @@ export const EvaluateConfig = z.strictObject({
   seeds: z.array(z.number().int().nonnegative()).min(1).default([0, 1, 2]),
   protocols: z.array(z.enum(['linear', 'finetune', 'knn'])).min(1).default(['linear', 'finetune', 'knn']),
   /** Sizes of every protocol (steps, fine-tuned fractions and seeds, perturbation grid, time budget): see stages/evaluate. */
-  preset: z.enum(['quick', 'full']).default('quick'),
+  preset: z.enum(PRESET_NAMES).default('quick'),
   /** Labelled MedMNIST-layout .npz files to evaluate on; relative paths are relative to the config file. */
   datasets: z.array(z.strictObject({
     file: z.string().min(1),
@@ -236,6 +240,11 @@ export const EvaluateConfig = z.strictObject({
     /** kind 'encoder': a folder holding an exported encoder (model.json + weights.bin), evaluated as it is. */
     encoder: z.string().min(1).optional(),
   })).min(1).optional(),
+  /**
+   * Evaluate at size x size pixels: the labelled images are resampled (bilinear when enlarged). Set it to the
+   * recipe's global crop size when that differs from the datasets' own; null keeps the datasets' size.
+   */
+  size: z.number().int().positive().max(1024).nullable().default(null),
   /** Overrides the preset's wall-clock budget (seconds): reported against, never acted on. */
   budgetSeconds: z.number().positive().optional(),
   /** Overrides the preset's images seen by every pre-training arm (steps x batch size; the same for every arm). */

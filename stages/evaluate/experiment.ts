@@ -6,14 +6,14 @@
 // and reported, never used to decide anything, so the same plan gives the same numbers.
 import type { Config } from '../../schemas/config.js';
 import { combinePaired, combineSeeds, pairedAuc, type AucResult, type PairedAuc } from './auc.js';
-import { loadMedmnist, mapImages, subset, type LabelledDataset } from './datasets.js';
+import { loadMedmnist, mapImages, resizeDataset, subset, type LabelledDataset } from './datasets.js';
 import { DEFAULT_GRID, describePerturbation, perturb, type Perturbation } from './perturb.js';
 import type { Encoder } from '../../schemas/encoder.js';
 import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe, recalibrateBatchNorm, selectRows, type CurvePoint, type FeatureSet, type ProtocolResult } from './protocols.js';
 import { labelFractions } from './splits.js';
 import { aucWithCi } from './auc.js';
 
-import { ARM_KINDS } from '../../schemas/config.js';
+import { ARM_KINDS, type PresetName } from '../../schemas/config.js';
 export { ARM_KINDS };
 export type ArmKind = (typeof ARM_KINDS)[number];
 export type Protocol = 'linear' | 'finetune' | 'knn';
@@ -77,30 +77,41 @@ export const QUICK_GRID: Perturbation[] = [
   { kind: 'zoom', value: 0.8 }, { kind: 'zoom', value: 1.25 },
 ];
 
+/** The main job's preset: see PRESETS. */
+const QUICK: Preset = {
+  name: 'quick',
+  fractions: [1, 0.5, 0.25, 0.1],
+  seeds: [0, 1, 2],
+  protocols: ['linear', 'finetune', 'knn'],
+  primary: 'linear',
+  linear: { steps: 150, lr: 0.05, weightDecays: [1e-3, 1e-2] },
+  knn: { k: 20, temperature: 0.07 },
+  // Fine-tuning is most of the evaluation time: three seeds at 10% and 100% labels, validation every 8 steps
+  // (convergence interpolates between evaluations, so its steps are not confined to that grid).
+  finetune: { steps: 40, batchSize: 32, lr: 1e-3, evalEvery: 8, patience: 0, flip: false, fractions: [1, 0.1], seeds: [0, 1, 2] },
+  convergenceFraction: 0.1,
+  robustness: { protocol: 'linear', fraction: 1, grid: QUICK_GRID },
+  budgetSeconds: 900,
+  // 600 steps of 64: six of the bundled pool's balanced epochs of 6,400 images (pipeline/compose/batches.ts), so the
+  // radiographs (28% of an epoch) are seen 2.8 times over and the smaller modalities more; within 15 minutes.
+  pretrainImages: 38_400,
+};
+
 /**
  * Presets. quick: the main job's eight arms on 28x28 images within 15 minutes on 2 cores with the native backend
  * (12.6 on a quiet machine, about half of it pre-training: stages/evaluate/README.md, Figures; fine-tuning's graph
  * updates run at about 430 images/s, a linear probe on 3882 x 64 features takes about 0.3 s). full: every protocol
  * at every fraction and seed, about 4 hours.
  */
-export const PRESETS: Record<'quick' | 'full', Preset> = {
-  quick: {
-    name: 'quick',
-    fractions: [1, 0.5, 0.25, 0.1],
-    seeds: [0, 1, 2],
-    protocols: ['linear', 'finetune', 'knn'],
-    primary: 'linear',
-    linear: { steps: 150, lr: 0.05, weightDecays: [1e-3, 1e-2] },
-    knn: { k: 20, temperature: 0.07 },
-    // Fine-tuning is most of the evaluation time: three seeds at 10% and 100% labels, validation every 8 steps
-    // (convergence interpolates between evaluations, so its steps are not confined to that grid).
-    finetune: { steps: 40, batchSize: 32, lr: 1e-3, evalEvery: 8, patience: 0, flip: false, fractions: [1, 0.1], seeds: [0, 1, 2] },
-    convergenceFraction: 0.1,
-    robustness: { protocol: 'linear', fraction: 1, grid: QUICK_GRID },
-    budgetSeconds: 900,
-    // 600 steps of 64: six of the bundled pool's balanced epochs of 6,400 images (pipeline/compose/batches.ts), so the
-    // radiographs (28% of an epoch) are seen 2.8 times over and the smaller modalities more; within 15 minutes.
-    pretrainImages: 38_400,
+export const PRESETS: Record<PresetName, Preset> = {
+  quick: QUICK,
+  // The quick protocols around the standard recipe (fixtures/experiment-standard.yaml: ResNet-18 at 64 px, K 300, a
+  // queue, prototypes frozen for the first epoch, warm-up and cosine), evaluated at 64 px; about an hour on 2 cores.
+  standard: {
+    ...QUICK,
+    name: 'standard',
+    budgetSeconds: 4500,
+    pretrainImages: 25_600,
   },
   full: {
     name: 'full',
@@ -248,7 +259,11 @@ const key = (f: number) => String(f);
 export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider): Promise<ExperimentResult> {
   const log = plan.log ?? (() => {});
   const start = Date.now();
-  const datasets = plan.datasets.map((d) => ('train' in d ? d : { ...loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice }), ...(d.pretrainOnly ? { pretrainOnly: true } : {}) }));
+  // Evaluated at evaluate.size when set (the size the recipe pre-trains on); pretrainOnly sets are only read as files.
+  const size = plan.config.evaluate.size;
+  const datasets = plan.datasets
+    .map((d) => ('train' in d ? d : { ...loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice }), ...(d.pretrainOnly ? { pretrainOnly: true } : {}) }))
+    .map((d) => (size && !d.pretrainOnly ? resizeDataset(d, size) : d));
   const evaluated = datasets.filter((d) => !d.pretrainOnly);
   const out: DatasetResult[] = [];
   for (const ds of evaluated) {

@@ -1,15 +1,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { type Command, InvalidArgumentError } from 'commander';
-import { ConfigError, parseConfig, type Config } from '../../../schemas/config.js';
+import type { Command } from 'commander';
+import { ConfigError, parseConfig, type Config, type PresetName } from '../../../schemas/config.js';
 import { loadConfig } from '../../core/config.js';
 import { MedsslError } from '../../core/failures.js';
+import { PRESET_HELP, presetName } from './flags.js';
 
 interface Options {
   config?: string;
   dataset?: string;
   modality?: string;
-  preset?: 'quick' | 'full';
+  preset?: PresetName;
   out: string;
   quiet?: boolean;
   json?: boolean;
@@ -22,10 +23,7 @@ export function register(program: Command): void {
     .option('--config <file>', 'YAML/JSON config: evaluate.datasets, evaluate.arms, evaluate.preset (and data.inputs for pre-training)')
     .option('--dataset <file.npz>', 'one labelled MedMNIST-layout .npz to evaluate on (instead of evaluate.datasets)')
     .option('--modality <name>', 'modality of --dataset (radiography, ct, mr, ...)')
-    .option('--preset <name>', 'quick (about 10 minutes on 2 cores) or full', (v) => {
-      if (v !== 'quick' && v !== 'full') throw new InvalidArgumentError('expected quick or full');
-      return v;
-    })
+    .option('--preset <name>', PRESET_HELP, presetName)
     .requiredOption('--out <dir>', 'output folder')
     .option('--quiet', 'no progress lines on stderr')
     .option('--json', 'print the results as one JSON object on stdout (the table, skipped arms, report paths)')
@@ -42,10 +40,6 @@ export function register(program: Command): void {
 function resolveConfig(opts: Options): Config {
   if (opts.dataset && !opts.modality) throw new ConfigError('--dataset', ['--modality is required with --dataset']);
   const config = loadConfig(opts.config);
-  if (opts.config) {
-    const dir = path.dirname(path.resolve(opts.config));
-    config.evaluate.datasets = config.evaluate.datasets.map((d) => ({ ...d, file: path.resolve(dir, d.file) }));
-  }
   if (opts.dataset) config.evaluate.datasets = [{ file: path.resolve(opts.dataset), modality: opts.modality! }];
   if (opts.preset) config.evaluate.preset = opts.preset;
   if (config.evaluate.datasets.length === 0) throw new ConfigError(opts.config ?? 'defaults', ['evaluate.datasets: expected at least one labelled dataset (or pass --dataset FILE --modality M)']);

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { packageRoot } from '../../core/version.js';
-import { failureLine, positiveInt } from './flags.js';
+import type { PresetName } from '../../../schemas/config.js';
+import { failureLine, positiveInt, PRESET_HELP, presetName } from './flags.js';
 
 // The main job: the bundled experiment from a fresh clone to a report. Ingest the pool into an LMDB cache, then
 // pre-train every arm of the paper's table on it and evaluate them (pipeline/compose/job.ts), then print the table.
@@ -10,26 +11,21 @@ export function register(program: Command): void {
   program
     .command('run')
     .description('the main job: ingest the bundled data, pre-train every arm, evaluate, and write the report')
-    .option('--config <file>', 'experiment config', path.join(packageRoot, 'fixtures', 'experiment.yaml'))
+    .option('--config <file>', 'experiment config (default: fixtures/experiment.yaml, or fixtures/experiment-standard.yaml with --preset standard)')
     .option('--out <dir>', 'run folder (the cache inside it is reused by a second run)', 'runs/main')
-    .option('--preset <name>', 'quick (about 10 minutes on 2 cores) or full')
+    .option('--preset <name>', PRESET_HELP, presetName)
     .option('--workers <n>', 'ingest threads', positiveInt('--workers'), 2)
     .option('--json', 'print the results as one JSON object on stdout (the table, skipped arms, report paths)')
-    .addHelpText('after', '\nExamples:\n  $ medssl run\n  $ medssl run --config my-experiment.yaml --out runs/mine')
-    .action(async (opts: { config: string; out: string; preset?: string; workers: number; json?: boolean }) => {
+    .addHelpText('after', '\nExamples:\n  $ medssl run\n  $ medssl run --preset standard --out runs/standard\n  $ medssl run --config my-experiment.yaml --out runs/mine')
+    .action(async (opts: { config?: string; out: string; preset?: PresetName; workers: number; json?: boolean }) => {
       const { loadConfig } = await import('../../core/config.js');
-      const { ConfigError } = await import('../../../schemas/config.js');
       const { FailureLog } = await import('../../core/failures.js');
       const { ingestInputs } = await import('../../compose/prepare.js');
       const { runExperimentJob, reportExperiment } = await import('../../compose/job.js');
       const { backendInfo } = await import('../../core/tensorflow.js');
-      const config = loadConfig(opts.config);
-      if (opts.preset) {
-        if (opts.preset !== 'quick' && opts.preset !== 'full') throw new ConfigError('--preset', [`expected quick or full, got "${opts.preset}"`]);
-        config.evaluate.preset = opts.preset;
-      }
-      const dir = path.dirname(path.resolve(opts.config));
-      config.evaluate.datasets = config.evaluate.datasets.map((d) => ({ ...d, file: path.resolve(dir, d.file) }));
+      // The standard preset's recipe (ResNet-18 at 64 px) lives in its own config, over the bundled one.
+      const config = loadConfig(opts.config ?? path.join(packageRoot, 'fixtures', opts.preset === 'standard' ? 'experiment-standard.yaml' : 'experiment.yaml'));
+      if (opts.preset) config.evaluate.preset = opts.preset;
       const say = (line: string) => process.stderr.write(`${line}\n`);
       const t0 = performance.now();
       say(`medssl: backend ${backendInfo.backend} (TensorFlow ${backendInfo.tensorflowVersion}), ${config.evaluate.preset} preset, run folder ${opts.out}`);
