@@ -77,19 +77,6 @@ describe('the data-parallel step at one rank', () => {
     expect(world.stats.byTag.batchnorm).toBeUndefined();
   });
 
-  it('leaks no tensors across data-parallel steps', async () => {
-    const config = tinyConfig({ queue: { length: 32, startEpoch: 0 } });
-    const batches = firstBatches(config, 4);
-    const trainer = new Trainer(config, 1, 0, { world: new SelfCommunicator() });
-    await trainer.trainStep(batches[0], 10);
-    await trainer.trainStep(batches[1], 10);
-    const n = tf.memory().numTensors;
-    await trainer.trainStep(batches[2], 10);
-    await trainer.trainStep(batches[3], 10);
-    expect(tf.memory().numTensors).toBe(n);
-    trainer.dispose();
-  });
-
   it('uni-modal SwAV with per-modality prototypes, SimCLR, hybrid', async () => {
     await compare(tinyConfig({ clustering: 'uni-modal', prototypesPerModality: true }), 2);
     await compare(tinyConfig({ objective: 'simclr' }), 2);

@@ -2,6 +2,7 @@ import type { Scalar, Tensor, Tensor4D } from '@tensorflow/tfjs';
 import { nativeKernels } from '../../../stages/train/batchnorm.js';
 import { describe, expect, it } from 'vitest';
 import { assembleBatch, epochOrder, imagesFor } from '../../support/medmnist-batches.js';
+import { SelfCommunicator } from '../../../pipeline/core/mpi.js';
 import { tf } from '../../../pipeline/core/tensorflow.js';
 import { encode, encoderModel, encoderSpec } from '../../../stages/train/resnet.js';
 import { Trainer, modalityGroups } from '../../../stages/train/trainer.js';
@@ -49,10 +50,11 @@ describe('trainer step', () => {
     trainer.dispose();
   });
 
-  it('leaks no tensors across steps', async () => {
+  // The data-parallel step (a one-rank communicator) has its own collectives, queue and batch-norm paths.
+  it.each([['one process', false], ['the data-parallel step', true]])('leaks no tensors across steps: %s', async (_, parallel) => {
     const config = tinyConfig({ queue: { length: 32, startEpoch: 0 } });
     const batches = firstBatches(config, 4);
-    const trainer = new Trainer(config, 1, batches[0].numLabels);
+    const trainer = new Trainer(config, 1, batches[0].numLabels, parallel ? { world: new SelfCommunicator() } : {});
     await trainer.trainStep(batches[0], 10);
     await trainer.trainStep(batches[1], 10);
     const n = tf.memory().numTensors;
