@@ -60,6 +60,9 @@ describe('medssl experiment', () => {
     expect(bad.status).toBe(1);
     expect(bad.stderr.trim()).toMatch(/^medssl: .*bad\.npz: not a zip\/npz archive/);
     expect(run(['experiment', '--dataset', path.join(dir, 'bad.npz'), '--out', dir]).status).toBe(2);
-    expect(run(['experiment', '--out', dir, '--preset', 'huge']).status).toBe(2);
+    const huge = run(['experiment', '--out', dir, '--preset', 'huge']);
+    expect(huge.status).toBe(2);
+    expect(huge.stderr).toContain('--preset: expected quick, standard, full, got "huge"');
+    expect(run(['run', '--out', dir, '--preset', 'huge']).status).toBe(2);
   });
 });
