@@ -27,8 +27,8 @@ import { addEncoderParams, encoderModel, encoderSpec } from '../../stages/train/
  * is what an arm pre-trains on, as `batchesFor` describes it and `pretrain` receives it.
  */
 export interface TrainerDeps<Data> {
-  /** stages/train: pre-trains and writes the run (checkpoints, encoder) under runDir. */
-  pretrain(args: { config: Config; batches: Data; runDir: string; resume: boolean; steps: number }): Promise<unknown>;
+  /** stages/train: pre-trains and writes the run (checkpoints, encoder) under runDir; the optimizer steps it ran. */
+  pretrain(args: { config: Config; batches: Data; runDir: string; resume: boolean; steps: number }): Promise<{ steps: number }>;
   /** stages/train: the encoder of a finished run, [N, H, W, C] -> [N, D]. */
   loadEncoder(runDir: string): Promise<Encoder>;
   /**
@@ -76,7 +76,11 @@ export function trainerArms<Data>(deps: TrainerDeps<Data>): ArmProvider {
         const config = armConfig(ctx.config, arm);
         const steps = armSteps(config, ctx.pretrainImages);
         ctx.log(`arm "${arm.name}": pre-training, objective ${config.train.objective}, ${steps} steps of ${config.train.batchSize}`);
-        run = deps.pretrain({ config, batches: deps.batchesFor(arm, config, ctx), runDir, resume: false, steps }).then(() => runDir);
+        run = deps.pretrain({ config, batches: deps.batchesFor(arm, config, ctx), runDir, resume: false, steps }).then((r) => {
+          // Equal compute is the table's premise: an arm whose data ran out before its steps is not compared.
+          if (r.steps < steps) throw new MedsslError('invalid-value', runDir, `pre-trained ${r.steps} of its ${steps} steps: its batches ran out (the arms would not have seen the same images)`);
+          return runDir;
+        });
         runs.set(runDir, run);
       }
       return deps.loadEncoder(await run);

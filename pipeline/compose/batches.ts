@@ -138,8 +138,8 @@ export interface BalanceOptions {
 }
 
 /**
- * The record indices of one modality-balanced epoch. Modality m gets round(E x share_m) images (rounded down to whole
- * blocks with `block`), drawn from an endless sequence of seeded permutations of its records: epoch e continues
+ * The record indices of one modality-balanced epoch. Modality m gets round(E x share_m) images (with `block`, whole
+ * blocks: round(floor(E / block) x share_m) of them), drawn from an endless sequence of seeded permutations of its records: epoch e continues
  * where e - 1 stopped, so a large modality goes through all its images over the epochs and a small one repeats
  * (with fresh crops each time). The images, or the blocks, are then put in a seeded order. A pure function of
  * (modalities, seed, epoch, options).
@@ -151,15 +151,17 @@ export function balancedOrder(modalities: readonly string[], opts: BalanceOption
   const epochImages = opts.epochImages ?? modalities.length;
   const block = Math.max(1, opts.block ?? 1);
   const names = [...shares.keys()];
-  // Largest-remainder rounding, so the quotas add up to the epoch.
-  const exact = names.map((m) => epochImages * shares.get(m)!);
+  // Quotas in whole blocks, with largest-remainder rounding, so that they add up to the epoch's whole blocks: every
+  // clustering sees floor(E / block) x block images an epoch (rounding each modality down on its own lost blocks).
+  const units = Math.floor(epochImages / block);
+  const exact = names.map((m) => units * shares.get(m)!);
   const quota = exact.map(Math.floor);
-  let rest = epochImages - quota.reduce((a, b) => a + b, 0);
+  let rest = units - quota.reduce((a, b) => a + b, 0);
   for (const k of names.map((_, k) => k).sort((a, b) => (exact[b] - quota[b]) - (exact[a] - quota[a]) || a - b)) { if (rest-- <= 0) break; quota[k]++; }
   const runs: number[][] = [];
   names.forEach((m, k) => {
     const items = byModality.get(m)!;
-    const q = block > 1 ? Math.floor(quota[k] / block) * block : quota[k];
+    const q = quota[k] * block;
     const drawn: number[] = [];
     for (let t = opts.epoch * q; t < (opts.epoch + 1) * q; t++) {
       const cycle = Math.floor(t / items.length);

@@ -30,7 +30,10 @@ describe('trainerArms', () => {
   it('gives every pre-training run of every arm the same images, memoises target-free arms and re-trains per-target arms', async () => {
     const calls: Array<{ runDir: string; objective: string; images: number }> = [];
     const provider = trainerArms({
-      async pretrain({ config, runDir, steps }) { calls.push({ runDir, objective: config.train.objective, images: steps * config.train.batchSize }); },
+      async pretrain({ config, runDir, steps }) {
+        calls.push({ runDir, objective: config.train.objective, images: steps * config.train.batchSize });
+        return { steps };
+      },
       async loadEncoder() { return tinyEncoder(8, 1); },
       batchesFor: () => [],
       buildEncoder: (shape, seed) => tinyEncoder(shape[0], seed),
@@ -52,6 +55,17 @@ describe('trainerArms', () => {
     expect(calls.find((c) => c.runDir === 'runs/x/arms/simclr')!.objective).toBe('simclr');
     expect(await provider.pretrainArm({ name: 'none', kind: 'none' }, ctx('a'))).toBeNull();
     expect(await provider.pretrainArm({ name: 'bn', kind: 'none-bn' }, ctx('a'))).toBeNull();
+  });
+
+  it('refuses an arm whose batches ran out before its steps (it would not have seen the same images)', async () => {
+    const provider = trainerArms({
+      async pretrain({ steps }) { return { steps: steps - 24 }; },
+      async loadEncoder() { return tinyEncoder(8, 1); },
+      batchesFor: () => [],
+      buildEncoder: (shape, seed) => tinyEncoder(shape[0], seed),
+    });
+    const arm = PAPER_ARMS.find((a) => a.kind === 'swav-uni-modal')!;
+    await expect(provider.pretrainArm(arm, { ...ctx('a'), runDir: 'runs/x/arms/uni' })).rejects.toThrow(/pre-trained 76 of its 100 steps: its batches ran out/);
   });
 
   it("evaluates an exported encoder as it is for kind 'encoder' (the PyTorch peer's), and says when its folder is missing", async () => {
