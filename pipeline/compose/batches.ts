@@ -141,8 +141,8 @@ export interface BalanceOptions {
  * The record indices of one modality-balanced epoch. Modality m gets round(E x share_m) images (with `block`, whole
  * blocks: round(floor(E / block) x share_m) of them), drawn from an endless sequence of seeded permutations of its
  * records: epoch e continues where e - 1 stopped, so a large modality goes through all its images over the epochs
- * and a small one repeats (with fresh crops each time). The images, or the blocks, are then put in a seeded order. A pure function of
- * (modalities, seed, epoch, options).
+ * and a small one repeats (with fresh crops each time). The images, or the blocks, are then put in a seeded order.
+ * A pure function of (modalities, seed, epoch, options).
  */
 export function balancedOrder(modalities: readonly string[], opts: BalanceOptions): Uint32Array {
   const byModality = new Map<string, number[]>();
