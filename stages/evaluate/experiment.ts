@@ -106,7 +106,8 @@ const QUICK: Preset = {
 export const PRESETS: Record<PresetName, Preset> = {
   quick: QUICK,
   // The quick protocols around the standard recipe (fixtures/experiment-standard.yaml: ResNet-18 at 64 px, K 300, a
-  // queue, prototypes frozen for the first epoch, warm-up and cosine), evaluated at 64 px; about an hour on 2 cores.
+  // queue, prototypes frozen for the first epoch, warm-up and cosine), evaluated at 64 px; 68 minutes on 2 cores
+  // (README, "The standard preset").
   standard: {
     ...QUICK,
     name: 'standard',

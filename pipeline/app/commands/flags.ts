@@ -17,7 +17,7 @@ export function failureLine(f: { file: string; id?: string; code: string; reason
 }
 
 /** `--preset NAME`: one of the evaluation presets. */
-export const PRESET_HELP = 'quick (the main job, within 15 minutes on 2 cores), standard (ResNet-18 at 64 px, about an hour; run defaults to fixtures/experiment-standard.yaml) or full (about 4 hours)';
+export const PRESET_HELP = 'quick (the main job, within 15 minutes on 2 cores), standard (ResNet-18 at 64 px, about 70 minutes; run defaults to fixtures/experiment-standard.yaml) or full (about 4 hours)';
 export function presetName(value: string): PresetName {
   if (!(PRESET_NAMES as readonly string[]).includes(value)) throw new InvalidArgumentError(`--preset: expected ${PRESET_NAMES.join(', ')}, got "${value}"`);
   return value as PresetName;
