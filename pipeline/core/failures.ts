@@ -18,6 +18,21 @@ export class MedsslError extends Error {
   }
 }
 
+/** An error as plain data, for a worker thread's reply: a MedsslError loses its class, and its code, when cloned. */
+export interface ErrorData { code: FailureCode; file: string; reason: string }
+
+/** What a worker sends back for anything it caught while processing `file`. */
+export function errorData(e: unknown, file: string): ErrorData {
+  return e instanceof MedsslError
+    ? { code: e.code, file: e.file, reason: e.message }
+    : { code: 'internal', file, reason: (e as Error)?.message ?? String(e) };
+}
+
+/** The MedsslError a worker's ErrorData stands for, thrown again on the calling thread. */
+export function fromErrorData(d: ErrorData): MedsslError {
+  return new MedsslError(d.code, d.file, d.reason);
+}
+
 /** Turns anything thrown while processing `file` into a FailureRecord. */
 export function toFailure(error: unknown, file: string, stage: string, id?: string): FailureRecord {
   if (error instanceof MedsslError) {

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import zlib from 'node:zlib';
 import type { OperatorFunction } from 'rxjs';
 import type { Gate } from '../../pipeline/core/flow.js';
-import { type FailureLog, MedsslError, guard } from '../../pipeline/core/failures.js';
+import { type FailureLog, MedsslError, fromErrorData, guard } from '../../pipeline/core/failures.js';
 import { type Keyring, privacyKeyring, warnPublicKey } from '../../pipeline/core/privacy.js';
 import { workerEntry } from '../../pipeline/core/workers.js';
 import { DataConfig } from '../../schemas/config.js';
@@ -82,7 +82,7 @@ export async function decodeThreads(count: number, opts: { privacyKeyFile?: stri
       const { privacy: _privacy, ...rest } = options;
       const r = (await pool.run({ item, bytes, options: rest, privacyKeyFile: opts.privacyKeyFile ?? null })) as import('./decode.worker.js').DecodeResult;
       yield* r.frames;
-      if (r.error) throw new MedsslError(r.error.code as never, r.error.file, r.error.reason);
+      if (r.error) throw fromErrorData(r.error);
     },
     close: () => pool.destroy(),
   };

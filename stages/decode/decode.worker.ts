@@ -2,7 +2,7 @@
 // as data: a MedsslError loses its code when cloned across threads, and frames before a mid-file error are kept.
 // Their pixels are moved, not copied.
 import type { DecodedImage, SourceItem } from '../../schemas/records.js';
-import { MedsslError } from '../../pipeline/core/failures.js';
+import { type ErrorData, errorData } from '../../pipeline/core/failures.js';
 import { privacyKeyring } from '../../pipeline/core/privacy.js';
 import { moving, ownBuffer } from '../../pipeline/core/workers.js';
 import { type DecodeItemOptions, decodeItem } from './decode.js';
@@ -16,7 +16,7 @@ export interface DecodeTask {
 
 export interface DecodeResult {
   frames: DecodedImage[];
-  error?: { code: string; file: string; reason: string };
+  error?: ErrorData;
 }
 
 export default async function decodeTask(task: DecodeTask): Promise<DecodeResult> {
@@ -30,9 +30,6 @@ export default async function decodeTask(task: DecodeTask): Promise<DecodeResult
     }
     return await moving<DecodeResult>({ frames }, frames.map((f) => f.data.buffer));
   } catch (e) {
-    const error = e instanceof MedsslError
-      ? { code: e.code, file: e.file, reason: e.message }
-      : { code: 'internal', file: task.item.path, reason: (e as Error)?.message ?? String(e) };
-    return await moving<DecodeResult>({ frames, error }, frames.map((f) => f.data.buffer));
+    return await moving<DecodeResult>({ frames, error: errorData(e, task.item.path) }, frames.map((f) => f.data.buffer));
   }
 }

@@ -4,7 +4,7 @@
 import { type OperatorFunction, map } from 'rxjs';
 import type { NormalizeConfig } from '../../schemas/config.js';
 import type { DecodedImage, NormalizedImage } from '../../schemas/records.js';
-import { type FailureLog, MedsslError, guard } from '../../pipeline/core/failures.js';
+import { type FailureLog, MedsslError, fromErrorData, guard } from '../../pipeline/core/failures.js';
 import type { Gate } from '../../pipeline/core/flow.js';
 import type { RandomStream } from '../../pipeline/core/random.js';
 import { ownBuffer, workerEntry } from '../../pipeline/core/workers.js';
@@ -99,7 +99,7 @@ export async function normalizeThreads(count: number, opts: { inlineBelow?: numb
       const data = ownBuffer(image.data);
       const task = { image: { ...image, data }, config, preparation };
       const r = (await pool.run(task, { transferList: [data.buffer as ArrayBuffer] })) as import('./normalize.worker.js').NormalizeResult;
-      if (r.error) throw new MedsslError(r.error.code as never, r.error.file, r.error.reason);
+      if (r.error) throw fromErrorData(r.error);
       return { image: r.image!, constant: r.constant! };
     },
     inlineBelow: opts.inlineBelow ?? 64 * 64,

@@ -2,7 +2,7 @@
 // error, if any, as data: a MedsslError loses its code when cloned across threads. Its pixels are moved, not copied.
 import type { NormalizeConfig } from '../../schemas/config.js';
 import type { DecodedImage, NormalizedImage } from '../../schemas/records.js';
-import { MedsslError } from '../../pipeline/core/failures.js';
+import { type ErrorData, errorData } from '../../pipeline/core/failures.js';
 import { moving, ownBuffer } from '../../pipeline/core/workers.js';
 import { isConstant, normalizeImage } from './normalize.js';
 
@@ -16,7 +16,7 @@ export interface NormalizeResult {
   image?: NormalizedImage;
   /** The image is of one value (normalize drops it when skipConstantFrames is on); computed here, off the caller's thread. */
   constant?: boolean;
-  error?: { code: string; file: string; reason: string };
+  error?: ErrorData;
 }
 
 export default async function normalizeTask(task: NormalizeTask): Promise<NormalizeResult> {
@@ -25,9 +25,6 @@ export default async function normalizeTask(task: NormalizeTask): Promise<Normal
     image.data = ownBuffer(image.data);
     return await moving<NormalizeResult>({ image, constant: isConstant(image.data) }, [image.data.buffer]);
   } catch (e) {
-    const error = e instanceof MedsslError
-      ? { code: e.code, file: e.file, reason: e.message }
-      : { code: 'internal', file: task.image.path, reason: (e as Error)?.message ?? String(e) };
-    return { error };
+    return { error: errorData(e, task.image.path) };
   }
 }
