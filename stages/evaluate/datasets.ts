@@ -4,11 +4,15 @@
 // [n, 28, 28, 28]) are evaluated on 2-D slices: each volume gives the slice with the largest foreground area along
 // voxel axis 0 (`slice: 'max-area'`) or its central slice (`slice: 'central'`); the patient key is the volume, so label
 // fractions never split a volume. AdrenalMNIST3D volumes are binary shape masks (0/255), not CT intensities.
+// Labels are 0/1 per column (one binary or several multi-label tasks), or one column of class ids (RetinaMNIST's
+// grades 0-4): those become one-vs-rest tasks, so the AUC is the macro average over classes, as MedMNIST's own
+// evaluator reports it.
 import fs from 'node:fs';
 import path from 'node:path';
 import { MedsslError } from '../../pipeline/core/failures.js';
 import { readNpz, type NdArray } from '../source/npy.js';
 import { resampleBox } from '../kernels/resample.js';
+import { luma, repeatChannels } from '../normalize/intensity.js';
 import type { Image } from './perturb.js';
 
 export interface LabelledSplit {
@@ -18,7 +22,7 @@ export interface LabelledSplit {
   height: number;
   width: number;
   channels: number;
-  /** [n, tasks] row-major 0/1. */
+  /** [n, tasks] row-major 0/1 (class ids arrive one-hot: one task per class). */
   labels: Float32Array;
   /** Patient (or volume) key per sample, for patient-level label fractions. */
   patients?: string[];
@@ -62,11 +66,11 @@ export function loadMedmnist(file: string, opts: MedmnistOptions = {}): Labelled
     if (!images || !labels) throw new MedsslError('wrong-format', file, `no ${name}_images/${name}_labels arrays (MedMNIST layout expected)`);
     return toSplit(images, labels, file, name, opts.slice ?? 'max-area');
   };
-  const train = split('train'), val = split('val'), test = split('test');
-  const tasks = train.labels.length / train.n;
-  for (const s of [train, val, test]) {
-    for (const y of s.labels) if (y !== 0 && y !== 1) throw new MedsslError('unsupported', file, `labels must be binary 0/1 per task (multi-class is not supported), found ${y}`);
-  }
+  const splits = [split('train'), split('val'), split('test')];
+  const columns = splits[0].labels.length / splits[0].n;
+  const classes = classCount(splits, columns, file);
+  const [train, val, test] = classes ? splits.map((s) => ({ ...s, labels: oneHot(s.labels, classes) })) : splits;
+  const tasks = classes || columns;
   return {
     name: opts.name ?? base,
     modality: opts.modality ?? 'OT',
@@ -74,6 +78,33 @@ export function loadMedmnist(file: string, opts: MedmnistOptions = {}): Labelled
     file,
     train, val, test,
   };
+}
+
+/** Most classes a class-id column may declare (MedMNIST's largest has 11): the one-hot labels are allocated from it. */
+export const MAX_CLASSES = 256;
+
+/**
+ * 0 when every label is 0/1 (binary or multi-label tasks); otherwise the number of classes of a single column of
+ * class ids (the largest id + 1). Anything else is refused, naming the file and the value.
+ */
+function classCount(splits: LabelledSplit[], columns: number, file: string): number {
+  let max = 0;
+  for (const s of splits) {
+    for (const y of s.labels) {
+      if (!Number.isInteger(y) || y < 0) throw new MedsslError('invalid-value', file, `label ${y} is not a class id or 0/1`);
+      if (y > max) max = y;
+    }
+  }
+  if (max <= 1) return 0;
+  if (columns !== 1) throw new MedsslError('unsupported', file, `${columns} label columns with a value of ${max}: multi-label columns must be 0/1, class ids one column`);
+  if (max >= MAX_CLASSES) throw new MedsslError('unsupported', file, `class id ${max}: at most ${MAX_CLASSES} classes`);
+  return max + 1;
+}
+
+function oneHot(ids: Float32Array, classes: number): Float32Array {
+  const out = new Float32Array(ids.length * classes);
+  ids.forEach((id, i) => { out[i * classes + id] = 1; });
+  return out;
 }
 
 function toSplit(images: NdArray, labels: NdArray, file: string, name: string, slice: 'max-area' | 'central'): LabelledSplit {
@@ -158,6 +189,27 @@ export function resizeDataset(ds: LabelledDataset, size: number): LabelledDatase
       }
     }
     return { ...s, images, height: size, width: size };
+  };
+  return { ...ds, train: split(ds.train), val: split(ds.val), test: split(ds.test) };
+}
+
+/**
+ * The dataset with `channels` channels, converted as the pool's 8-bit colour images are (stages/normalize): colour to
+ * grey by BT.601 luma (alpha dropped), grey replicated. An encoder pre-trained on grey crops then reads RetinaMNIST's
+ * fundus photographs as it saw them in the pool.
+ */
+export function withChannels(ds: LabelledDataset, channels: number): LabelledDataset {
+  if (ds.train.channels === channels) return ds;
+  const split = (s: LabelledSplit): LabelledSplit => {
+    const from = s.channels, pixels = s.n * s.height * s.width;
+    let grey = s.images;
+    if (from > 1) {
+      const rgb = new Float32Array(pixels * 3);
+      for (let p = 0; p < pixels; p++) for (let c = 0; c < 3; c++) rgb[p * 3 + c] = s.images[p * from + Math.min(c, from - 1)];
+      if (channels === 3) return { ...s, images: rgb, channels };
+      grey = luma(rgb);
+    }
+    return { ...s, images: repeatChannels(grey, channels), channels };
   };
   return { ...ds, train: split(ds.train), val: split(ds.val), test: split(ds.test) };
 }

@@ -6,7 +6,7 @@
 // and reported, never used to decide anything, so the same plan gives the same numbers.
 import type { Config } from '../../schemas/config.js';
 import { combinePaired, combineSeeds, pairedAuc, type AucResult, type PairedAuc } from './auc.js';
-import { loadMedmnist, mapImages, resizeDataset, subset, type LabelledDataset } from './datasets.js';
+import { loadMedmnist, mapImages, resizeDataset, subset, withChannels, type LabelledDataset } from './datasets.js';
 import { DEFAULT_GRID, describePerturbation, perturb, type Perturbation } from './perturb.js';
 import type { Encoder } from '../../schemas/encoder.js';
 import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe, recalibrateBatchNorm, selectRows, type CurvePoint, type FeatureSet, type ProtocolResult } from './protocols.js';
@@ -260,10 +260,12 @@ const key = (f: number) => String(f);
 export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider): Promise<ExperimentResult> {
   const log = plan.log ?? (() => {});
   const start = Date.now();
-  // Evaluated at evaluate.size when set (the size the recipe pre-trains on); pretrainOnly sets are only read as files.
+  // With the pool's channels (normalize.channels), and evaluated at evaluate.size when set (the size the recipe
+  // pre-trains on); pretrainOnly sets are only read as files.
   const size = plan.config.evaluate.size;
   const datasets = plan.datasets
     .map((d) => ('train' in d ? d : { ...loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice }), ...(d.pretrainOnly ? { pretrainOnly: true } : {}) }))
+    .map((d) => withChannels(d, plan.config.normalize.channels))
     .map((d) => (size && !d.pretrainOnly ? resizeDataset(d, size) : d));
   const evaluated = datasets.filter((d) => !d.pretrainOnly);
   const out: DatasetResult[] = [];

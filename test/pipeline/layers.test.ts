@@ -44,6 +44,8 @@ const CROSS_STAGE: Record<string, string> = {
   'stages/batch/batch.ts -> stages/augment/buffers.ts': 'batch hands crop-set buffers back to augment\'s pool',
   // Evaluation reads MedMNIST archives for its labelled datasets, with the source stage's reader.
   'stages/evaluate/datasets.ts -> stages/source/npy.ts': 'evaluation datasets are MedMNIST .npz archives',
+  // Labelled colour images become grey as the pool's do, with normalize's own conversion.
+  'stages/evaluate/datasets.ts -> stages/normalize/intensity.ts': 'labelled images get the pool\'s channel conversion',
   // Fine-tuning (an evaluation protocol) trains the encoder: it runs the trainer's TensorFlow graph engine and
   // optimizers rather than a second copy of them, so a fine-tuned step is a training step.
   'stages/evaluate/finetune-step.ts -> stages/train/graph/engine.ts': 'fine-tuning runs the trainer\'s graph engine',

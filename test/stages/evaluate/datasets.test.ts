@@ -1,7 +1,24 @@
 import { describe, expect, it } from 'vitest';
-import { imageAt, loadMedmnist, mapImages, maxAreaSlice, resizeDataset, subset } from '../../../stages/evaluate/datasets.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { imageAt, loadMedmnist, mapImages, maxAreaSlice, resizeDataset, subset, withChannels } from '../../../stages/evaluate/datasets.js';
 import { sample } from '../../shared.js';
 import { MedsslError } from '../../../pipeline/core/failures.js';
+import { writeNpy } from '../../../stages/source/npy.js';
+import { zip } from '../source/zip.js';
+
+/** A MedMNIST-layout .npz of 2x2 images whose every split has `labels` ([n, columns] row-major). */
+function npzWithLabels(labels: number[], columns: number): string {
+  const n = labels.length / columns;
+  const entries = ['train', 'val', 'test'].flatMap((s) => [
+    { name: `${s}_images.npy`, body: writeNpy(new Uint8Array(n * 4), [n, 2, 2]) },
+    { name: `${s}_labels.npy`, body: writeNpy(Int32Array.from(labels), [n, columns]) },
+  ]);
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'labels-')), 'crafted.npz');
+  fs.writeFileSync(file, zip(entries));
+  return file;
+}
 
 describe('loadMedmnist', () => {
   it('reads PneumoniaMNIST as [0, 1] images with its split sizes and labels', () => {
@@ -30,6 +47,29 @@ describe('loadMedmnist', () => {
       if (a > c) larger++;
     }
     expect(larger).toBeGreaterThan(0);
+  });
+
+  it('reads RetinaMNIST\'s grades as one-vs-rest tasks (one-hot rows), in colour', () => {
+    const ds = loadMedmnist(sample('medmnist-extra/retinamnist.npz'), { modality: 'OP' });
+    expect([ds.train.n, ds.val.n, ds.test.n, ds.train.channels]).toEqual([1080, 120, 400, 3]);
+    expect(ds.tasks).toEqual([0, 1, 2, 3, 4].map((k) => `retinamnist:${k}`));
+    const perClass = [0, 0, 0, 0, 0];
+    for (let i = 0; i < ds.test.n; i++) {
+      const row = Array.from(ds.test.labels.subarray(i * 5, i * 5 + 5));
+      expect(row.reduce((a, b) => a + b, 0)).toBe(1);
+      row.forEach((y, k) => { perClass[k] += y; });
+    }
+    expect(perClass).toEqual([174, 46, 92, 68, 20]); // SOURCES.md: the test split's grade counts
+  });
+
+  it('refuses labels that are neither 0/1 per column nor one column of class ids, naming the file', () => {
+    expect(loadMedmnist(npzWithLabels([0, 1, 1, 0], 2)).tasks).toEqual(['crafted:0', 'crafted:1']);
+    expect(loadMedmnist(npzWithLabels([0, 2, 1], 1)).train.labels).toEqual(Float32Array.from([1, 0, 0, 0, 0, 1, 0, 1, 0]));
+    for (const [labels, columns, reason] of [[[0, 2, 1, 0], 2, /multi-label columns must be 0\/1/], [[0, 256], 1, /at most 256 classes/], [[0, -1], 1, /not a class id/]] as const) {
+      const file = npzWithLabels([...labels], columns);
+      expect(() => loadMedmnist(file)).toThrow(reason);
+      expect(() => loadMedmnist(file)).toThrow(expect.objectContaining({ name: 'MedsslError', file }));
+    }
   });
 
   it('names the file in errors', () => {
@@ -72,5 +112,16 @@ describe('helpers', () => {
       expect(img(0, 1).slice(30, 36)).toEqual(row);
     }
     expect(resizeDataset(ds, 2)).toBe(ds);
+  });
+  it('withChannels turns colour to grey by BT.601 luma, as the pool does, and replicates grey', () => {
+    const rgb = { images: Float32Array.from([1, 0, 0, 0, 1, 0, 0, 0, 1, 0.5, 0.5, 0.5]), n: 1, height: 2, width: 2, channels: 3, labels: Float32Array.from([1]) };
+    const ds = { name: 'd', modality: 'OP', tasks: ['t'], train: rgb, val: rgb, test: rgb };
+    const grey = withChannels(ds, 1);
+    for (const s of [grey.train, grey.val, grey.test]) {
+      expect(s.channels).toBe(1);
+      expect(Array.from(s.images).map((v) => +v.toFixed(4))).toEqual([0.299, 0.587, 0.114, 0.5]);
+    }
+    expect(Array.from(withChannels(grey, 3).train.images.subarray(0, 6)).map((v) => +v.toFixed(4))).toEqual([0.299, 0.299, 0.299, 0.587, 0.587, 0.587]);
+    expect(withChannels(ds, 3)).toBe(ds);
   });
 });

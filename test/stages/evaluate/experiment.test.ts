@@ -7,6 +7,7 @@ import { MedsslError } from '../../../pipeline/core/failures.js';
 import { addConvergence, crossing, runExperiment, type ArmProvider, type ArmResult, type Preset } from '../../../stages/evaluate/experiment.js';
 import { renderMarkdown, resultsDocument, writeReports } from '../../../stages/evaluate/report.js';
 import { syntheticDataset, tinyEncoder } from './tiny.js';
+import { sample } from '../../shared.js';
 
 const preset: Preset = {
   name: 'test',
@@ -144,6 +145,23 @@ describe('runExperiment + reports', () => {
     expect(replay[2]).toBe('````');
     expect(replay[3]).toBe('medssl ``` <b>x</b>');
     expect(replay[4]).toBe('````');
+  });
+
+  it('evaluates a colour, multi-class set (RetinaMNIST) with a grey encoder: macro AUC over one-vs-rest grades', async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-exp-'));
+    const result = await runExperiment({
+      config: parseConfig({}),
+      preset: { ...preset, fractions: [1], seeds: [0], protocols: ['linear'], robustness: { ...preset.robustness, grid: [] } },
+      datasets: [{ file: sample('medmnist-extra/retinamnist.npz'), name: 'RetinaMNIST', modality: 'OP' }],
+      arms: [{ name: 'none', kind: 'none' }, { name: 'fixed', kind: 'swav-multi-modal' }],
+      outDir: out,
+    }, { initEncoder: (_ctx, seed) => tinyEncoder(28, seed), pretrainArm: async (arm) => (arm.kind === 'none' ? null : tinyEncoder(28, 99)) });
+    const [retina] = result.datasets;
+    expect(retina.tasks).toHaveLength(5);
+    expect(retina.arms.map((a) => a.status)).toEqual(['ok', 'ok']);
+    const cell = retina.arms[1].protocols.linear!['1'];
+    expect(cell.auc).toBeGreaterThan(0.5);
+    expect(cell.pVsNone).toBeGreaterThanOrEqual(0);
   });
 
   it('is deterministic: the same plan gives the same numbers', async () => {
