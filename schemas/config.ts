@@ -249,6 +249,12 @@ export const EvaluateConfig = z.strictObject({
   budgetSeconds: z.number().positive().optional(),
   /** Overrides the preset's images seen by every pre-training arm (steps x batch size; the same for every arm). */
   pretrainImages: z.number().int().positive().optional(),
+  /**
+   * true: every evaluation seed pre-trains its own encoder (with config seed + evaluation seed), as the arm without
+   * pre-training draws its own initialisation per seed; an arm's spread and p-values then cover the pre-training's
+   * run-to-run variation. Costs one pre-training per seed. false: one pre-training, evaluated with every seed.
+   */
+  replicatePretraining: z.boolean().default(false),
 }).prefault({});
 
 export const Config = z.strictObject({

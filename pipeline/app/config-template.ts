@@ -100,6 +100,7 @@ evaluate:                     # stages/evaluate/README.md
   protocols: [linear, finetune, knn]
   preset: quick               # quick (within 15 minutes on 2 cores), standard (its recipe: fixtures/experiment-standard.yaml) or full
   size: null                  # evaluate at size x size px (images resampled), e.g. the recipe's global crop size; null: as stored
+  replicatePretraining: false # true: every seed pre-trains its own encoder (p-values then cover pre-training's spread)
   datasets:                   # labelled MedMNIST-layout .npz files to evaluate on
     - { file: ./data/pneumoniamnist.npz, name: PneumoniaMNIST, modality: radiography }
   # Optional keys without a default (uncomment to use):

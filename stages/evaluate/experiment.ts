@@ -287,9 +287,9 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
       };
       if (!UNTRAINED_KINDS.has(arm.kind)) log(`[${ds.name}] arm "${arm.name}": pre-training (${plan.preset.pretrainImages} images)`);
       const t0 = Date.now();
-      let encoder: Encoder | null;
+      let encoders: Map<number, Encoder> | null;
       try {
-        encoder = await provider.pretrainArm(arm, ctx);
+        encoders = await pretrainReplicates(arm, ctx, plan, provider);
       } catch (e) {
         const reason = (e as Error).message;
         log(`[${ds.name}] arm "${arm.name}": skipped (${reason})`);
@@ -297,10 +297,10 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
         continue;
       }
       const t1 = Date.now();
-      const { result, testScores } = await evaluateArm(arm, encoder, ds, ctx, plan, provider);
+      const { result, testScores } = await evaluateArm(arm, encoders, ds, ctx, plan, provider);
       scores.set(result, testScores);
       result.seconds = { ...result.seconds, pretrain: (t1 - t0) / 1000, evaluate: (Date.now() - t1) / 1000 };
-      encoder?.dispose();
+      for (const e of new Set(encoders?.values())) e.dispose();
       arms.push(result);
       log(`[${ds.name}] arm "${arm.name}": evaluated in ${result.seconds.evaluate.toFixed(1)} s (${Object.entries(result.seconds.byProtocol ?? {}).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')})`);
     }
@@ -317,14 +317,40 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
   return { datasets: out, seconds, budgetSeconds: plan.preset.budgetSeconds, overBudget };
 }
 
+/**
+ * The arm's encoder for each evaluation seed: null for no pre-training; one encoder for every seed; or, with
+ * evaluate.replicatePretraining, one pre-training per seed (config seed + evaluation seed, its own run folder).
+ * A replicate that fails disposes the others and fails the arm.
+ */
+async function pretrainReplicates(arm: ArmSpec, ctx: ArmContext, plan: ExperimentPlan, provider: ArmProvider): Promise<Map<number, Encoder> | null> {
+  const seeds = plan.preset.seeds;
+  if (!plan.config.evaluate.replicatePretraining || UNTRAINED_KINDS.has(arm.kind) || arm.kind === 'encoder') {
+    const encoder = await provider.pretrainArm(arm, ctx);
+    return encoder && new Map(seeds.map((s) => [s, encoder]));
+  }
+  const out = new Map<number, Encoder>();
+  try {
+    for (const s of seeds) {
+      const seed = ctx.seed + s;
+      const encoder = await provider.pretrainArm(arm, { ...ctx, config: { ...ctx.config, seed }, seed, runDir: `${ctx.runDir}/seed-${s}` });
+      if (!encoder) return null;
+      out.set(s, encoder);
+    }
+  } catch (e) {
+    for (const encoder of out.values()) encoder.dispose();
+    throw e;
+  }
+  return out;
+}
+
 /** Test-set scores of one arm, keyed `protocol|fraction|seed` (kept in memory for the paired tests, not written). */
 type TestScores = Map<string, Float32Array>;
 const scoreKey = (protocol: Protocol, fraction: number, seed: number) => `${protocol}|${fraction}|${seed}`;
 
-async function evaluateArm(arm: ArmSpec, pretrained: Encoder | null, ds: LabelledDataset, ctx: ArmContext, plan: ExperimentPlan, provider: ArmProvider): Promise<{ result: ArmResult; testScores: TestScores }> {
+async function evaluateArm(arm: ArmSpec, encoders: Map<number, Encoder> | null, ds: LabelledDataset, ctx: ArmContext, plan: ExperimentPlan, provider: ArmProvider): Promise<{ result: ArmResult; testScores: TestScores }> {
   const p = plan.preset;
   const log = plan.log ?? (() => {});
-  const result: ArmResult = { name: arm.name, kind: arm.kind, pretrained: pretrained !== null && arm.kind !== 'random', status: 'ok', seconds: { pretrain: 0, evaluate: 0 }, protocols: {}, curves: [] };
+  const result: ArmResult = { name: arm.name, kind: arm.kind, pretrained: encoders !== null && arm.kind !== 'random', status: 'ok', seconds: { pretrain: 0, evaluate: 0 }, protocols: {}, curves: [] };
   const perSeed: Partial<Record<Protocol, Map<number, SeedResult[]>>> = {};
   const testScores: TestScores = new Map();
   const splits = new Map(p.seeds.map((s) => [s, labelFractions(ds.train.labels, { fractions: p.fractions, seed: s, tasks: ds.tasks.length, patients: ds.train.patients })]));
@@ -349,17 +375,18 @@ async function evaluateArm(arm: ArmSpec, pretrained: Encoder | null, ds: Labelle
     }
   };
 
-  let features: FeatureSet | null = null;
+  let features = null as { encoder: Encoder; set: FeatureSet } | null;
   const calibration = arm.kind === 'none-bn' ? await (provider.calibrationImages?.(ctx) ?? Promise.resolve(ds.train.images)) : null;
   for (const seed of p.seeds) {
+    const pretrained = encoders?.get(seed) ?? null;
     const fresh = pretrained ?? provider.initEncoder(ctx, seed);
     if (calibration && !pretrained) await timed('bn', () => recalibrateBatchNorm(fresh, calibration, ctx.inputShape));
-    // Frozen protocols share one encoding of every split per encoder (a pre-trained encoder is the same for all seeds).
+    // Frozen protocols share one encoding of every split per encoder (one pre-trained encoder may serve every seed).
     const needFeatures = p.protocols.some((q) => q !== 'finetune');
-    const all: FeatureSet | null = needFeatures && (!pretrained || seed === p.seeds[0] || !features)
-      ? await timed('features', () => ({ train: extractFeatures(fresh, ds.train), val: extractFeatures(fresh, ds.val), test: extractFeatures(fresh, ds.test) }))
-      : features;
-    features = all;
+    if (needFeatures && features?.encoder !== fresh) {
+      features = { encoder: fresh, set: await timed('features', () => ({ train: extractFeatures(fresh, ds.train), val: extractFeatures(fresh, ds.val), test: extractFeatures(fresh, ds.test) })) };
+    }
+    const all = needFeatures ? features!.set : null;
     for (const fraction of p.fractions) {
       const idx = splits.get(seed)!.get(fraction)!;
       const train = subset(ds.train, idx);

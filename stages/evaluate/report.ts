@@ -109,13 +109,18 @@ const stepsText = (steps: number | null | undefined) => (steps == null ? 'never'
 const savedText = (c: NonNullable<ArmResult['convergence']>) =>
   c.savedPercent !== null ? `${c.savedPercent.toFixed(0)}%` : `reached in ${c.reached}/${c.perSeed.length} seeds`;
 
+/** Whether every seed pre-trained its own encoder (evaluate.replicatePretraining). */
+const replicated = (doc: ResultsDocument) =>
+  (doc.provenance.config as { evaluate?: { replicatePretraining?: boolean } } | null)?.evaluate?.replicatePretraining === true;
+const REPLICATED = 'Every seed pre-trained its own encoder, so seed spreads and p-values include the pre-training\'s run-to-run variation.';
+
 export function renderMarkdown(doc: ResultsDocument): string {
   const out: string[] = [];
   out.push('# Experiment report', '');
   out.push(`Preset \`${doc.preset.name}\`, seeds ${doc.provenance.seeds.join(', ')}, backend ${doc.provenance.backend}, ${doc.seconds.toFixed(0)} s. ` +
     'AUC: mean over seeds [95% interval: DeLong test-set variance plus seed variance] ± seed standard deviation; ' +
     'Δ and p: the paired DeLong test against no pre-training on the same test set, label subsets and seeds (seeds combined), ' +
-    `"no difference" where p >= ${ALPHA}.` +
+    `"no difference" where p >= ${ALPHA}.` + (replicated(doc) ? ` ${REPLICATED}` : '') +
     (doc.overBudget ? ` **Over the preset's budget of ${doc.preset.budgetSeconds} s.**` : ''), '');
   for (const d of doc.datasets) {
     out.push(`## ${mdText(d.name)} (${mdText(d.modality)}; train/val/test ${d.sizes.train}/${d.sizes.val}/${d.sizes.test})`, '');
@@ -172,7 +177,7 @@ export function renderHtml(doc: ResultsDocument): string {
   const out: string[] = [];
   out.push('<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">', '<title>medssl experiment report</title>', `<style>${CSS}</style></head><body>`);
   out.push('<h1>Experiment report</h1>');
-  out.push(`<p>Preset <code>${e(doc.preset.name)}</code>, seeds ${e(doc.provenance.seeds.join(', '))}, backend ${e(doc.provenance.backend)}, ${e(doc.seconds.toFixed(0))} s. AUC: mean over seeds [95% interval] ± seed s.d.; Δ and p: paired DeLong test against no pre-training (same test set, subsets and seeds), "no difference" where p &gt;= ${ALPHA}.</p>`);
+  out.push(`<p>Preset <code>${e(doc.preset.name)}</code>, seeds ${e(doc.provenance.seeds.join(', '))}, backend ${e(doc.provenance.backend)}, ${e(doc.seconds.toFixed(0))} s. AUC: mean over seeds [95% interval] ± seed s.d.; Δ and p: paired DeLong test against no pre-training (same test set, subsets and seeds), "no difference" where p &gt;= ${ALPHA}.${replicated(doc) ? ` ${e(REPLICATED)}` : ''}</p>`);
   // The headline table comes first and carries id="results".
   const first = doc.datasets.find((d) => d.name === doc.primary.dataset);
   const headFractions = [...new Set(doc.arms.flatMap((a) => Object.keys(a.fractions)))].sort((a, b) => Number(b) - Number(a));

@@ -8,6 +8,7 @@ import { addConvergence, crossing, runExperiment, type ArmProvider, type ArmResu
 import { renderMarkdown, resultsDocument, writeReports } from '../../../stages/evaluate/report.js';
 import { syntheticDataset, tinyEncoder } from './tiny.js';
 import { sample } from '../../shared.js';
+import { tf } from '../../../pipeline/core/tensorflow.js';
 
 const preset: Preset = {
   name: 'test',
@@ -162,6 +163,45 @@ describe('runExperiment + reports', () => {
     const cell = retina.arms[1].protocols.linear!['1'];
     expect(cell.auc).toBeGreaterThan(0.5);
     expect(cell.pVsNone).toBeGreaterThanOrEqual(0);
+  });
+
+  it('replicatePretraining pre-trains once per evaluation seed (config seed + seed, its own folder); off, once', async () => {
+    const calls: Array<{ seed: number; configSeed: number; runDir: string }> = [];
+    const recording: ArmProvider = {
+      initEncoder: (_ctx, seed) => tinyEncoder(8, seed),
+      async pretrainArm(arm, ctx) {
+        if (arm.kind === 'none') return null;
+        calls.push({ seed: ctx.seed, configSeed: ctx.config.seed, runDir: ctx.runDir });
+        // The second replicate's "training" failed to learn anything: constant features.
+        const encoder = tinyEncoder(8, 100);
+        if (ctx.config.seed === 8) encoder.setWeights(encoder.getWeights().map((w) => tf.zerosLike(w)));
+        return encoder;
+      },
+    };
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-exp-'));
+    const plan = (replicatePretraining: boolean) => ({
+      config: parseConfig({ seed: 7, evaluate: { replicatePretraining } }),
+      preset: { ...preset, fractions: [1], protocols: ['linear'] as Array<'linear'>, robustness: { ...preset.robustness, grid: [] } },
+      datasets: [syntheticDataset('synthetic')],
+      arms: [{ name: 'none', kind: 'none' as const }, { name: 'swav', kind: 'swav-multi-modal' as const }],
+      outDir: out,
+    });
+    const once = await runExperiment(plan(false), recording);
+    expect(calls.map((c) => c.seed)).toEqual([7]);
+    calls.length = 0;
+    const replicated = await runExperiment(plan(true), recording);
+    expect(calls.map((c) => [c.seed, c.configSeed])).toEqual([[7, 7], [8, 8]]);
+    expect(new Set(calls.map((c) => c.runDir)).size).toBe(2);
+    // Each seed is scored with its own replicate's encoder.
+    const aucs = (r: typeof once) => r.datasets[0].arms[1].protocols.linear!['1'].perSeed.map((x) => x.auc);
+    expect(aucs(once)).toEqual([1, 1]);
+    expect(aucs(replicated)).toEqual([1, 0.5]);
+    expect(replicated.datasets[0].arms[1].protocols.linear!['1'].pVsNone).toBeDefined();
+    const report = (config: unknown, r: typeof once) => renderMarkdown(resultsDocument(r, preset, {
+      command: '', config, configHash: '', seeds: preset.seeds, versions: {}, backend: 'x', datasets: [], cacheKeys: {}, started: '', finished: '', cpus: 2,
+    }));
+    expect(report({ evaluate: { replicatePretraining: true } }, replicated)).toContain('Every seed pre-trained its own encoder');
+    expect(report({ evaluate: { replicatePretraining: false } }, once)).not.toContain('its own encoder');
   });
 
   it('is deterministic: the same plan gives the same numbers', async () => {
