@@ -83,6 +83,16 @@ describe('config files', () => {
     expect(quick.evaluate.size).toBeNull();
   });
 
+  it('the replicated experiment and the ablations are the bundled experiment with one pre-training per seed', () => {
+    const quick = loadConfig(fixture('experiment.yaml'));
+    const replicated = loadConfig(fixture('experiment-replicated.yaml'));
+    expect({ ...replicated.evaluate, replicatePretraining: false, budgetSeconds: undefined }).toEqual({ ...quick.evaluate, budgetSeconds: undefined });
+    expect(replicated.evaluate.replicatePretraining).toBe(true);
+    const freeze = loadConfig(path.join(fixture('..'), 'examples', 'ablations', 'freeze-prototypes.yaml'));
+    expect([freeze.data, freeze.train, freeze.evaluate.replicatePretraining]).toEqual([quick.data, quick.train, true]);
+    expect(freeze.evaluate.arms!.map((a) => a.train?.freezePrototypesSteps ?? 0)).toEqual([0, 0, 100, 0, 100]);
+  });
+
   it('`medssl config init` writes it and `config check` reports bad fields with exit 2', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-config-'));
     const file = path.join(dir, 'medssl.yaml');
