@@ -83,7 +83,7 @@ describe('config files', () => {
     expect(quick.evaluate.size).toBeNull();
   });
 
-  it('the replicated experiment and the ablations are the bundled experiment with one pre-training per seed', () => {
+  it('the replicated, RetinaMNIST and ablation configs are the bundled experiment with what they say changed', () => {
     const quick = loadConfig(fixture('experiment.yaml'));
     const replicated = loadConfig(fixture('experiment-replicated.yaml'));
     expect({ ...replicated.evaluate, replicatePretraining: false, budgetSeconds: undefined }).toEqual({ ...quick.evaluate, budgetSeconds: undefined });
@@ -91,6 +91,9 @@ describe('config files', () => {
     const freeze = loadConfig(path.join(fixture('..'), 'examples', 'ablations', 'freeze-prototypes.yaml'));
     expect([freeze.data, freeze.train, freeze.evaluate.replicatePretraining]).toEqual([quick.data, quick.train, true]);
     expect(freeze.evaluate.arms!.map((a) => a.train?.freezePrototypesSteps ?? 0)).toEqual([0, 0, 100, 0, 100]);
+    const retina = loadConfig(fixture('experiment-retina.yaml'));
+    expect([retina.data, retina.train, retina.evaluate.arms]).toEqual([quick.data, quick.train, quick.evaluate.arms]);
+    expect(retina.evaluate.datasets.map((d) => [d.name, fs.existsSync(d.file)])).toEqual([['RetinaMNIST', true], ['AdrenalMNIST3D', true]]);
   });
 
   it('`medssl config init` writes it and `config check` reports bad fields with exit 2', () => {
