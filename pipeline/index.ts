@@ -17,7 +17,7 @@ export { CropBuffers } from '../stages/augment/buffers.js';
 // Evaluation (stages/evaluate): metrics, splits, protocols, perturbations, the experiment runner and its reports.
 export { rocAuc, delongAuc, aucWithCi, combineSeeds, midranks, type AucResult } from '../stages/evaluate/auc.js';
 export { labelFractions, type FractionOptions } from '../stages/evaluate/splits.js';
-export { loadMedmnist, subset, imageAt, mapImages, maxAreaSlice, type LabelledDataset, type LabelledSplit } from '../stages/evaluate/datasets.js';
+export { loadMedmnist, subset, imageAt, mapImages, maxAreaSlice, resizeDataset, withChannels, type LabelledDataset, type LabelledSplit } from '../stages/evaluate/datasets.js';
 export {
   perturb, intensityScaleShift, gamma, rotate, zoom, describePerturbation, DEFAULT_GRID, type Image, type Perturbation, type Fill,
 } from '../stages/evaluate/perturb.js';
