@@ -255,6 +255,11 @@ export const EvaluateConfig = z.strictObject({
    * run-to-run variation. Costs one pre-training per seed. false: one pre-training, evaluated with every seed.
    */
   replicatePretraining: z.boolean().default(false),
+  /**
+   * Pairs of arms (by name) to compare directly: per protocol and fraction, the paired test of `arm` against
+   * `against` on the same test set, label subsets and seeds, as every arm is against no pre-training.
+   */
+  contrasts: z.array(z.strictObject({ arm: z.string().min(1), against: z.string().min(1) })).default([]),
 }).prefault({});
 
 export const Config = z.strictObject({

@@ -101,6 +101,7 @@ evaluate:                     # stages/evaluate/README.md
   preset: quick               # quick (within 15 minutes on 2 cores), standard (its recipe: fixtures/experiment-standard.yaml) or full
   size: null                  # evaluate at size x size px (images resampled), e.g. the recipe's global crop size; null: as stored
   replicatePretraining: false # true: every seed pre-trains its own encoder (p-values then cover pre-training's spread)
+  contrasts: []               # arm against arm by name, e.g. [{ arm: SwAV multi-modal, against: SwAV uni-modal }]
   datasets:                   # labelled MedMNIST-layout .npz files to evaluate on
     - { file: ./data/pneumoniamnist.npz, name: PneumoniaMNIST, modality: radiography }
   # Optional keys without a default (uncomment to use):

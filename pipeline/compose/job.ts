@@ -182,6 +182,13 @@ export function experimentSummary(doc: ResultsDocument): string {
         }).join(' ').trimEnd()}`);
       }
     }
+    for (const c of d.contrasts ?? []) {
+      for (const [protocol, byFraction] of Object.entries(c.protocols)) {
+        const cells = Object.entries(byFraction ?? {}).sort(([a], [b]) => Number(b) - Number(a))
+          .map(([f, v]) => `${Math.round(Number(f) * 100)}% ${v.delta >= 0 ? '+' : ''}${v.delta.toFixed(3)} ${v.p < ALPHA ? `p=${formatP(v.p)}` : 'n.d.'}`);
+        lines.push(`${d.name}, ${c.arm} - ${c.against} (${protocol}): ${cells.join(', ')}`);
+      }
+    }
   }
   lines.push(`p: paired DeLong test against no pre-training (same test set, label subsets and seeds); n.d.: no difference (p >= ${ALPHA})`);
   for (const s of doc.skipped) lines.push(`skipped ${s.name} (${s.dataset}): ${s.reason}`);

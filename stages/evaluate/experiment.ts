@@ -4,6 +4,7 @@
 // (arm, evaluation dataset): the provider memoises arms whose pre-training does not depend on the target. Everything
 // random is seeded: label fractions, fresh initialisations, fine-tuning order and flips. Wall-clock time is measured
 // and reported, never used to decide anything, so the same plan gives the same numbers.
+import { MedsslError } from '../../pipeline/core/failures.js';
 import type { Config } from '../../schemas/config.js';
 import { combinePaired, combineSeeds, pairedAuc, type AucResult, type PairedAuc } from './auc.js';
 import { loadMedmnist, mapImages, resizeDataset, subset, withChannels, type LabelledDataset } from './datasets.js';
@@ -237,6 +238,9 @@ export interface ArmResult {
   robustness?: RobustnessResult;
 }
 
+/** One arm against another (evaluate.contrasts): per protocol and fraction, as `vsNone`. */
+export interface ContrastResult { arm: string; against: string; protocols: Partial<Record<Protocol, Record<string, VersusNone>>> }
+
 export interface DatasetResult {
   name: string;
   modality: string;
@@ -244,6 +248,7 @@ export interface DatasetResult {
   tasks: string[];
   sizes: { train: number; val: number; test: number };
   arms: ArmResult[];
+  contrasts?: ContrastResult[];
 }
 
 export interface ExperimentResult {
@@ -259,6 +264,11 @@ const key = (f: number) => String(f);
 /** Runs the plan. Arms whose provider throws are recorded as skipped with the reason; the others go on. */
 export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider): Promise<ExperimentResult> {
   const log = plan.log ?? (() => {});
+  // A contrast naming no arm is a config error, found before any arm spends its time.
+  const names = new Set(plan.arms.map((a) => a.name));
+  for (const c of plan.config.evaluate.contrasts) {
+    for (const n of [c.arm, c.against]) if (!names.has(n)) throw new MedsslError('invalid-value', 'evaluate.contrasts', `no arm is named "${n}" (arms: ${[...names].join(', ')})`);
+  }
   const start = Date.now();
   // With the pool's channels (normalize.channels), and evaluated at evaluate.size when set (the size the recipe
   // pre-trains on); pretrainOnly sets are only read as files.
@@ -306,9 +316,11 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
     }
     addConvergence(arms, plan.preset.convergenceFraction);
     addVersusNone(arms, scores, ds);
+    const contrasts = plan.config.evaluate.contrasts.map((c) => contrast(arms, scores, ds, c.arm, c.against));
     out.push({
       name: ds.name, modality: ds.modality, file: ds.file ?? '(in memory)', tasks: ds.tasks,
       sizes: { train: ds.train.n, val: ds.val.n, test: ds.test.n }, arms,
+      ...(contrasts.length ? { contrasts } : {}),
     });
   }
   const seconds = (Date.now() - start) / 1000;
@@ -440,24 +452,44 @@ function addVersus(arms: ArmResult[], scores: Map<ArmResult, TestScores>, ds: La
   const baseline = arms.find((a) => a.kind === kind && a.status === 'ok');
   const base = baseline && scores.get(baseline);
   if (!baseline || !base) return;
-  const tasks = ds.tasks.length;
   for (const arm of arms) {
     const own = scores.get(arm);
     if (arm === baseline || arm.status !== 'ok' || !own || (kind !== 'none' && UNTRAINED_KINDS.has(arm.kind))) continue;
     for (const [protocol, table] of Object.entries(arm.protocols) as Array<[Protocol, Record<string, FractionResult>]>) {
       for (const [f, r] of Object.entries(table)) {
-        const pairs: PairedAuc[] = [];
-        for (const seed of r.seeds) {
-          const a = own.get(scoreKey(protocol, Number(f), seed)), b = base.get(scoreKey(protocol, Number(f), seed));
-          if (a && b) pairs.push(pairedAuc(a, b, ds.test.labels, tasks, { tasks: ds.tasks, seed }));
-        }
-        if (!pairs.length) continue;
-        const c = combinePaired(pairs);
-        const half = 1.959963984540054 * Math.sqrt(c.variance);
-        set(r, { delta: c.delta, ci: [c.delta - half, c.delta + half], z: c.z, p: c.p });
+        const v = versus(own, base, protocol, Number(f), r.seeds, ds);
+        if (v) set(r, v);
       }
     }
   }
+}
+
+/** The paired test of two arms' test scores at one protocol and fraction, over the seeds both have (null: none). */
+function versus(own: TestScores, base: TestScores, protocol: Protocol, fraction: number, seeds: number[], ds: LabelledDataset): VersusNone | null {
+  const pairs: PairedAuc[] = [];
+  for (const seed of seeds) {
+    const a = own.get(scoreKey(protocol, fraction, seed)), b = base.get(scoreKey(protocol, fraction, seed));
+    if (a && b) pairs.push(pairedAuc(a, b, ds.test.labels, ds.tasks.length, { tasks: ds.tasks, seed }));
+  }
+  if (!pairs.length) return null;
+  const c = combinePaired(pairs);
+  const half = 1.959963984540054 * Math.sqrt(c.variance);
+  return { delta: c.delta, ci: [c.delta - half, c.delta + half], z: c.z, p: c.p };
+}
+
+/** `arm` against `against` (evaluate.contrasts), every protocol and fraction both were evaluated at. */
+function contrast(arms: ArmResult[], scores: Map<ArmResult, TestScores>, ds: LabelledDataset, arm: string, against: string): ContrastResult {
+  const out: ContrastResult = { arm, against, protocols: {} };
+  const a = arms.find((x) => x.name === arm && x.status === 'ok'), b = arms.find((x) => x.name === against && x.status === 'ok');
+  const own = a && scores.get(a), base = b && scores.get(b);
+  if (!a || !own || !base) return out;
+  for (const [protocol, table] of Object.entries(a.protocols) as Array<[Protocol, Record<string, FractionResult>]>) {
+    for (const [f, r] of Object.entries(table)) {
+      const v = versus(own, base, protocol, Number(f), r.seeds, ds);
+      if (v) (out.protocols[protocol] ??= {})[f] = v;
+    }
+  }
+  return out;
 }
 
 /** AUC of one trained protocol under each perturbation of the test images, and its drop from the clean AUC. */

@@ -87,6 +87,16 @@ export const versusNone = (r: Pick<FractionResult, 'vsNone'> | undefined) => {
   return v.p >= ALPHA ? `no difference (${text})` : text;
 };
 const cell = (r: FractionResult | undefined) => (r ? `${r.auc.toFixed(3)} [${r.ci[0].toFixed(3)}, ${r.ci[1].toFixed(3)}]${r.seeds.length > 1 ? ` ±${r.sd.toFixed(3)}` : ''}${r.vsNone ? `; ${versusNone(r)}` : ''}` : '-');
+/** The contrasts of a dataset as rows: "arm − against", protocol, then one Δ/p text per fraction. */
+function contrastRows(d: DatasetResult): { fractions: string[]; rows: Array<{ label: string; protocol: Protocol; cells: string[] }> } | null {
+  if (!d.contrasts?.length) return null;
+  const fractions = [...new Set(d.contrasts.flatMap((c) => Object.values(c.protocols).flatMap((t) => Object.keys(t ?? {}))))].sort((a, b) => Number(b) - Number(a));
+  const rows = d.contrasts.flatMap((c) => protocolsOf(d).filter((p) => c.protocols[p]).map((p) => ({
+    label: `${c.arm} − ${c.against}`, protocol: p, cells: fractions.map((f) => (c.protocols[p]![f] ? versusNone({ vsNone: c.protocols[p]![f] }) : '-')),
+  })));
+  return { fractions, rows };
+}
+
 const protocolsOf = (d: DatasetResult): Protocol[] => (['finetune', 'linear', 'knn'] as Protocol[]).filter((p) => d.arms.some((a) => a.protocols[p]));
 const fractionsOf = (d: DatasetResult, p: Protocol): string[] =>
   [...new Set(d.arms.flatMap((a) => Object.keys(a.protocols[p] ?? {})))].sort((a, b) => Number(b) - Number(a));
@@ -129,6 +139,13 @@ export function renderMarkdown(doc: ResultsDocument): string {
       out.push(`### ${PROTOCOL_NAMES[p]}`, '');
       out.push(`| arm | pre-trained | ${fr.map(pct).join(' | ')} |`, `|---|---|${fr.map(() => '---|').join('')}`);
       for (const a of d.arms.filter((x) => x.status === 'ok')) out.push(`| ${mdText(a.name)} | ${a.pretrained ? 'yes' : 'no'} | ${fr.map((f) => cell(a.protocols[p]?.[f])).join(' | ')} |`);
+      out.push('');
+    }
+    const contrasts = contrastRows(d);
+    if (contrasts) {
+      out.push('### Contrasts (paired test of one arm against another: same test set, label subsets and seeds)', '');
+      out.push(`| contrast | protocol | ${contrasts.fractions.map(pct).join(' | ')} |`, `|---|---|${contrasts.fractions.map(() => '---|').join('')}`);
+      for (const r of contrasts.rows) out.push(`| ${mdText(r.label)} | ${PROTOCOL_NAMES[r.protocol]} | ${r.cells.join(' | ')} |`);
       out.push('');
     }
     const conv = d.arms.filter((a) => a.convergence);
@@ -210,6 +227,12 @@ export function renderHtml(doc: ResultsDocument): string {
         }));
         out.push(`<figure>${lineChart({ title: `${d.name}: ${PROTOCOL_NAMES[p]} AUC against label fraction`, xLabel: 'labelled training data', yLabel: 'test AUC', series, xTicks: ticks , yBounds: [0, 1] })}</figure>`);
       }
+    }
+    const contrasts = contrastRows(d);
+    if (contrasts) {
+      out.push(`<table><caption>Contrasts: one arm against another (paired test, same test set, subsets and seeds)</caption><thead><tr><th>contrast</th><th>protocol</th>${contrasts.fractions.map((f) => `<th>${e(pct(f))}</th>`).join('')}</tr></thead><tbody>`);
+      for (const r of contrasts.rows) out.push(`<tr><td>${e(r.label)}</td><td>${e(PROTOCOL_NAMES[r.protocol])}</td>${r.cells.map((c) => `<td>${e(c)}</td>`).join('')}</tr>`);
+      out.push('</tbody></table>');
     }
     const curved = ok.filter((a) => a.curves.length);
     if (curved.length) {

@@ -8,6 +8,7 @@ import { addConvergence, crossing, runExperiment, type ArmProvider, type ArmResu
 import { renderMarkdown, resultsDocument, writeReports } from '../../../stages/evaluate/report.js';
 import { syntheticDataset, tinyEncoder } from './tiny.js';
 import { sample } from '../../shared.js';
+import { experimentSummary } from '../../../pipeline/compose/job.js';
 import { tf } from '../../../pipeline/core/tensorflow.js';
 
 const preset: Preset = {
@@ -202,6 +203,43 @@ describe('runExperiment + reports', () => {
     }));
     expect(report({ evaluate: { replicatePretraining: true } }, replicated)).toContain('Every seed pre-trained its own encoder');
     expect(report({ evaluate: { replicatePretraining: false } }, once)).not.toContain('its own encoder');
+  });
+
+  it('contrasts compare two named arms with the paired test; an unknown name fails before any pre-training', async () => {
+    let pretrained = 0;
+    const twoArms: ArmProvider = {
+      initEncoder: (_ctx, seed) => tinyEncoder(8, seed),
+      async pretrainArm(arm) {
+        if (arm.kind === 'none') return null;
+        pretrained++;
+        const encoder = tinyEncoder(8, 100);
+        if (arm.name === 'blind') encoder.setWeights(encoder.getWeights().map((w) => tf.zerosLike(w)));
+        return encoder;
+      },
+    };
+    const plan = (contrasts: Array<{ arm: string; against: string }>) => ({
+      config: parseConfig({ evaluate: { contrasts } }),
+      preset: { ...preset, fractions: [1, 0.5], protocols: ['linear'] as Array<'linear'>, robustness: { ...preset.robustness, grid: [] } },
+      datasets: [syntheticDataset('synthetic')],
+      arms: [{ name: 'none', kind: 'none' as const }, { name: 'sighted', kind: 'swav-multi-modal' as const }, { name: 'blind', kind: 'swav-uni-modal' as const }],
+      outDir: fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-exp-')),
+    });
+    await expect(runExperiment(plan([{ arm: 'sighted', against: 'nobody' }]), twoArms)).rejects.toThrow(/no arm is named "nobody"/);
+    expect(pretrained).toBe(0);
+    const result = await runExperiment(plan([{ arm: 'sighted', against: 'blind' }]), twoArms);
+    const [d] = result.datasets;
+    const c = d.contrasts![0].protocols.linear!;
+    expect(Object.keys(c).sort()).toEqual(['0.5', '1']);
+    const auc = (name: string, f: string) => d.arms.find((a) => a.name === name)!.protocols.linear![f].auc;
+    for (const f of ['1', '0.5']) expect(c[f].delta).toBeCloseTo(auc('sighted', f) - auc('blind', f), 12);
+    expect(c['1'].p).toBeLessThan(0.05);
+    const doc = resultsDocument(result, preset, {
+      command: '', config: {}, configHash: '', seeds: preset.seeds, versions: {}, backend: 'x', datasets: [], cacheKeys: {}, started: '', finished: '', cpus: 2,
+    });
+    expect(experimentSummary(doc)).toMatch(/synthetic, sighted - blind \(linear\): 100% \+0\.\d{3} p=[<0-9.]+, 50% /);
+    const md = renderMarkdown(doc);
+    expect(md).toContain('### Contrasts');
+    expect(md).toMatch(/\| sighted − blind \| linear probe \| Δ \+0\.\d{3}, p/);
   });
 
   it('is deterministic: the same plan gives the same numbers', async () => {
