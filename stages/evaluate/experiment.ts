@@ -345,7 +345,7 @@ async function pretrainReplicates(arm: ArmSpec, ctx: ArmContext, plan: Experimen
     for (const s of seeds) {
       const seed = ctx.seed + s;
       const encoder = await provider.pretrainArm(arm, { ...ctx, config: { ...ctx.config, seed }, seed, runDir: `${ctx.runDir}/seed-${s}` });
-      if (!encoder) return null;
+      if (!encoder) throw new MedsslError('invalid-value', arm.name, 'a replicate of a pre-training arm returned no encoder');
       out.set(s, encoder);
     }
   } catch (e) {
