@@ -63,6 +63,61 @@ export function rocAuc(scores: ArrayLike<number>, labels: ArrayLike<number>, tas
   return (sum - (m * (m + 1)) / 2) / (m * n);
 }
 
+/**
+ * One task's AUC on bootstrap resamples given as per-sample draw counts, without building the resample: the samples
+ * are sorted by score once, and each resample walks that order (O(n)), counting each positive copy against the
+ * negative copies below it (ties 1/2). The value is rocAuc of the expanded resample (pairs of copies of one sample
+ * have one class, so they never count); the macro bootstrap spent its time rebuilding and re-sorting each resample.
+ */
+class ResampledAuc {
+  private readonly order: Uint32Array;
+  /** starts[g]..starts[g + 1] is the g-th group of equal scores in `order`. */
+  private readonly starts: Uint32Array;
+
+  constructor(scores: Float64Array, private readonly labels: Float64Array) {
+    this.order = Uint32Array.from(scores.keys()).sort((i, j) => scores[i] - scores[j]);
+    const starts = [0];
+    for (let k = 1; k < this.order.length; k++) if (scores[this.order[k]] !== scores[this.order[k - 1]]) starts.push(k);
+    starts.push(this.order.length);
+    this.starts = Uint32Array.from(starts);
+  }
+
+  /** The AUC of the resample that draws sample i counts[i] times; null when it lacks a class. */
+  auc(counts: Uint32Array): number | null {
+    let area = 0, below = 0, positives = 0;
+    for (let g = 0; g + 1 < this.starts.length; g++) {
+      let pos = 0, neg = 0;
+      for (let k = this.starts[g]; k < this.starts[g + 1]; k++) {
+        const i = this.order[k], c = counts[i];
+        if (this.labels[i] === 1) pos += c; else neg += c;
+      }
+      area += pos * (below + neg / 2);
+      below += neg;
+      positives += pos;
+    }
+    return positives === 0 || below === 0 ? null : area / (positives * below);
+  }
+}
+
+/** The draw counts of bootstrap resample `b` (n draws with replacement, the stream `purpose` of `seed`). */
+function drawCounts(n: number, seed: number, b: number, purpose: string, counts: Uint32Array): Uint32Array {
+  counts.fill(0);
+  const rs = random(seed).stream({ sample: b, purpose });
+  for (let i = 0; i < n; i++) counts[rs.int(n)]++;
+  return counts;
+}
+
+/** Macro AUC over tasks of one resample (null when some task lacks a class in it). */
+function macroResampled(perTask: ResampledAuc[], counts: Uint32Array): number | null {
+  let total = 0;
+  for (const t of perTask) {
+    const a = t.auc(counts);
+    if (a === null) return null;
+    total += a;
+  }
+  return total / perTask.length;
+}
+
 /** AUC with DeLong's variance and the normal 95% interval AUC +- 1.96 sqrt(var), clipped to [0, 1]. */
 export function delongAuc(scores: ArrayLike<number>, labels: ArrayLike<number>, task = 'auc'): AucResult {
   // Placements: V10_i = fraction of negatives below positive i (ties 1/2); V01_j = fraction of positives above negative j.
@@ -115,19 +170,12 @@ export function aucWithCi(scores: ArrayLike<number>, labels: ArrayLike<number>, 
   const auc = perTask.reduce((a, b) => a + b, 0) / tasks;
   const resamples = opts.resamples ?? 1000;
   const boot: number[] = [];
+  const resampled = resamples > 0 ? names.map((_, t) => new ResampledAuc(column(scores, t), column(labels, t))) : [];
+  const counts = new Uint32Array(n);
   for (let b = 0; b < resamples; b++) {
-    const rs = random(opts.seed ?? 0).stream({ sample: b, purpose: 'auc-bootstrap' });
-    const idx = new Uint32Array(n);
-    for (let i = 0; i < n; i++) idx[i] = rs.int(n);
-    let total = 0, ok = true;
-    for (let t = 0; t < tasks && ok; t++) {
-      const y = column(labels, t, idx);
-      let p = 0;
-      for (const v of y) p += v;
-      if (p === 0 || p === n) { ok = false; break; } // a resample without both classes has no AUC: skip it
-      total += rocAuc(column(scores, t, idx), y, names[t]);
-    }
-    if (ok) boot.push(total / tasks);
+    // A resample without both classes in some task has no AUC: it is skipped.
+    const v = macroResampled(resampled, drawCounts(n, opts.seed ?? 0, b, 'auc-bootstrap', counts));
+    if (v !== null) boot.push(v);
   }
   boot.sort((a, b) => a - b);
   const q = (p: number) => boot[Math.min(boot.length - 1, Math.max(0, Math.floor(p * (boot.length - 1) + 0.5)))];
@@ -231,17 +279,16 @@ export function pairedAuc(a: ArrayLike<number>, b: ArrayLike<number>, labels: Ar
   if (tasks === 1) return delongPaired(a, b, labels, opts.tasks?.[0]);
   const ra = aucWithCi(a, labels, tasks, { ...opts, resamples: 0 }).auc, rb = aucWithCi(b, labels, tasks, { ...opts, resamples: 0 }).auc;
   const n = labels.length / tasks, resamples = opts.resamples ?? 1000;
+  const column = (x: ArrayLike<number>, t: number) => Float64Array.from({ length: n }, (_, i) => x[i * tasks + t]);
+  const ta = Array.from({ length: tasks }, (_, t) => new ResampledAuc(column(a, t), column(labels, t)));
+  const tb = Array.from({ length: tasks }, (_, t) => new ResampledAuc(column(b, t), column(labels, t)));
   const diffs: number[] = [];
+  const counts = new Uint32Array(n);
   for (let r = 0; r < resamples; r++) {
-    const rs = random(opts.seed ?? 0).stream({ sample: r, purpose: 'auc-paired-bootstrap' });
-    const idx = Array.from({ length: n }, () => rs.int(n));
-    const pick = (x: ArrayLike<number>) => Float64Array.from({ length: n * tasks }, (_, k) => x[idx[Math.floor(k / tasks)] * tasks + (k % tasks)]);
-    try {
-      const y = pick(labels);
-      diffs.push(aucWithCi(pick(a), y, tasks, { resamples: 0 }).auc - aucWithCi(pick(b), y, tasks, { resamples: 0 }).auc);
-    } catch {
-      // a resample with one class in some task has no AUC: skip it
-    }
+    // The same resample scores both; one with a single class in some task has no AUC and is skipped.
+    drawCounts(n, opts.seed ?? 0, r, 'auc-paired-bootstrap', counts);
+    const va = macroResampled(ta, counts), vb = va === null ? null : macroResampled(tb, counts);
+    if (va !== null && vb !== null) diffs.push(va - vb);
   }
   return pairedResult(ra - rb, diffs.length > 1 ? sampleVariance(Float64Array.from(diffs)) : 0);
 }

@@ -181,4 +181,31 @@ describe('combinePaired and pairedAuc', () => {
     expect(r.variance).toBeGreaterThan(0);
     expect(r.p).toBeLessThan(0.05);
   });
+
+  it('bootstraps exactly as rebuilding each resample would: same draws, the AUC of the expanded resample', () => {
+    // Scores rounded to tenths, so tied scores meet duplicated samples; three tasks with uneven classes.
+    const rs = random(9).stream({ purpose: 'test' });
+    const n = 60, tasks = 3;
+    const labels = Array.from({ length: n * tasks }, (_, k) => (rs.uniform() < 0.3 + 0.2 * (k % tasks) ? 1 : 0));
+    const a = labels.map((y) => Math.round(10 * (y + rs.normal())) / 10), b = labels.map((y) => Math.round(10 * (0.3 * y + rs.normal())) / 10);
+    // The definition: draw n indices per resample, build the resample, macro rocAuc; skip resamples lacking a class.
+    const rebuilt = (purpose: string, resamples: number, score: (pick: (x: number[]) => number[]) => number) => {
+      const out: number[] = [];
+      for (let r = 0; r < resamples; r++) {
+        const draw = random(0).stream({ sample: r, purpose });
+        const idx = Array.from({ length: n }, () => draw.int(n));
+        const pick = (x: number[]) => idx.flatMap((i) => x.slice(i * tasks, (i + 1) * tasks));
+        try { out.push(score(pick)); } catch { /* one class in some task */ }
+      }
+      return out;
+    };
+    const macro = (x: number[], y: number[]) => Array.from({ length: tasks }, (_, t) => rocAuc(x.filter((_, k) => k % tasks === t), y.filter((_, k) => k % tasks === t))).reduce((u, v) => u + v) / tasks;
+    const variance = (v: number[]) => { const m = v.reduce((u, w) => u + w) / v.length; return v.reduce((u, w) => u + (w - m) ** 2, 0) / (v.length - 1); };
+    const diffs = rebuilt('auc-paired-bootstrap', 150, (pick) => macro(pick(a), pick(labels)) - macro(pick(b), pick(labels)));
+    expect(pairedAuc(a, b, labels, tasks, { resamples: 150 }).variance).toBeCloseTo(variance(diffs), 12);
+    const boot = rebuilt('auc-bootstrap', 150, (pick) => macro(pick(a), pick(labels))).sort((u, v) => u - v);
+    const r = aucWithCi(a, labels, tasks, { resamples: 150 });
+    expect(r.variance).toBeCloseTo(variance(boot), 12);
+    expect(r.ci[0]).toBeCloseTo(boot[Math.floor(0.025 * (boot.length - 1) + 0.5)], 12);
+  });
 });
