@@ -94,6 +94,12 @@ describe('config files', () => {
     const retina = loadConfig(fixture('experiment-retina.yaml'));
     expect([retina.data, retina.train, retina.evaluate.arms]).toEqual([quick.data, quick.train, quick.evaluate.arms]);
     expect(retina.evaluate.datasets.map((d) => [d.name, fs.existsSync(d.file)])).toEqual([['RetinaMNIST', true], ['AdrenalMNIST3D', true]]);
+    // Every contrast names arms of its own config (the experiment refuses one that does not).
+    for (const c of [quick, replicated, freeze, retina]) {
+      const names = c.evaluate.arms!.map((a) => a.name);
+      expect(c.evaluate.contrasts.length).toBeGreaterThan(0);
+      for (const { arm, against } of c.evaluate.contrasts) expect([names.includes(arm), names.includes(against)]).toEqual([true, true]);
+    }
   });
 
   it('`medssl config init` writes it and `config check` reports bad fields with exit 2', () => {
