@@ -1,28 +1,38 @@
 // medssl's side of the PyTorch SwAV peer (bench/swav-peer.py; the whole comparison: scripts/peer-compare.sh).
 //
-//   node dist/bench/peer-swav.js export --config fixtures/experiment.yaml --out runs/peer
-//       Writes what the main job's "SwAV multi-modal" arm trains on, so that PyTorch can train on exactly that:
+//   node dist/bench/peer-swav.js plan --config C
+//       Prints the runs the comparison needs, one line each: "<arm kind> <replicate>" for every SwAV arm of the
+//       config (multi-modal, uni-modal, target modality only), replicate "-" for one pre-training, or 0, 1, 2... with
+//       evaluate.replicatePretraining (one per evaluation seed, seed = config seed + replicate, as medssl's).
+//   node dist/bench/peer-swav.js export --config C --out DIR --arm KIND [--replicate S]
+//       Writes what that arm's run trains on into DIR/KIND[/seed-S], so that PyTorch can train on exactly that:
 //       recipe.json (model, crops, objective, optimizer and schedule, steps), crops.bin (every batch's views in
-//       order, float32, as the arm's trainer receives them: same pool, same seed, same epochs), init.bin + init.json
-//       (the arm's initial parameters, from the same seed), and compare.yaml (the experiment config that evaluates
-//       the peer's encoder beside medssl's with medssl's protocols).
-//   node dist/bench/peer-swav.js import --out runs/peer
+//       order, float32, as the arm's trainer receives them: pipeline/compose/arms.ts armBatches, the same pool, seed
+//       and epochs) and init.bin + init.json (the arm's initial parameters, from the same seed).
+//   node dist/bench/peer-swav.js import --config C --out DIR --arm KIND [--replicate S]
 //       Reads the peer's trained parameters (peer.bin + peer.json, medssl's names and layouts) and writes them as a
-//       medssl encoder (runs/peer/peer-encoder/model.json + weights.bin), which the 'encoder' arm kind loads.
+//       medssl encoder in DIR/encoders/KIND[/seed-S] (model.json + weights.bin), which the 'encoder' arm kind loads.
+//   node dist/bench/peer-swav.js compare --config C --out DIR
+//       Writes DIR/compare.yaml: no pre-training, and for every SwAV arm medssl's run beside the peer's encoder,
+//       with a contrast between the two, evaluated by medssl's protocols.
 import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { loadConfig } from '../pipeline/core/config.js';
-import { armConfig, armSteps } from '../pipeline/compose/arms.js';
-import { openTrainingPool, poolBatches, poolGate, poolStepsPerEpoch } from '../pipeline/compose/batches.js';
+import { armBatches, armConfig, armSized, armSteps, poolModalities, type ArmData } from '../pipeline/compose/arms.js';
+import { openTrainingPool, poolGate } from '../pipeline/compose/batches.js';
+import { MedsslError } from '../pipeline/core/failures.js';
+import type { Config } from '../schemas/config.js';
 import { presetFor } from '../pipeline/compose/job.js';
 import { tf } from '../pipeline/core/tensorflow.js';
-import { PRESETS } from '../stages/evaluate/experiment.js';
+import { PAPER_ARMS, PRESETS, type ArmSpec } from '../stages/evaluate/experiment.js';
 import { ParamStore } from '../stages/train/params.js';
 import { addEncoderParams, encoderModel, encoderSpec } from '../stages/train/resnet.js';
 import { Trainer } from '../stages/train/trainer.js';
 import type { io } from '@tensorflow/tfjs';
-import type { Batch } from '../schemas/records.js';
+
+const SWAV_KINDS = ['swav-multi-modal', 'swav-uni-modal', 'swav-target-modality'] as const;
+type SwavKind = (typeof SWAV_KINDS)[number];
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback?: string) => {
@@ -31,35 +41,60 @@ const flag = (name: string, fallback?: string) => {
 };
 const command = args[0];
 const configFile = flag('config', 'fixtures/experiment.yaml')!;
-const out = path.resolve(flag('out', 'runs/peer')!);
+const root = path.resolve(flag('out', 'runs/peer')!);
 const config = loadConfig(configFile);
-const arm = (config.evaluate.arms ?? []).find((a) => a.kind === 'swav-multi-modal') ?? { name: 'SwAV multi-modal', kind: 'swav-multi-modal' as const, train: { objective: 'swav', clustering: 'multi-modal' } };
-const cfg = armConfig(config, arm);
 const preset = presetFor(PRESETS[config.evaluate.preset], config);
-const steps = armSteps(cfg, preset.pretrainImages);
-const channels = cfg.normalize.channels;
+const arms = (config.evaluate.arms ?? PAPER_ARMS).filter((a): a is ArmSpec & { kind: SwavKind } => (SWAV_KINDS as readonly string[]).includes(a.kind));
+const target = config.evaluate.datasets.filter((d) => !d.pretrainOnly);
 
-if (command === 'export') await exportRun();
-else if (command === 'import') await importRun();
-else {
-  process.stderr.write('usage: peer-swav.js export|import [--config FILE] [--out DIR]\n');
+if (command === 'plan') {
+  const replicates = config.evaluate.replicatePretraining ? preset.seeds.map(String) : ['-'];
+  for (const arm of arms) for (const r of replicates) process.stdout.write(`${arm.kind} ${r}\n`);
+} else if (command === 'export' || command === 'import') {
+  const kind = flag('arm', 'swav-multi-modal') as SwavKind;
+  const arm = arms.find((a) => a.kind === kind);
+  if (!arm) throw new MedsslError('invalid-value', configFile, `no arm of kind ${kind} among the config's SwAV arms (${arms.map((a) => a.kind).join(', ') || 'none'})`);
+  const replicate = flag('replicate');
+  const r = replicate === undefined || replicate === '-' ? undefined : Number(replicate);
+  // A replicate pre-trains with config seed + replicate, as stages/evaluate/experiment.ts pretrainReplicates does.
+  const cfg = armConfig({ ...config, seed: config.seed + (r ?? 0) }, arm);
+  const sub = r === undefined ? kind : `${kind}/seed-${r}`;
+  if (command === 'export') await exportRun(arm, cfg, path.join(root, sub));
+  else await importRun(cfg, path.join(root, sub), path.join(root, 'encoders', sub));
+} else if (command === 'compare') {
+  writeCompare();
+} else {
+  process.stderr.write('usage: peer-swav.js plan|export|import|compare --config FILE --out DIR [--arm KIND] [--replicate S]\n');
   process.exitCode = 2;
 }
 
-async function exportRun(): Promise<void> {
-  fs.mkdirSync(out, { recursive: true });
-  const pool = await openTrainingPool(cfg, { cachePath: path.join(out, 'cache'), inputs: cfg.data.inputs, progress: process.stderr });
-  const stepsPerEpoch = Math.max(1, poolStepsPerEpoch(pool, cfg));
-  const sized = { ...cfg, train: { ...cfg.train, epochs: Math.ceil(steps / stepsPerEpoch), stepsPerEpoch } };
-  const fd = fs.openSync(path.join(out, 'crops.bin'), 'w');
+async function exportRun(arm: ArmSpec, cfg: Config, dir: string): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true });
+  const steps = armSteps(cfg, preset.pretrainImages);
+  const channels = cfg.normalize.channels;
+  if (arm.kind === 'swav-target-modality' && target.length !== 1) {
+    throw new MedsslError('invalid-value', configFile, `the target-modality arm pre-trains per evaluation dataset: the peer exports it for exactly one (the config evaluates ${target.length})`);
+  }
+  const data: ArmData = {
+    inputs: cfg.data.inputs, cachePath: path.join(root, 'cache'),
+    ...(arm.kind === 'swav-target-modality' ? { modality: poolModalities(target[0].modality) } : {}),
+  };
+  const pool = await openTrainingPool(cfg, { cachePath: data.cachePath, inputs: data.inputs, progress: process.stderr });
+  const sized = armSized(pool, cfg, steps);
+  const uniModal = cfg.train.clustering === 'uni-modal';
+  const fd = fs.openSync(path.join(dir, 'crops.bin'), 'w');
   let written = 0;
   let views: Array<{ kind: string; size: number; channels: number }> = [];
+  const perEpoch = sized.train.stepsPerEpoch!;
   for (let epoch = 0; written < steps; epoch++) {
-    const gate = poolGate(sized);
-    const batches: Batch[] = [];
     await new Promise<void>((resolve, reject) => {
-      poolBatches(pool, sized, { seed: sized.seed, epoch, gate, steps: Math.min(stepsPerEpoch, steps - written) }).subscribe({
+      armBatches(pool, sized, data, { epoch, gate: poolGate(sized), steps: Math.min(perEpoch, steps - written) }).subscribe({
         next: (b) => {
+          // The peer computes one equipartition per batch: uni-modal clustering is that only when batches are pure.
+          if (uniModal && new Set(b.modalities).size > 1) {
+            reject(new MedsslError('invalid-value', configFile, `batch ${written} mixes modalities (${[...new Set(b.modalities)].join(', ')}): the peer reproduces uni-modal clustering with data.sampling.pureBatches only`));
+            return;
+          }
           views = b.views.map((v) => ({ kind: v.kind, size: v.size, channels: v.channels }));
           for (const v of b.views) fs.writeSync(fd, Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength));
           written++;
@@ -68,45 +103,56 @@ async function exportRun(): Promise<void> {
         complete: () => resolve(),
       });
     });
-    batches.length = 0;
-    process.stderr.write(`peer export: epoch ${epoch}, ${written}/${steps} batches\n`);
+    process.stderr.write(`peer export: ${arm.kind}, epoch ${epoch}, ${written}/${steps} batches\n`);
   }
   fs.closeSync(fd);
   await pool.close();
   // The arm's initial parameters: the trainer's own initialisation from the run's seed.
   const trainer = new Trainer(cfg, channels, 0);
-  writeParams(path.join(out, 'init'), [...trainer.store.vars].map(([name, v]) => ({ name, shape: v.shape, data: v.dataSync() as Float32Array })));
+  writeParams(path.join(dir, 'init'), [...trainer.store.vars].map(([name, v]) => ({ name, shape: v.shape, data: v.dataSync() as Float32Array })));
   const recipe = {
-    about: 'what the main job\'s SwAV multi-modal arm trains on (bench/peer-swav.ts export); crops.bin holds steps x views x [batch, size, size, channels] float32, NHWC',
-    steps, batchSize: cfg.train.batchSize, views, channels, seed: cfg.seed,
+    about: `what the arm "${arm.name}" trains on (bench/peer-swav.ts export); crops.bin holds steps x views x [batch, size, size, channels] float32, NHWC`,
+    arm: arm.kind, steps, batchSize: cfg.train.batchSize, views, channels, seed: cfg.seed,
+    // Every batch is one equipartition: multi-modal clustering, or uni-modal over pure batches (checked above).
+    equipartition: 'batch',
     model: cfg.model, train: cfg.train, spec: encoderSpec(cfg.model, channels, cfg.augment.global.size),
   };
-  fs.writeFileSync(path.join(out, 'recipe.json'), `${JSON.stringify(recipe, null, 2)}\n`);
-  // The comparison: no pre-training, medssl's arm and the peer's encoder, evaluated by medssl on the same protocols.
+  fs.writeFileSync(path.join(dir, 'recipe.json'), `${JSON.stringify(recipe, null, 2)}\n`);
+  process.stderr.write(`peer export: ${steps} batches of ${cfg.train.batchSize} in ${dir}/crops.bin; recipe.json, init.bin\n`);
+}
+
+/** The comparison: no pre-training, and per SwAV arm medssl's run and the peer's encoder, tested against each other. */
+function writeCompare(): void {
   const base = path.dirname(path.resolve(configFile));
   const abs = (p: string) => path.resolve(base, p);
   const compare = {
     ...config,
     data: { ...config.data, inputs: config.data.inputs.map(abs) },
-    cache: { ...config.cache, path: path.join(out, 'cache') },
+    cache: { ...config.cache, path: path.join(root, 'cache') },
     evaluate: {
       ...config.evaluate,
       datasets: config.evaluate.datasets.map((d) => ({ ...d, file: abs(d.file) })),
       arms: [
         { name: 'no pre-training', kind: 'none' },
-        { name: `${arm.name} (medssl)`, kind: 'swav-multi-modal', ...(arm.train ? { train: arm.train } : {}) },
-        { name: `${arm.name} (PyTorch peer)`, kind: 'encoder', encoder: path.join(out, 'peer-encoder') },
+        ...arms.flatMap((arm) => [
+          { name: `${arm.name} (medssl)`, kind: arm.kind, ...(arm.train ? { train: arm.train } : {}) },
+          { name: `${arm.name} (PyTorch peer)`, kind: 'encoder', encoder: path.join(root, 'encoders', arm.kind) },
+        ]),
       ],
+      contrasts: arms.map((arm) => ({ arm: `${arm.name} (medssl)`, against: `${arm.name} (PyTorch peer)` })),
     },
   };
-  fs.writeFileSync(path.join(out, 'compare.yaml'), stringify(compare));
-  process.stderr.write(`peer export: ${steps} batches of ${cfg.train.batchSize} in ${out}/crops.bin; recipe.json, init.bin, compare.yaml\n`);
+  fs.mkdirSync(root, { recursive: true });
+  fs.writeFileSync(path.join(root, 'compare.yaml'), stringify(compare));
+  process.stderr.write(`peer compare: ${path.join(root, 'compare.yaml')}\n`);
 }
 
-async function importRun(): Promise<void> {
+async function importRun(cfg: Config, from: string, dir: string): Promise<void> {
+  const steps = armSteps(cfg, preset.pretrainImages);
+  const channels = cfg.normalize.channels;
   const spec = encoderSpec(cfg.model, channels, cfg.augment.global.size);
-  const manifest = JSON.parse(fs.readFileSync(path.join(out, 'peer.json'), 'utf8')) as { params: Array<{ name: string; shape: number[]; offset: number }> };
-  const bytes = fs.readFileSync(path.join(out, 'peer.bin'));
+  const manifest = JSON.parse(fs.readFileSync(path.join(from, 'peer.json'), 'utf8')) as { params: Array<{ name: string; shape: number[]; offset: number }> };
+  const bytes = fs.readFileSync(path.join(from, 'peer.bin'));
   const store = new ParamStore(cfg.seed);
   addEncoderParams(store, spec);
   for (const p of manifest.params) {
@@ -118,7 +164,6 @@ async function importRun(): Promise<void> {
     t.dispose();
   }
   const model = encoderModel(store, spec);
-  const dir = path.join(out, 'peer-encoder');
   // The format of stages/train/checkpoint.ts exportEncoder (model.json + weights.bin), which loadEncoder reads.
   await model.save(tf.io.withSaveHandler(async (artifacts: io.ModelArtifacts) => {
     fs.mkdirSync(dir, { recursive: true });

@@ -1,10 +1,11 @@
-# The PyTorch peer of the main job's "SwAV multi-modal" arm: the same model, the same initial weights, the same
-# crops in the same order, the same objective, optimizer and schedule, trained by PyTorch; medssl then evaluates the
-# encoder it exports with its own protocols, beside its own arm (scripts/peer-compare.sh runs the whole comparison).
+# The PyTorch peer of the main job's SwAV arms (multi-modal, uni-modal, target modality only): per arm, the same
+# model, the same initial weights, the same crops in the same order, the same objective, optimizer and schedule,
+# trained by PyTorch; medssl then evaluates the encoder it exports with its own protocols, beside its own run of the
+# arm (scripts/peer-compare.sh runs the whole comparison).
 #
-#   node dist/bench/peer-swav.js export --out runs/peer     # recipe.json, crops.bin, init.bin/.json, compare.yaml
-#   .peer/bin/python bench/swav-peer.py --data runs/peer    # trains; writes peer.bin + peer.json
-#   node dist/bench/peer-swav.js import --out runs/peer     # peer.bin -> runs/peer/peer-encoder (medssl's format)
+#   node dist/bench/peer-swav.js export --arm swav-multi-modal --out runs/peer   # recipe.json, crops.bin, init.bin/.json
+#   .peer/bin/python bench/swav-peer.py --data runs/peer/swav-multi-modal       # trains; writes peer.bin + peer.json
+#   node dist/bench/peer-swav.js import --arm swav-multi-modal --out runs/peer   # -> runs/peer/encoders/swav-multi-modal
 #
 # The model code (ResNet, projection head, prototypes, LARS, Sinkhorn-Knopp, swapped loss) is bench/train-peer.py's,
 # which was checked against medssl's trainer step by step (its header). This script adds what a whole run needs:
@@ -113,8 +114,11 @@ def main():
     torch.set_num_threads(args.threads)
     recipe = json.load(open(os.path.join(args.data, 'recipe.json')))
     t = recipe['train']
-    if t['objective'] != 'swav' or t['clustering'] != 'multi-modal' or t['queue']['length'] != 0:
-        sys.exit('swav-peer: the peer runs the swav objective, multi-modal clustering, without a queue')
+    # One equipartition per batch: multi-modal clustering, or uni-modal over batches of one modality each (the
+    # export checks that every batch is one modality), with shared prototypes and no queue.
+    one_per_batch = t['clustering'] == 'multi-modal' or (recipe.get('equipartition') == 'batch' and not t['prototypesPerModality'])
+    if t['objective'] != 'swav' or not one_per_batch or t['queue']['length'] != 0:
+        sys.exit('swav-peer: the peer runs the swav objective with one equipartition per batch (multi-modal, or uni-modal over pure batches), shared prototypes, no queue')
     if t['optimizer']['name'] not in ('lars', 'sgd'):
         sys.exit('swav-peer: the peer implements lars and sgd')
     model_cfg = {**recipe['model'], 'stem': recipe['spec']['stem']}

@@ -237,7 +237,10 @@ export const EvaluateConfig = z.strictObject({
     kind: z.enum(ARM_KINDS),
     /** Overrides of the train section for this arm's pre-training. */
     train: z.record(z.string(), z.unknown()).optional(),
-    /** kind 'encoder': a folder holding an exported encoder (model.json + weights.bin), evaluated as it is. */
+    /**
+     * kind 'encoder': a folder holding an exported encoder (model.json + weights.bin), evaluated as it is; with
+     * replicatePretraining, a folder holding one per evaluation seed (seed-0/, seed-1/, ...).
+     */
     encoder: z.string().min(1).optional(),
   })).min(1).optional(),
   /**

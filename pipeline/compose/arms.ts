@@ -15,6 +15,9 @@ import path from 'node:path';
 import type { NormalizedImage } from '../../schemas/records.js';
 import { FailureLog } from '../core/failures.js';
 import { type TrainingPool, labelWidth, openTrainingPool, poolBatches, poolGate, poolStepsPerEpoch } from './batches.js';
+import type { Gate } from '../core/flow.js';
+import type { Observable } from 'rxjs';
+import type { Batch } from '../../schemas/records.js';
 import { sourceNames } from './prepare.js';
 import { runPaths } from '../core/privacy.js';
 import { loadEncoder } from '../../stages/train/checkpoint.js';
@@ -68,7 +71,8 @@ export function trainerArms<Data>(deps: TrainerDeps<Data>): ArmProvider {
       if (arm.kind === 'random') return build(ctx.inputShape, ctx.seed + 1_000_003);
       if (arm.kind === 'encoder') {
         if (!arm.encoder) throw new MedsslError('invalid-value', arm.name, "an arm of kind 'encoder' needs `encoder`: the folder of an exported encoder");
-        return deps.loadEncoder(arm.encoder);
+        // Replicated pre-training: one exported encoder per evaluation seed, in <encoder>/seed-<s>.
+        return deps.loadEncoder(ctx.replicate === undefined ? arm.encoder : path.join(arm.encoder, `seed-${ctx.replicate}`));
       }
       const runDir = armRunDir(arm, ctx);
       let run = runs.get(runDir);
@@ -123,7 +127,7 @@ export function poolModalities(datasetModality: string): (modality: string) => b
 const RADIOGRAPHY_CODES: ReadonlySet<string> = new Set(['CR', 'DX', 'RG', 'DR']);
 
 /** What an arm pre-trains on (passed from `batchesFor` to `pretrain` through trainerArms). */
-interface ArmData {
+export interface ArmData {
   inputs: string[];
   cachePath: string;
   /** Keep labels of these images only (hybrid: the other labelled datasets'); absent: no labels. */
@@ -208,18 +212,34 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
           ? `the pre-training pool is empty: none of ${data.inputs.length ? data.inputs.join(', ') : 'data.inputs (none given)'} gave a usable training image${data.modality ? ' of the target modality' : ''} (see the ingest failures above)`
           : `the pre-training pool has ${size} images${data.modality ? ' of the target modality' : ''}, fewer than one batch (train.batchSize ${armConfig.train.batchSize}): add data to data.inputs or lower train.batchSize`);
       }
-      const numLabels = data.labelled ? labelWidth(pool) : 0;
-      // Exactly `steps` optimizer steps whatever the pool.
-      const { epochs, stepsPerEpoch } = armEpochs(steps, poolStepsPerEpoch(pool, armConfig));
-      const sized = { ...armConfig, train: { ...armConfig.train, epochs, stepsPerEpoch } };
+      const sized = armSized(pool, armConfig, steps);
       const gate = poolGate(sized);
       const failures = new FailureLog(gate);
       return pretrain({
         // The run folder's config.json names input files as the experiment's outputs do (privacy.ts runPaths).
-        config: runPaths(sized, runDir).config(sized), runDir, gate, stepsPerEpoch, steps,
-        batches: (epoch) => poolBatches(pool, sized, { seed: sized.seed, epoch, gate, failures, numLabels, steps: stepsPerEpoch, ...(data.labelled ? { labelled: data.labelled } : {}), ...(data.modality ? { modality: data.modality } : {}) }),
+        config: runPaths(sized, runDir).config(sized), runDir, gate, stepsPerEpoch: sized.train.stepsPerEpoch!, steps,
+        batches: (epoch) => armBatches(pool, sized, data, { epoch, gate, failures }),
       });
     },
+  });
+}
+
+/** An arm's config for a run of exactly `steps` optimizer steps on `pool`, whatever its size: sized into epochs. */
+export function armSized(pool: TrainingPool, config: Config, steps: number): Config {
+  const { epochs, stepsPerEpoch } = armEpochs(steps, poolStepsPerEpoch(pool, config));
+  return { ...config, train: { ...config.train, epochs, stepsPerEpoch } };
+}
+
+/**
+ * One epoch of an arm's batches (`sized` from armSized): what its trainer receives, and what the PyTorch peer
+ * (bench/peer-swav.ts) exports, so that both train on the same crops in the same order.
+ */
+export function armBatches(pool: TrainingPool, sized: Config, data: ArmData, opts: { epoch: number; gate: Gate; failures?: FailureLog; steps?: number }): Observable<Batch> {
+  return poolBatches(pool, sized, {
+    seed: sized.seed, epoch: opts.epoch, gate: opts.gate, steps: opts.steps ?? sized.train.stepsPerEpoch!,
+    numLabels: data.labelled ? labelWidth(pool) : 0,
+    ...(opts.failures ? { failures: opts.failures } : {}),
+    ...(data.labelled ? { labelled: data.labelled } : {}), ...(data.modality ? { modality: data.modality } : {}),
   });
 }
 

@@ -150,6 +150,11 @@ export interface ArmContext {
   /** How many evaluation datasets the runner will ask this arm for. */
   targets: number;
   seed: number;
+  /**
+   * With evaluate.replicatePretraining: the evaluation seed this pre-training is for (its config seed is the
+   * experiment's + replicate, its runDir `<arm>/seed-<replicate>`). Absent: one pre-training serves every seed.
+   */
+  replicate?: number;
   /** Where the arm may write its run (checkpoints, metrics.jsonl). */
   runDir: string;
   log: (line: string) => void;
@@ -336,7 +341,7 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
  */
 async function pretrainReplicates(arm: ArmSpec, ctx: ArmContext, plan: ExperimentPlan, provider: ArmProvider): Promise<Map<number, Encoder> | null> {
   const seeds = plan.preset.seeds;
-  if (!plan.config.evaluate.replicatePretraining || UNTRAINED_KINDS.has(arm.kind) || arm.kind === 'encoder') {
+  if (!plan.config.evaluate.replicatePretraining || UNTRAINED_KINDS.has(arm.kind)) {
     const encoder = await provider.pretrainArm(arm, ctx);
     return encoder && new Map(seeds.map((s) => [s, encoder]));
   }
@@ -344,7 +349,7 @@ async function pretrainReplicates(arm: ArmSpec, ctx: ArmContext, plan: Experimen
   try {
     for (const s of seeds) {
       const seed = ctx.seed + s;
-      const encoder = await provider.pretrainArm(arm, { ...ctx, config: { ...ctx.config, seed }, seed, runDir: `${ctx.runDir}/seed-${s}` });
+      const encoder = await provider.pretrainArm(arm, { ...ctx, config: { ...ctx.config, seed }, seed, replicate: s, runDir: `${ctx.runDir}/seed-${s}` });
       if (!encoder) throw new MedsslError('invalid-value', arm.name, 'a replicate of a pre-training arm returned no encoder');
       out.set(s, encoder);
     }

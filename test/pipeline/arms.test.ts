@@ -78,6 +78,9 @@ describe('trainerArms', () => {
     });
     (await provider.pretrainArm({ name: 'peer', kind: 'encoder', encoder: '/x/peer-encoder' }, ctx('a')))!.dispose();
     expect(loaded).toEqual(['/x/peer-encoder']);
+    // Replicated pre-training: the folder holds one encoder per evaluation seed.
+    (await provider.pretrainArm({ name: 'peer', kind: 'encoder', encoder: '/x/peer-encoder' }, { ...ctx('a'), replicate: 2 }))!.dispose();
+    expect(loaded).toEqual(['/x/peer-encoder', '/x/peer-encoder/seed-2']);
     await expect(provider.pretrainArm({ name: 'peer', kind: 'encoder' }, ctx('a'))).rejects.toThrow(/needs `encoder`/);
   });
 

@@ -167,12 +167,12 @@ describe('runExperiment + reports', () => {
   });
 
   it('replicatePretraining pre-trains once per evaluation seed (config seed + seed, its own folder); off, once', async () => {
-    const calls: Array<{ seed: number; configSeed: number; runDir: string }> = [];
+    const calls: Array<{ seed: number; configSeed: number; runDir: string; replicate?: number }> = [];
     const recording: ArmProvider = {
       initEncoder: (_ctx, seed) => tinyEncoder(8, seed),
       async pretrainArm(arm, ctx) {
         if (arm.kind === 'none') return null;
-        calls.push({ seed: ctx.seed, configSeed: ctx.config.seed, runDir: ctx.runDir });
+        calls.push({ seed: ctx.seed, configSeed: ctx.config.seed, runDir: ctx.runDir, replicate: ctx.replicate });
         // The second replicate's "training" failed to learn anything: constant features.
         const encoder = tinyEncoder(8, 100);
         if (ctx.config.seed === 8) encoder.setWeights(encoder.getWeights().map((w) => tf.zerosLike(w)));
@@ -188,10 +188,10 @@ describe('runExperiment + reports', () => {
       outDir: out,
     });
     const once = await runExperiment(plan(false), recording);
-    expect(calls.map((c) => c.seed)).toEqual([7]);
+    expect(calls.map((c) => [c.seed, c.replicate])).toEqual([[7, undefined]]);
     calls.length = 0;
     const replicated = await runExperiment(plan(true), recording);
-    expect(calls.map((c) => [c.seed, c.configSeed])).toEqual([[7, 7], [8, 8]]);
+    expect(calls.map((c) => [c.seed, c.configSeed, c.replicate])).toEqual([[7, 7, 0], [8, 8, 1]]);
     expect(new Set(calls.map((c) => c.runDir)).size).toBe(2);
     // Each seed is scored with its own replicate's encoder.
     const aucs = (r: typeof once) => r.datasets[0].arms[1].protocols.linear!['1'].perSeed.map((x) => x.auc);
