@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# medssl's SwAV beside PyTorch's at the same budget: every SwAV arm of the config (multi-modal, uni-modal, target
-# modality only) is trained twice on the same crops from the same initial weights, once by medssl and once by PyTorch
-# (bench/swav-peer.py, the model code of bench/train-peer.py), and every encoder is evaluated by medssl's protocols
-# against no pre-training, and medssl's against the peer's. With evaluate.replicatePretraining
-# (fixtures/experiment-replicated.yaml) both sides pre-train once per evaluation seed.
+# medssl beside PyTorch at the same budget: every self-supervised arm of the config that the peer trains (SimCLR;
+# SwAV multi-modal, uni-modal, target modality only) is trained twice on the same crops from the same initial
+# weights, once by medssl and once by PyTorch (bench/peer-train.py, the model code of bench/train-peer.py), and every
+# encoder is evaluated by medssl's protocols against no pre-training, and medssl's against the peer's. With
+# evaluate.replicatePretraining (fixtures/experiment-replicated.yaml) both sides pre-train once per evaluation seed.
 #
 #   python3 -m venv .peer && .peer/bin/pip install torch==2.13.0 numpy     # once (.peer is gitignored)
 #   npm run build && bash scripts/peer-compare.sh [CONFIG] [OUT]            # default fixtures/experiment.yaml runs/peer
@@ -15,13 +15,13 @@ config=${1:-fixtures/experiment.yaml}
 out=${2:-runs/peer}
 python=${PEER_PYTHON:-.peer/bin/python}
 node=(node --initial-old-space-size=256)
-peer() { "${node[@]}" dist/bench/peer-swav.js "$@" --config "$config" --out "$out"; }
+peer() { "${node[@]}" dist/bench/peer-arms.js "$@" --config "$config" --out "$out"; }
 mapfile -t runs < <(peer plan)
 for run in "${runs[@]}"; do
   read -r arm replicate <<<"$run"
   dir="$out/$arm"; [ "$replicate" = - ] || dir="$dir/seed-$replicate"
   peer export --arm "$arm" --replicate "$replicate"
-  OMP_WAIT_POLICY=PASSIVE "$python" bench/swav-peer.py --data "$dir"
+  OMP_WAIT_POLICY=PASSIVE "$python" bench/peer-train.py --data "$dir"
   peer import --arm "$arm" --replicate "$replicate"
   rm -f "$dir/crops.bin"   # 0.36 GB a run at the quick preset: the peer's encoder is what the comparison keeps
 done

@@ -232,7 +232,7 @@ export function armSized(pool: TrainingPool, config: Config, steps: number): Con
 
 /**
  * One epoch of an arm's batches (`sized` from armSized): what its trainer receives, and what the PyTorch peer
- * (bench/peer-swav.ts) exports, so that both train on the same crops in the same order.
+ * (bench/peer-arms.ts) exports, so that both train on the same crops in the same order.
  */
 export function armBatches(pool: TrainingPool, sized: Config, data: ArmData, opts: { epoch: number; gate: Gate; failures?: FailureLog; steps?: number }): Observable<Batch> {
   return poolBatches(pool, sized, {

@@ -1,18 +1,19 @@
-# The PyTorch peer of the main job's SwAV arms (multi-modal, uni-modal, target modality only): per arm, the same
-# model, the same initial weights, the same crops in the same order, the same objective, optimizer and schedule,
-# trained by PyTorch; medssl then evaluates the encoder it exports with its own protocols, beside its own run of the
-# arm (scripts/peer-compare.sh runs the whole comparison).
+# The PyTorch peer of the main job's self-supervised arms (SimCLR; SwAV multi-modal, uni-modal, target modality
+# only): per arm, the same model, the same initial weights, the same crops in the same order, the same objective,
+# optimizer and schedule, trained by PyTorch; medssl then evaluates the encoder it exports with its own protocols,
+# beside its own run of the arm (scripts/peer-compare.sh runs the whole comparison).
 #
-#   node dist/bench/peer-swav.js export --arm swav-multi-modal --out runs/peer   # recipe.json, crops.bin, init.bin/.json
-#   .peer/bin/python bench/swav-peer.py --data runs/peer/swav-multi-modal       # trains; writes peer.bin + peer.json
-#   node dist/bench/peer-swav.js import --arm swav-multi-modal --out runs/peer   # -> runs/peer/encoders/swav-multi-modal
+#   node dist/bench/peer-arms.js export --arm swav-multi-modal --out runs/peer   # recipe.json, crops.bin, init.bin/.json
+#   .peer/bin/python bench/peer-train.py --data runs/peer/swav-multi-modal       # trains; writes peer.bin + peer.json
+#   node dist/bench/peer-arms.js import --arm swav-multi-modal --out runs/peer   # -> runs/peer/encoders/swav-multi-modal
 #
 # The model code (ResNet, projection head, prototypes, LARS, Sinkhorn-Knopp, swapped loss) is bench/train-peer.py's,
 # which was checked against medssl's trainer step by step (its header). This script adds what a whole run needs:
 # loading medssl's initial parameters (names and layouts of stages/train: convs [k, k, in, out], dense [in, out],
 # prototypes [D, K]), the learning-rate schedule of stages/train/schedule.ts (linear warm-up, then cosine to minLr,
-# set every step), frozen prototypes for the first freezePrototypesSteps, and the export of every parameter and
-# moving statistic in medssl's names. Padding is TensorFlow's 'same' ('tf'), so the windows are medssl's.
+# set every step), frozen prototypes for the first freezePrototypesSteps, SimCLR's NT-Xent (ntxent-loss.ts), and the
+# export of every parameter and moving statistic in medssl's names. Padding is TensorFlow's 'same' ('tf'), so the
+# windows are medssl's.
 import argparse
 import importlib.util
 import json
@@ -23,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 spec = importlib.util.spec_from_file_location('train_peer', os.path.join(HERE, 'train-peer.py'))
@@ -80,6 +82,8 @@ def load_params(model, prefix):
     by_name = {p['name']: p for p in manifest['params']}
     with torch.no_grad():
         for name, t, kind in medssl_names(model):
+            if name not in by_name and name == 'prototypes/kernel':
+                continue  # SimCLR has no prototypes: they stay unused
             p = by_name[name]
             n = int(np.prod(p['shape']))
             a = np.frombuffer(raw, dtype='<f4', count=n, offset=p['offset']).reshape(p['shape'])
@@ -97,6 +101,15 @@ def save_params(model, prefix):
     json.dump({'params': entries}, open(prefix + '.json', 'w'), indent=1)
 
 
+def nt_xent(z1, z2, temperature):
+    """ntxent-loss.ts: NT-Xent over 2N unit embeddings; each row's positive is its other view, the self-pair masked."""
+    n = z1.shape[0]
+    z = torch.cat([F.normalize(z1, dim=1), F.normalize(z2, dim=1)])
+    logits = z @ z.t() / temperature - 1e9 * torch.eye(2 * n)
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return -F.log_softmax(logits, dim=1)[torch.arange(2 * n), positives].mean()
+
+
 def learning_rate(o, step, total):
     """stages/train/schedule.ts learningRate."""
     warm, lr, min_lr, start = o.get('warmupSteps', 0), o.get('lr', 0.3), o.get('minLr', 0.0003), o.get('warmupStartLr', 0)
@@ -108,19 +121,22 @@ def learning_rate(o, step, total):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument('--data', default='runs/peer', help='the folder peer-swav.js export wrote')
+    ap.add_argument('--data', default='runs/peer', help='the folder peer-arms.js export wrote (runs/peer/<arm>[/seed-<s>])')
     ap.add_argument('--threads', type=int, default=os.cpu_count())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     recipe = json.load(open(os.path.join(args.data, 'recipe.json')))
     t = recipe['train']
-    # One equipartition per batch: multi-modal clustering, or uni-modal over batches of one modality each (the
-    # export checks that every batch is one modality), with shared prototypes and no queue.
+    objective = t['objective']
+    # SwAV with one equipartition per batch: multi-modal clustering, or uni-modal over batches of one modality each
+    # (the export checks that every batch is one modality), with shared prototypes and no queue.
     one_per_batch = t['clustering'] == 'multi-modal' or (recipe.get('equipartition') == 'batch' and not t['prototypesPerModality'])
-    if t['objective'] != 'swav' or not one_per_batch or t['queue']['length'] != 0:
-        sys.exit('swav-peer: the peer runs the swav objective with one equipartition per batch (multi-modal, or uni-modal over pure batches), shared prototypes, no queue')
+    if objective == 'swav' and (not one_per_batch or t['queue']['length'] != 0):
+        sys.exit('peer-train: the peer runs swav with one equipartition per batch (multi-modal, or uni-modal over pure batches), shared prototypes, no queue')
+    if objective not in ('swav', 'simclr'):
+        sys.exit(f'peer-train: the peer runs the swav and simclr objectives, not {objective}')
     if t['optimizer']['name'] not in ('lars', 'sgd'):
-        sys.exit('swav-peer: the peer implements lars and sgd')
+        sys.exit('peer-train: the peer implements lars and sgd')
     model_cfg = {**recipe['model'], 'stem': recipe['spec']['stem']}
     model = peer.SwAV(model_cfg, recipe['channels'], padding_mode='tf')
     load_params(model, os.path.join(args.data, 'init'))
@@ -132,7 +148,7 @@ def main():
     per_step = sum(floats)
     crops = np.memmap(os.path.join(args.data, 'crops.bin'), dtype='<f4', mode='r')
     if crops.size != steps * per_step:
-        sys.exit(f'swav-peer: crops.bin holds {crops.size} floats, expected {steps} x {per_step}')
+        sys.exit(f'peer-train: crops.bin holds {crops.size} floats, expected {steps} x {per_step}')
     freeze = t.get('freezePrototypesSteps', 0)
     t0, losses = time.time(), []
     for step in range(steps):
@@ -145,11 +161,18 @@ def main():
             x = torch.from_numpy(np.array(crops[o:o + n])).view(b, v['size'], v['size'], v['channels']).permute(0, 3, 1, 2)
             tensors.append(x)
             o += n
-        # One tensor per resolution, views in order (trainer.ts stackByResolution), as train-peer.py's Run does.
-        by_res = [torch.cat([x for x, v in zip(tensors, views) if v['size'] == s]).contiguous() for s in sizes]
         opt.zero_grad(set_to_none=True)
-        scores = model(by_res)
-        loss = peer.swav_loss(list(scores.split(b)), t['temperature'], t['epsilon'], t['sinkhornIterations'], t['cropsForAssign'])
+        if objective == 'simclr':
+            # objectives/simclr.ts: the first two global crops, through the encoder as one [2B] batch (one
+            # resolution), their projections into NT-Xent; local crops are not forwarded.
+            g = [x for x, v in zip(tensors, views) if v['kind'] == 'global'][:2]
+            z = model.head(model.encoder(torch.cat(g).contiguous()))
+            loss = nt_xent(z[:b], z[b:], t['temperature'])
+        else:
+            # One tensor per resolution, views in order (trainer.ts stackByResolution), as train-peer.py's Run does.
+            by_res = [torch.cat([x for x, v in zip(tensors, views) if v['size'] == s]).contiguous() for s in sizes]
+            scores = model(by_res)
+            loss = peer.swav_loss(list(scores.split(b)), t['temperature'], t['epsilon'], t['sinkhornIterations'], t['cropsForAssign'])
         loss.backward()
         if step < freeze:
             model.prototypes.weight.grad = None
@@ -157,12 +180,12 @@ def main():
         model.normalize_prototypes()
         losses.append(loss.item())
         if step % 50 == 0 or step == steps - 1:
-            print(f'swav-peer: step {step + 1}/{steps}, loss {losses[-1]:.4f}, {(step + 1) * b / (time.time() - t0):.0f} images/s', file=sys.stderr, flush=True)
+            print(f'peer-train: step {step + 1}/{steps}, loss {losses[-1]:.4f}, {(step + 1) * b / (time.time() - t0):.0f} images/s', file=sys.stderr, flush=True)
     save_params(model, os.path.join(args.data, 'peer'))
     json.dump({'steps': steps, 'batchSize': b, 'seconds': time.time() - t0, 'firstLoss': losses[0], 'lastLoss': losses[-1],
                'torch': torch.__version__, 'threads': torch.get_num_threads()},
               open(os.path.join(args.data, 'peer-run.json'), 'w'), indent=1)
-    print(f'swav-peer: {steps} steps in {time.time() - t0:.0f} s, loss {losses[0]:.4f} -> {losses[-1]:.4f}', file=sys.stderr)
+    print(f'peer-train: {steps} steps in {time.time() - t0:.0f} s, loss {losses[0]:.4f} -> {losses[-1]:.4f}', file=sys.stderr)
 
 
 if __name__ == '__main__':

@@ -1,19 +1,20 @@
-// medssl's side of the PyTorch SwAV peer (bench/swav-peer.py; the whole comparison: scripts/peer-compare.sh).
+// medssl's side of the PyTorch peer (bench/peer-train.py; the whole comparison: scripts/peer-compare.sh).
 //
-//   node dist/bench/peer-swav.js plan --config C
-//       Prints the runs the comparison needs, one line each: "<arm kind> <replicate>" for every SwAV arm of the
-//       config (multi-modal, uni-modal, target modality only), replicate "-" for one pre-training, or 0, 1, 2... with
-//       evaluate.replicatePretraining (one per evaluation seed, seed = config seed + replicate, as medssl's).
-//   node dist/bench/peer-swav.js export --config C --out DIR --arm KIND [--replicate S]
+//   node dist/bench/peer-arms.js plan --config C
+//       Prints the runs the comparison needs, one line each: "<arm kind> <replicate>" for every arm of the config the
+//       peer can train (SimCLR; SwAV multi-modal, uni-modal, target modality only), replicate "-" for one
+//       pre-training, or 0, 1, 2... with evaluate.replicatePretraining (one per evaluation seed, with seed = config
+//       seed + replicate, as medssl's).
+//   node dist/bench/peer-arms.js export --config C --out DIR --arm KIND [--replicate S]
 //       Writes what that arm's run trains on into DIR/KIND[/seed-S], so that PyTorch can train on exactly that:
 //       recipe.json (model, crops, objective, optimizer and schedule, steps), crops.bin (every batch's views in
 //       order, float32, as the arm's trainer receives them: pipeline/compose/arms.ts armBatches, the same pool, seed
 //       and epochs) and init.bin + init.json (the arm's initial parameters, from the same seed).
-//   node dist/bench/peer-swav.js import --config C --out DIR --arm KIND [--replicate S]
+//   node dist/bench/peer-arms.js import --config C --out DIR --arm KIND [--replicate S]
 //       Reads the peer's trained parameters (peer.bin + peer.json, medssl's names and layouts) and writes them as a
 //       medssl encoder in DIR/encoders/KIND[/seed-S] (model.json + weights.bin), which the 'encoder' arm kind loads.
-//   node dist/bench/peer-swav.js compare --config C --out DIR
-//       Writes DIR/compare.yaml: no pre-training, and for every SwAV arm medssl's run beside the peer's encoder,
+//   node dist/bench/peer-arms.js compare --config C --out DIR
+//       Writes DIR/compare.yaml: no pre-training, and for every such arm medssl's run beside the peer's encoder,
 //       with a contrast between the two, evaluated by medssl's protocols.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -31,8 +32,9 @@ import { addEncoderParams, encoderModel, encoderSpec } from '../stages/train/res
 import { Trainer } from '../stages/train/trainer.js';
 import type { io } from '@tensorflow/tfjs';
 
-const SWAV_KINDS = ['swav-multi-modal', 'swav-uni-modal', 'swav-target-modality'] as const;
-type SwavKind = (typeof SWAV_KINDS)[number];
+/** The arms bench/peer-train.py can train: SimCLR, and SwAV with one equipartition per batch. */
+const PEER_KINDS = ['simclr', 'swav-multi-modal', 'swav-uni-modal', 'swav-target-modality'] as const;
+type PeerKind = (typeof PEER_KINDS)[number];
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback?: string) => {
@@ -44,16 +46,16 @@ const configFile = flag('config', 'fixtures/experiment.yaml')!;
 const root = path.resolve(flag('out', 'runs/peer')!);
 const config = loadConfig(configFile);
 const preset = presetFor(PRESETS[config.evaluate.preset], config);
-const arms = (config.evaluate.arms ?? PAPER_ARMS).filter((a): a is ArmSpec & { kind: SwavKind } => (SWAV_KINDS as readonly string[]).includes(a.kind));
+const arms = (config.evaluate.arms ?? PAPER_ARMS).filter((a): a is ArmSpec & { kind: PeerKind } => (PEER_KINDS as readonly string[]).includes(a.kind));
 const target = config.evaluate.datasets.filter((d) => !d.pretrainOnly);
 
 if (command === 'plan') {
   const replicates = config.evaluate.replicatePretraining ? preset.seeds.map(String) : ['-'];
   for (const arm of arms) for (const r of replicates) process.stdout.write(`${arm.kind} ${r}\n`);
 } else if (command === 'export' || command === 'import') {
-  const kind = flag('arm', 'swav-multi-modal') as SwavKind;
+  const kind = flag('arm', 'swav-multi-modal') as PeerKind;
   const arm = arms.find((a) => a.kind === kind);
-  if (!arm) throw new MedsslError('invalid-value', configFile, `no arm of kind ${kind} among the config's SwAV arms (${arms.map((a) => a.kind).join(', ') || 'none'})`);
+  if (!arm) throw new MedsslError('invalid-value', configFile, `no arm of kind ${kind} among the config's arms the peer trains (${arms.map((a) => a.kind).join(', ') || 'none'})`);
   const replicate = flag('replicate');
   const r = replicate === undefined || replicate === '-' ? undefined : Number(replicate);
   // A replicate pre-trains with config seed + replicate, as stages/evaluate/experiment.ts pretrainReplicates does.
@@ -64,7 +66,7 @@ if (command === 'plan') {
 } else if (command === 'compare') {
   writeCompare();
 } else {
-  process.stderr.write('usage: peer-swav.js plan|export|import|compare --config FILE --out DIR [--arm KIND] [--replicate S]\n');
+  process.stderr.write('usage: peer-arms.js plan|export|import|compare --config FILE --out DIR [--arm KIND] [--replicate S]\n');
   process.exitCode = 2;
 }
 
@@ -81,7 +83,7 @@ async function exportRun(arm: ArmSpec, cfg: Config, dir: string): Promise<void> 
   };
   const pool = await openTrainingPool(cfg, { cachePath: data.cachePath, inputs: data.inputs, progress: process.stderr });
   const sized = armSized(pool, cfg, steps);
-  const uniModal = cfg.train.clustering === 'uni-modal';
+  const uniModal = cfg.train.objective === 'swav' && cfg.train.clustering === 'uni-modal';
   const fd = fs.openSync(path.join(dir, 'crops.bin'), 'w');
   let written = 0;
   let views: Array<{ kind: string; size: number; channels: number }> = [];
@@ -111,17 +113,17 @@ async function exportRun(arm: ArmSpec, cfg: Config, dir: string): Promise<void> 
   const trainer = new Trainer(cfg, channels, 0);
   writeParams(path.join(dir, 'init'), [...trainer.store.vars].map(([name, v]) => ({ name, shape: v.shape, data: v.dataSync() as Float32Array })));
   const recipe = {
-    about: `what the arm "${arm.name}" trains on (bench/peer-swav.ts export); crops.bin holds steps x views x [batch, size, size, channels] float32, NHWC`,
+    about: `what the arm "${arm.name}" trains on (bench/peer-arms.ts export); crops.bin holds steps x views x [batch, size, size, channels] float32, NHWC`,
     arm: arm.kind, steps, batchSize: cfg.train.batchSize, views, channels, seed: cfg.seed,
-    // Every batch is one equipartition: multi-modal clustering, or uni-modal over pure batches (checked above).
-    equipartition: 'batch',
+    // SwAV: every batch is one equipartition (multi-modal clustering, or uni-modal over pure batches, checked above).
+    ...(cfg.train.objective === 'swav' ? { equipartition: 'batch' } : {}),
     model: cfg.model, train: cfg.train, spec: encoderSpec(cfg.model, channels, cfg.augment.global.size),
   };
   fs.writeFileSync(path.join(dir, 'recipe.json'), `${JSON.stringify(recipe, null, 2)}\n`);
   process.stderr.write(`peer export: ${steps} batches of ${cfg.train.batchSize} in ${dir}/crops.bin; recipe.json, init.bin\n`);
 }
 
-/** The comparison: no pre-training, and per SwAV arm medssl's run and the peer's encoder, tested against each other. */
+/** The comparison: no pre-training, and per arm medssl's run and the peer's encoder, tested against each other. */
 function writeCompare(): void {
   const base = path.dirname(path.resolve(configFile));
   const abs = (p: string) => path.resolve(base, p);
@@ -169,7 +171,7 @@ async function importRun(cfg: Config, from: string, dir: string): Promise<void> 
     fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(path.join(dir, 'weights.bin'), Buffer.from(artifacts.weightData as ArrayBuffer));
     fs.writeFileSync(path.join(dir, 'model.json'), JSON.stringify({
-      modelTopology: artifacts.modelTopology, format: artifacts.format, generatedBy: 'bench/swav-peer.py (PyTorch)',
+      modelTopology: artifacts.modelTopology, format: artifacts.format, generatedBy: 'bench/peer-train.py (PyTorch)',
       weightsManifest: [{ paths: ['./weights.bin'], weights: artifacts.weightSpecs }],
       medssl: { featureDim: spec.featureDim, channels: spec.channels, arch: cfg.model.arch, step: steps },
     }));
