@@ -87,7 +87,7 @@ def load_params(model, prefix):
             p = by_name[name]
             n = int(np.prod(p['shape']))
             a = np.frombuffer(raw, dtype='<f4', count=n, offset=p['offset']).reshape(p['shape'])
-            t.copy_(torch.from_numpy(np.ascontiguousarray(to_torch(a, kind))))
+            t.copy_(torch.from_numpy(np.array(to_torch(a, kind))))  # a writable copy, as from_numpy wants
 
 
 def save_params(model, prefix):
