@@ -91,11 +91,17 @@ describe('config files', () => {
     const freeze = loadConfig(path.join(fixture('..'), 'examples', 'ablations', 'freeze-prototypes.yaml'));
     expect([freeze.data, freeze.train, freeze.evaluate.replicatePretraining]).toEqual([quick.data, quick.train, true]);
     expect(freeze.evaluate.arms!.map((a) => a.train?.freezePrototypesSteps ?? 0)).toEqual([0, 0, 100, 0, 100]);
+    const queue = loadConfig(path.join(fixture('..'), 'examples', 'ablations', 'queue.yaml'));
+    expect([queue.data, queue.train, queue.evaluate.replicatePretraining]).toEqual([quick.data, quick.train, true]);
+    // Each SwAV arm with and without the queue, otherwise the same.
+    const queued = queue.evaluate.arms!.filter((a) => (a.train?.queue as { length?: number } | undefined)?.length);
+    expect(queued.map((a) => a.kind)).toEqual(['swav-multi-modal', 'swav-uni-modal', 'swav-target-modality']);
+    for (const a of queued) expect(queue.evaluate.arms!.some((b) => b.kind === a.kind && JSON.stringify({ ...a.train, queue: undefined }) === JSON.stringify({ ...b.train, queue: undefined }) && b !== a)).toBe(true);
     const retina = loadConfig(fixture('experiment-retina.yaml'));
     expect([retina.data, retina.train, retina.evaluate.arms]).toEqual([quick.data, quick.train, quick.evaluate.arms]);
     expect(retina.evaluate.datasets.map((d) => [d.name, fs.existsSync(d.file)])).toEqual([['RetinaMNIST', true], ['AdrenalMNIST3D', true]]);
     // Every contrast names arms of its own config (the experiment refuses one that does not).
-    for (const c of [quick, replicated, freeze, retina]) {
+    for (const c of [quick, replicated, freeze, queue, retina]) {
       const names = c.evaluate.arms!.map((a) => a.name);
       expect(c.evaluate.contrasts.length).toBeGreaterThan(0);
       for (const { arm, against } of c.evaluate.contrasts) expect([names.includes(arm), names.includes(against)]).toEqual([true, true]);
