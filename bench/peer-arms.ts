@@ -48,6 +48,9 @@ const config = loadConfig(configFile);
 const preset = presetFor(PRESETS[config.evaluate.preset], config);
 const arms = (config.evaluate.arms ?? PAPER_ARMS).filter((a): a is ArmSpec & { kind: PeerKind } => (PEER_KINDS as readonly string[]).includes(a.kind));
 const target = config.evaluate.datasets.filter((d) => !d.pretrainOnly);
+// Runs are kept per kind (DIR/KIND): two arms of one kind (an ablation's variants) would share a folder.
+const twice = arms.find((a, i) => arms.findIndex((b) => b.kind === a.kind) !== i);
+if (twice) throw new MedsslError('invalid-value', configFile, `two arms of kind ${twice.kind}: the peer compares one arm per kind (use a config like fixtures/experiment.yaml)`);
 
 if (command === 'plan') {
   const replicates = config.evaluate.replicatePretraining ? preset.seeds.map(String) : ['-'];
@@ -58,6 +61,7 @@ if (command === 'plan') {
   if (!arm) throw new MedsslError('invalid-value', configFile, `no arm of kind ${kind} among the config's arms the peer trains (${arms.map((a) => a.kind).join(', ') || 'none'})`);
   const replicate = flag('replicate');
   const r = replicate === undefined || replicate === '-' ? undefined : Number(replicate);
+  if (r !== undefined && !(Number.isInteger(r) && r >= 0)) throw new MedsslError('invalid-value', '--replicate', `${replicate}: an evaluation seed (0, 1, ...) or -`);
   // A replicate pre-trains with config seed + replicate, as stages/evaluate/experiment.ts pretrainReplicates does.
   const cfg = armConfig({ ...config, seed: config.seed + (r ?? 0) }, arm);
   const sub = r === undefined ? kind : `${kind}/seed-${r}`;
