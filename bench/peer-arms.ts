@@ -1,8 +1,8 @@
 // medssl's side of the PyTorch peer (bench/peer-train.py; the whole comparison: scripts/peer-compare.sh).
 //
-//   node dist/bench/peer-arms.js plan --config C
+//   node dist/bench/peer-arms.js plan --config C [--arms KIND,KIND]
 //       Prints the runs the comparison needs, one line each: "<arm kind> <replicate>" for every arm of the config the
-//       peer can train (SimCLR; SwAV multi-modal, uni-modal, target modality only), replicate "-" for one
+//       peer can train (SimCLR; SwAV multi-modal, uni-modal, target modality only; hybrid), replicate "-" for one
 //       pre-training, or 0, 1, 2... with evaluate.replicatePretraining (one per evaluation seed, with seed = config
 //       seed + replicate, as medssl's).
 //   node dist/bench/peer-arms.js export --config C --out DIR --arm KIND [--replicate S]
@@ -13,15 +13,15 @@
 //   node dist/bench/peer-arms.js import --config C --out DIR --arm KIND [--replicate S]
 //       Reads the peer's trained parameters (peer.bin + peer.json, medssl's names and layouts) and writes them as a
 //       medssl encoder in DIR/encoders/KIND[/seed-S] (model.json + weights.bin), which the 'encoder' arm kind loads.
-//   node dist/bench/peer-arms.js compare --config C --out DIR
+//   node dist/bench/peer-arms.js compare --config C --out DIR [--arms KIND,KIND]
 //       Writes DIR/compare.yaml: no pre-training, and for every such arm medssl's run beside the peer's encoder,
 //       with a contrast between the two, evaluated by medssl's protocols.
 import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { loadConfig } from '../pipeline/core/config.js';
-import { armBatches, armConfig, armSized, armSteps, poolModalities, type ArmData } from '../pipeline/compose/arms.js';
-import { openTrainingPool, poolGate } from '../pipeline/compose/batches.js';
+import { armBatches, armConfig, armSized, armSteps, labelledFrom, poolModalities, type ArmData } from '../pipeline/compose/arms.js';
+import { labelWidth, openTrainingPool, poolGate } from '../pipeline/compose/batches.js';
 import { MedsslError } from '../pipeline/core/failures.js';
 import type { Config } from '../schemas/config.js';
 import { presetFor } from '../pipeline/compose/job.js';
@@ -32,8 +32,8 @@ import { addEncoderParams, encoderModel, encoderSpec } from '../stages/train/res
 import { Trainer } from '../stages/train/trainer.js';
 import type { io } from '@tensorflow/tfjs';
 
-/** The arms bench/peer-train.py can train: SimCLR, and SwAV with one equipartition per batch. */
-const PEER_KINDS = ['simclr', 'swav-multi-modal', 'swav-uni-modal', 'swav-target-modality'] as const;
+/** The arms bench/peer-train.py can train: SimCLR, SwAV with one equipartition per batch, and hybrid. */
+const PEER_KINDS = ['simclr', 'swav-multi-modal', 'swav-uni-modal', 'swav-target-modality', 'hybrid'] as const;
 type PeerKind = (typeof PEER_KINDS)[number];
 
 const args = process.argv.slice(2);
@@ -46,7 +46,9 @@ const configFile = flag('config', 'fixtures/experiment.yaml')!;
 const root = path.resolve(flag('out', 'runs/peer')!);
 const config = loadConfig(configFile);
 const preset = presetFor(PRESETS[config.evaluate.preset], config);
-const arms = (config.evaluate.arms ?? PAPER_ARMS).filter((a): a is ArmSpec & { kind: PeerKind } => (PEER_KINDS as readonly string[]).includes(a.kind));
+// --arms simclr,hybrid: only these kinds (default: every arm the peer can train).
+const only = flag('arms')?.split(',').filter(Boolean);
+const arms = (config.evaluate.arms ?? PAPER_ARMS).filter((a): a is ArmSpec & { kind: PeerKind } => (PEER_KINDS as readonly string[]).includes(a.kind) && (!only?.length || only.includes(a.kind)));
 const target = config.evaluate.datasets.filter((d) => !d.pretrainOnly);
 // Runs are kept per kind (DIR/KIND): two arms of one kind (an ablation's variants) would share a folder.
 const twice = arms.find((a, i) => arms.findIndex((b) => b.kind === a.kind) !== i);
@@ -70,7 +72,7 @@ if (command === 'plan') {
 } else if (command === 'compare') {
   writeCompare();
 } else {
-  process.stderr.write('usage: peer-arms.js plan|export|import|compare --config FILE --out DIR [--arm KIND] [--replicate S]\n');
+  process.stderr.write('usage: peer-arms.js plan|export|import|compare --config FILE --out DIR [--arm KIND] [--replicate S] [--arms KIND,KIND]\n');
   process.exitCode = 2;
 }
 
@@ -78,17 +80,23 @@ async function exportRun(arm: ArmSpec, cfg: Config, dir: string): Promise<void> 
   fs.mkdirSync(dir, { recursive: true });
   const steps = armSteps(cfg, preset.pretrainImages);
   const channels = cfg.normalize.channels;
-  if (arm.kind === 'swav-target-modality' && target.length !== 1) {
-    throw new MedsslError('invalid-value', configFile, `the target-modality arm pre-trains per evaluation dataset: the peer exports it for exactly one (the config evaluates ${target.length})`);
+  if ((arm.kind === 'swav-target-modality' || arm.kind === 'hybrid') && target.length !== 1) {
+    throw new MedsslError('invalid-value', configFile, `the ${arm.kind} arm pre-trains per evaluation dataset: the peer exports it for exactly one (the config evaluates ${target.length})`);
   }
+  // As experimentArms' batchesFor: the target modality's images alone; hybrid's labels from the other labelled sets.
+  const others = config.evaluate.datasets.filter((d) => d !== target[0]).map((d) => d.file);
   const data: ArmData = {
     inputs: cfg.data.inputs, cachePath: path.join(root, 'cache'),
     ...(arm.kind === 'swav-target-modality' ? { modality: poolModalities(target[0].modality) } : {}),
+    ...(arm.kind === 'hybrid' ? { labelled: labelledFrom(cfg, others) } : {}),
   };
   const pool = await openTrainingPool(cfg, { cachePath: data.cachePath, inputs: data.inputs, progress: process.stderr });
+  const numLabels = data.labelled ? labelWidth(pool) : 0;
   const sized = armSized(pool, cfg, steps);
   const uniModal = cfg.train.objective === 'swav' && cfg.train.clustering === 'uni-modal';
   const fd = fs.openSync(path.join(dir, 'crops.bin'), 'w');
+  // Labelled arms: every batch's labels [B, L] float32 (0 where absent) and row mask [B] uint8 (1: labelled).
+  const fl = numLabels ? fs.openSync(path.join(dir, 'labels.bin'), 'w') : null;
   let written = 0;
   let views: Array<{ kind: string; size: number; channels: number }> = [];
   const perEpoch = sized.train.stepsPerEpoch!;
@@ -103,6 +111,13 @@ async function exportRun(arm: ArmSpec, cfg: Config, dir: string): Promise<void> 
           }
           views = b.views.map((v) => ({ kind: v.kind, size: v.size, channels: v.channels }));
           for (const v of b.views) fs.writeSync(fd, Buffer.from(v.data.buffer, v.data.byteOffset, v.data.byteLength));
+          if (fl !== null) {
+            const rows = b.ids.length;
+            const labels = b.labels && b.numLabels > 0 ? b.labels : new Float32Array(rows * numLabels);
+            const mask = b.labels && b.numLabels > 0 ? (b.labelMask ?? new Uint8Array(rows).fill(1)) : new Uint8Array(rows);
+            fs.writeSync(fl, Buffer.from(labels.buffer, labels.byteOffset, labels.byteLength));
+            fs.writeSync(fl, Buffer.from(mask.buffer, mask.byteOffset, mask.byteLength));
+          }
           written++;
         },
         error: reject,
@@ -112,13 +127,14 @@ async function exportRun(arm: ArmSpec, cfg: Config, dir: string): Promise<void> 
     process.stderr.write(`peer export: ${arm.kind}, epoch ${epoch}, ${written}/${steps} batches\n`);
   }
   fs.closeSync(fd);
+  if (fl !== null) fs.closeSync(fl);
   await pool.close();
   // The arm's initial parameters: the trainer's own initialisation from the run's seed.
-  const trainer = new Trainer(cfg, channels, 0);
+  const trainer = new Trainer(cfg, channels, numLabels);
   writeParams(path.join(dir, 'init'), [...trainer.store.vars].map(([name, v]) => ({ name, shape: v.shape, data: v.dataSync() as Float32Array })));
   const recipe = {
     about: `what the arm "${arm.name}" trains on (bench/peer-arms.ts export); crops.bin holds steps x views x [batch, size, size, channels] float32, NHWC`,
-    arm: arm.kind, steps, batchSize: cfg.train.batchSize, views, channels, seed: cfg.seed,
+    arm: arm.kind, steps, batchSize: cfg.train.batchSize, views, channels, seed: cfg.seed, numLabels,
     // SwAV: every batch is one equipartition (multi-modal clustering, or uni-modal over pure batches, checked above).
     ...(cfg.train.objective === 'swav' ? { equipartition: 'batch' } : {}),
     model: cfg.model, train: cfg.train, spec: encoderSpec(cfg.model, channels, cfg.augment.global.size),

@@ -64,6 +64,9 @@ def medssl_names(model):
     out.append(('head_fc2/kernel', h.fc2.weight, 'dense'))
     out.append(('head_fc2/bias', h.fc2.bias, 'vector'))
     out.append(('prototypes/kernel', model.prototypes.weight, 'dense'))
+    if getattr(model, 'classifier', None) is not None:
+        out.append(('classifier/kernel', model.classifier.weight, 'dense'))
+        out.append(('classifier/bias', model.classifier.bias, 'vector'))
     return out
 
 
@@ -110,6 +113,22 @@ def nt_xent(z1, z2, temperature):
     return -F.log_softmax(logits, dim=1)[torch.arange(2 * n), positives].mean()
 
 
+def lambda_at(t, step):
+    """schedule.ts lambdaAt: the hybrid's weight of the self-supervised term at an optimizer step."""
+    sch, lam = t['lambdaSchedule'], t['lambda']
+    if sch['kind'] == 'constant' or sch['steps'] == 0 or step >= sch['steps']:
+        return lam
+    f = step / sch['steps']
+    w = f if sch['kind'] == 'linear' else 0.5 * (1 - math.cos(math.pi * f))
+    return sch['start'] + (lam - sch['start']) * w
+
+
+def sigmoid_cross_entropy(logits, targets, mask):
+    """supervised-loss.ts: the mean over labelled rows of the mean over labels; 0 when no row is labelled."""
+    per_row = (F.relu(logits) - logits * targets + torch.log1p(torch.exp(-logits.abs()))).mean(1)
+    return (per_row * mask).sum() / mask.sum().clamp_min(1)
+
+
 def learning_rate(o, step, total):
     """stages/train/schedule.ts learningRate."""
     warm, lr, min_lr, start = o.get('warmupSteps', 0), o.get('lr', 0.3), o.get('minLr', 0.0003), o.get('warmupStartLr', 0)
@@ -131,14 +150,20 @@ def main():
     # SwAV with one equipartition per batch: multi-modal clustering, or uni-modal over batches of one modality each
     # (the export checks that every batch is one modality), with shared prototypes and no queue.
     one_per_batch = t['clustering'] == 'multi-modal' or (recipe.get('equipartition') == 'batch' and not t['prototypesPerModality'])
-    if objective == 'swav' and (not one_per_batch or t['queue']['length'] != 0):
+    if objective in ('swav', 'hybrid') and (not one_per_batch or t['queue']['length'] != 0):
         sys.exit('peer-train: the peer runs swav with one equipartition per batch (multi-modal, or uni-modal over pure batches), shared prototypes, no queue')
-    if objective not in ('swav', 'simclr'):
-        sys.exit(f'peer-train: the peer runs the swav and simclr objectives, not {objective}')
+    if objective not in ('swav', 'simclr', 'hybrid'):
+        sys.exit(f'peer-train: the peer runs the swav, simclr and hybrid objectives, not {objective}')
     if t['optimizer']['name'] not in ('lars', 'sgd'):
         sys.exit('peer-train: the peer implements lars and sgd')
     model_cfg = {**recipe['model'], 'stem': recipe['spec']['stem']}
     model = peer.SwAV(model_cfg, recipe['channels'], padding_mode='tf')
+    num_labels = recipe.get('numLabels', 0)
+    if objective == 'hybrid':
+        # heads.ts addClassifierParams: a linear classifier on the pooled features (its init comes from init.bin).
+        model.classifier = torch.nn.Linear(recipe['spec']['featureDim'], num_labels)
+        labels_file = np.memmap(os.path.join(args.data, 'labels.bin'), dtype=np.uint8, mode='r')
+        label_bytes = recipe['batchSize'] * (4 * num_labels + 1)
     load_params(model, os.path.join(args.data, 'init'))
     model.train()
     opt = peer.make_optimizer(model, t['optimizer'])
@@ -171,8 +196,19 @@ def main():
         else:
             # One tensor per resolution, views in order (trainer.ts stackByResolution), as train-peer.py's Run does.
             by_res = [torch.cat([x for x, v in zip(tensors, views) if v['size'] == s]).contiguous() for s in sizes]
-            scores = model(by_res)
+            feats = [model.encoder(x) for x in by_res]
+            scores = model.prototypes(model.head(torch.cat(feats)))
             loss = peer.swav_loss(list(scores.split(b)), t['temperature'], t['epsilon'], t['sinkhornIterations'], t['cropsForAssign'])
+            if objective == 'hybrid':
+                # objectives/hybrid.ts: L_sup + lambda L_SwAV, L_sup on the global crops' pooled features (the first
+                # resolution's rows), over the labelled rows of the batch.
+                raw = np.array(labels_file[step * label_bytes:(step + 1) * label_bytes])
+                y = torch.from_numpy(raw[:4 * b * num_labels].view('<f4').reshape(b, num_labels).copy())
+                m = torch.from_numpy(raw[4 * b * num_labels:].astype(np.float32))
+                globals_ = sum(1 for v in views if v['kind'] == 'global')
+                logits = model.classifier(feats[0][:globals_ * b])
+                sup = sigmoid_cross_entropy(logits, y.repeat(globals_, 1), m.repeat(globals_))
+                loss = sup + lambda_at(t, step) * loss
         loss.backward()
         if step < freeze:
             model.prototypes.weight.grad = None

@@ -156,10 +156,8 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
     return pool;
   };
   let calibration: Promise<Float32Array> | undefined;
-  // Source ids name files by their hashed components under data.hashPaths: match (and name caches) the same way.
   const names = sourceNames(config, []);
   const fileName = (f: string) => names.component(path.basename(f));
-  const sourceFile = (image: NormalizedImage) => image.sourceId.split('#')[0].split('/').pop() ?? '';
   return trainerArms<ArmData>({
     loadEncoder,
     buildEncoder: (shape, seed) => freshEncoder(config, shape[2], seed),
@@ -198,11 +196,7 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
       if (arm.kind === 'swav-target-modality') {
         return { inputs: ctx.pool, cachePath: poolCache, modality: poolModalities(ctx.target.modality) };
       }
-      const names = new Set(others.map(fileName));
-      return {
-        inputs: ctx.pool, cachePath: poolCache,
-        ...(arm.kind === 'hybrid' ? { labelled: (image: NormalizedImage) => names.has(sourceFile(image)) } : {}),
-      };
+      return { inputs: ctx.pool, cachePath: poolCache, ...(arm.kind === 'hybrid' ? { labelled: labelledFrom(config, others) } : {}) };
     },
     async pretrain({ config: armConfig, batches: data, runDir, steps }) {
       const pool = await openPool(data, armConfig);
@@ -222,6 +216,16 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
       });
     },
   });
+}
+
+/**
+ * The hybrid arm's labelled rows: the pool's images that come from one of `files` (the other labelled datasets),
+ * never the target's. Source ids name files by their hashed components under data.hashPaths: matched the same way.
+ */
+export function labelledFrom(config: Config, files: string[]): (image: NormalizedImage) => boolean {
+  const names = sourceNames(config, []);
+  const wanted = new Set(files.map((f) => names.component(path.basename(f))));
+  return (image) => wanted.has(image.sourceId.split('#')[0].split('/').pop() ?? '');
 }
 
 /** An arm's config for a run of exactly `steps` optimizer steps on `pool`, whatever its size: sized into epochs. */
