@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { loadConfig } from '../pipeline/core/config.js';
-import { armBatches, armConfig, armSized, armSteps, labelledFrom, poolModalities, type ArmData } from '../pipeline/compose/arms.js';
+import { armBatches, armConfig, armSized, armSteps, poolArmData } from '../pipeline/compose/arms.js';
 import { labelWidth, openTrainingPool, poolGate } from '../pipeline/compose/batches.js';
 import { MedsslError } from '../pipeline/core/failures.js';
 import type { Config } from '../schemas/config.js';
@@ -83,13 +83,9 @@ async function exportRun(arm: ArmSpec, cfg: Config, dir: string): Promise<void> 
   if ((arm.kind === 'swav-target-modality' || arm.kind === 'hybrid') && target.length !== 1) {
     throw new MedsslError('invalid-value', configFile, `the ${arm.kind} arm pre-trains per evaluation dataset: the peer exports it for exactly one (the config evaluates ${target.length})`);
   }
-  // As experimentArms' batchesFor: the target modality's images alone; hybrid's labels from the other labelled sets.
+  // What experimentArms trains the arm on, with the one evaluation target's "other labelled datasets".
   const others = config.evaluate.datasets.filter((d) => d !== target[0]).map((d) => d.file);
-  const data: ArmData = {
-    inputs: cfg.data.inputs, cachePath: path.join(root, 'cache'),
-    ...(arm.kind === 'swav-target-modality' ? { modality: poolModalities(target[0].modality) } : {}),
-    ...(arm.kind === 'hybrid' ? { labelled: labelledFrom(cfg, others) } : {}),
-  };
+  const data = poolArmData(arm.kind, cfg, { inputs: cfg.data.inputs, cachePath: path.join(root, 'cache'), targetModality: target[0]?.modality ?? '', others });
   const pool = await openTrainingPool(cfg, { cachePath: data.cachePath, inputs: data.inputs, progress: process.stderr });
   const numLabels = data.labelled ? labelWidth(pool) : 0;
   const sized = armSized(pool, cfg, steps);

@@ -1,5 +1,5 @@
 # The PyTorch peer of the main job's self-supervised arms (SimCLR; SwAV multi-modal, uni-modal, target modality
-# only): per arm, the same model, the same initial weights, the same crops in the same order, the same objective,
+# only; hybrid): per arm, the same model, the same initial weights, the same crops in the same order, the same objective,
 # optimizer and schedule, trained by PyTorch; medssl then evaluates the encoder it exports with its own protocols,
 # beside its own run of the arm (scripts/peer-compare.sh runs the whole comparison).
 #
@@ -11,9 +11,9 @@
 # which was checked against medssl's trainer step by step (its header). This script adds what a whole run needs:
 # loading medssl's initial parameters (names and layouts of stages/train: convs [k, k, in, out], dense [in, out],
 # prototypes [D, K]), the learning-rate schedule of stages/train/schedule.ts (linear warm-up, then cosine to minLr,
-# set every step), frozen prototypes for the first freezePrototypesSteps, SimCLR's NT-Xent (ntxent-loss.ts), and the
-# export of every parameter and moving statistic in medssl's names. Padding is TensorFlow's 'same' ('tf'), so the
-# windows are medssl's.
+# set every step), frozen prototypes for the first freezePrototypesSteps, SimCLR's NT-Xent (ntxent-loss.ts), the
+# hybrid's supervised term and lambda schedule (objectives/hybrid.ts, on labels.bin), and the export of every
+# parameter and moving statistic in medssl's names. Padding is TensorFlow's 'same' ('tf'), so the windows are medssl's.
 import argparse
 import importlib.util
 import json

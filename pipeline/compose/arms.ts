@@ -193,10 +193,7 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
         const cachePath = path.join(opts.cacheRoot, `labelled-${others.map(fileName).join('+')}`);
         return { inputs: others, cachePath, labelled: () => true };
       }
-      if (arm.kind === 'swav-target-modality') {
-        return { inputs: ctx.pool, cachePath: poolCache, modality: poolModalities(ctx.target.modality) };
-      }
-      return { inputs: ctx.pool, cachePath: poolCache, ...(arm.kind === 'hybrid' ? { labelled: labelledFrom(config, others) } : {}) };
+      return poolArmData(arm.kind, config, { inputs: ctx.pool, cachePath: poolCache, targetModality: ctx.target.modality, others });
     },
     async pretrain({ config: armConfig, batches: data, runDir, steps }) {
       const pool = await openPool(data, armConfig);
@@ -219,10 +216,21 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
 }
 
 /**
+ * What an arm that pre-trains on the pool sees (every kind but 'supervised'): the pool; for 'swav-target-modality'
+ * only the target modality's images; for 'hybrid' the labels of the other labelled datasets' images. The trainer
+ * (experimentArms) and the PyTorch peer's export (bench/peer-arms.ts) both take it from here.
+ */
+export function poolArmData(kind: ArmSpec['kind'], config: Config, opts: { inputs: string[]; cachePath: string; targetModality: string; others: string[] }): ArmData {
+  const pool = { inputs: opts.inputs, cachePath: opts.cachePath };
+  if (kind === 'swav-target-modality') return { ...pool, modality: poolModalities(opts.targetModality) };
+  return kind === 'hybrid' ? { ...pool, labelled: labelledFrom(config, opts.others) } : pool;
+}
+
+/**
  * The hybrid arm's labelled rows: the pool's images that come from one of `files` (the other labelled datasets),
  * never the target's. Source ids name files by their hashed components under data.hashPaths: matched the same way.
  */
-export function labelledFrom(config: Config, files: string[]): (image: NormalizedImage) => boolean {
+function labelledFrom(config: Config, files: string[]): (image: NormalizedImage) => boolean {
   const names = sourceNames(config, []);
   const wanted = new Set(files.map((f) => names.component(path.basename(f))));
   return (image) => wanted.has(image.sourceId.split('#')[0].split('/').pop() ?? '');
