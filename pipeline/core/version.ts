@@ -5,21 +5,24 @@ import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
 
-/** The package's folder (package.json, fixtures/), from the sources and from dist/ alike. */
-export const packageRoot: string = (() => {
-  for (const up of ['..', '../..']) {
-    const dir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), up);
-    if (fs.existsSync(path.join(dir, 'package.json')) && fs.existsSync(path.join(dir, 'fixtures'))) return dir;
+/**
+ * The package's folder (package.json, fixtures/, dist/): the nearest folder above this module whose package.json is
+ * medssl's. The sources sit two levels below it and dist/ three, and an installed copy lives wherever npm put it,
+ * so neither a fixed depth nor the working directory will do.
+ */
+const packageJson: { dir: string; version: string } = (() => {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const file = path.join(dir, 'package.json');
+    if (fs.existsSync(file)) {
+      const pkg = require(file) as { name?: string; version?: string };
+      if (pkg.name === 'medssl' && pkg.version) return { dir, version: pkg.version };
+    }
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`medssl's package.json is not above ${fileURLToPath(import.meta.url)}`);
+    dir = up;
   }
-  return process.cwd();
 })();
-/** This package's version (package.json sits two levels above both pipeline/ and dist/pipeline/). */
-export const packageVersion: string = (() => {
-  for (const p of ['../package.json', '../../package.json']) {
-    try {
-      const pkg = require(p) as { name?: string; version: string };
-      if (pkg.name === 'medssl') return pkg.version;
-    } catch { /* try the next */ }
-  }
-  return '0.0.0';
-})();
+export const packageRoot: string = packageJson.dir;
+/** This package's version, from its package.json. */
+export const packageVersion: string = packageJson.version;

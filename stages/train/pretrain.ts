@@ -111,6 +111,11 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
     if (writer) await writeJsonl(events$, metricsFile, { gate });
     else await lastValueFrom(events$, { defaultValue: null });
     const steps = (trainer as Trainer | undefined)?.position.step ?? 0;
+    // A run with steps to go that trained none had every sample fail before the trainer (each one recorded): that is
+    // not a finished run, and an encoder at its initial weights must not pass for one.
+    if (stepsThisRun === 0 && steps < totalSteps) {
+      throw new MedsslError('invalid-value', runDir, `no batch reached the trainer (${totalSteps - steps} steps to go): every sample failed before training, as the recorded failures say`);
+    }
     return { runDir, steps, stepsThisRun, firstLoss: first, lastLoss, alarms, checkpoint, encoder: path.join(runDir, 'encoder') };
   } finally {
     (trainer as Trainer | undefined)?.dispose();

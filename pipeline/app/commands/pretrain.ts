@@ -82,7 +82,15 @@ export function register(program: Command): void {
       } else {
         pool = await open();
       }
-      for (const f of failures.records.slice(0, 20)) process.stderr.write(failureLine(f));
+      // The first failures are shown, the ingest's and then the training's (a sample can also fail in augment); the
+      // summary counts them all.
+      let shown = 0;
+      const show = (f: (typeof failures.records)[number]) => {
+        if (shown++ < 20) process.stderr.write(failureLine(f));
+        else if (shown === 21) process.stderr.write('medssl: further failures are counted in the summary, not shown\n');
+      };
+      failures.records.forEach(show);
+      failures.failures$.subscribe(show);
       const { objectiveFor } = await import('../../../stages/train/objectives/index.js');
       const objective = objectiveFor(config);
       const numLabels = objective.labelled ? labelWidth(pool) : 0;

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readJsonl } from '../../../pipeline/core/bridge.js';
 import type { MetricsEvent } from '../../../schemas/metrics.js';
-import { cli, sample } from '../../shared.js';
+import { cli, projectRoot, sample } from '../../shared.js';
 
 // A few seconds natively; the pure-JS backend (MEDSSL_BACKEND=cpu) is hundreds of times slower.
 const PURE_JS_TIMEOUT = 600_000;
@@ -24,8 +24,12 @@ describe('medssl pretrain', () => {
     const file = path.join(dir, 'c.yaml');
     fs.writeFileSync(file, config([sample('medmnist/pneumoniamnist.npz')]));
     const out = path.join(dir, 'run');
-    const summary = JSON.parse(execFileSync(process.execPath, [cli, 'pretrain', '--config', file, '--out', out, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+    // Run from the user's own folder, not the package's: the CLI finds its kernels and version wherever it is started.
+    const summary = JSON.parse(execFileSync(process.execPath, [cli, 'pretrain', '--config', file, '--out', out, '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], cwd: dir }));
     expect(summary.steps).toBe(2);
+    expect(summary.failures).toBe(0);
+    const pkg = JSON.parse(fs.readFileSync(path.join(projectRoot, 'package.json'), 'utf8'));
+    expect(execFileSync(process.execPath, [cli, '--version'], { encoding: 'utf8', cwd: dir }).trim()).toBe(pkg.version);
     expect(fs.existsSync(path.join(out, 'encoder', 'model.json'))).toBe(true);
     expect(readJsonl<MetricsEvent>(path.join(out, 'metrics.jsonl')).filter((e) => e.type === 'step')).toHaveLength(2);
     const again = spawnSync(process.execPath, [cli, 'pretrain', '--config', file, '--out', out], { encoding: 'utf8' });

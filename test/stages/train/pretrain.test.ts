@@ -42,6 +42,8 @@ describe('pretrain on real MedMNIST images', () => {
     expect(features.shape).toEqual([2, 8]); // width 4, two stages: 4 * 2 channels
     // A second run into the same folder without --resume would overwrite it: refused.
     await expect(pretrain({ config, runDir, stepsPerEpoch: 8, batches: () => EMPTY })).rejects.toThrow(/already holds a run/);
+    // A run in which every sample failed before the trainer trained nothing: an error, not an encoder at its initial weights.
+    await expect(pretrain({ config, runDir: tmp(), stepsPerEpoch: 8, batches: () => EMPTY })).rejects.toThrow(/no batch reached the trainer \(24 steps to go\)/);
   }, PURE_JS_TIMEOUT);
 
   it('resuming continues the same run: the result equals an uninterrupted run', async () => {
