@@ -263,6 +263,12 @@ export const EvaluateConfig = z.strictObject({
    * `against` on the same test set, label subsets and seeds, as every arm is against no pre-training.
    */
   contrasts: z.array(z.strictObject({ arm: z.string().min(1), against: z.string().min(1) })).default([]),
+  /**
+   * The split every arm is scored on. 'validation': for choosing a recipe without touching the test set; the
+   * validation split is scored, and a held-out part of the training split takes its place in the probes' selection
+   * (stages/evaluate/datasets.ts forRecipeSelection). Reports and results.json name the split scored.
+   */
+  scoreOn: z.enum(['test', 'validation']).default('test'),
 }).prefault({});
 
 export const Config = z.strictObject({

@@ -102,6 +102,7 @@ evaluate:                     # stages/evaluate/README.md
   size: null                  # evaluate at size x size px (images resampled), e.g. the recipe's global crop size; null: as stored
   replicatePretraining: false # true: every seed pre-trains its own encoder (p-values then cover pre-training's spread)
   contrasts: []               # arm against arm by name, e.g. [{ arm: SwAV multi-modal, against: SwAV uni-modal }]
+  scoreOn: test               # validation: score the validation split to choose a recipe (the test set untouched)
   datasets:                   # labelled MedMNIST-layout .npz files to evaluate on
     - { file: ./data/pneumoniamnist.npz, name: PneumoniaMNIST, modality: radiography }
   # Optional keys without a default (uncomment to use):

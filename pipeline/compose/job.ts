@@ -14,7 +14,7 @@ import { runPaths } from '../core/privacy.js';
 import { packageVersion } from '../core/version.js';
 import type { EvalRecord, Preset } from '../../stages/evaluate/experiment.js';
 import type { ResultsDocument } from '../../stages/evaluate/report.js';
-import { ALPHA, formatP } from '../../stages/evaluate/report.js';
+import { ALPHA, formatP, scoredSplit } from '../../stages/evaluate/report.js';
 
 export interface ExperimentJobOptions {
   out: string;
@@ -172,7 +172,7 @@ export function experimentSummary(doc: ResultsDocument): string {
       if (!rows.length) continue;
       const fr = Object.keys(rows[0].protocols[protocol]!).sort((a, b) => Number(b) - Number(a));
       const seeds = rows[0].protocols[protocol]![fr[0]].seeds.length;
-      lines.push(`${d.name}, ${protocol === 'linear' ? 'linear probe' : protocol === 'finetune' ? 'fine-tuned' : 'kNN'} (${seeds} seed${seeds > 1 ? 's' : ''}): test AUC at ${fr.map((f) => `${Math.round(Number(f) * 100)}%`).join(' / ')} labels`);
+      lines.push(`${d.name}, ${protocol === 'linear' ? 'linear probe' : protocol === 'finetune' ? 'fine-tuned' : 'kNN'} (${seeds} seed${seeds > 1 ? 's' : ''}): ${scoredSplit(d)} AUC at ${fr.map((f) => `${Math.round(Number(f) * 100)}%`).join(' / ')} labels`);
       const name = Math.max(28, ...rows.map((a) => a.name.length));
       for (const a of rows) {
         lines.push(`  ${a.name.padEnd(name)} ${fr.map((f) => {

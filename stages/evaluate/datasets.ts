@@ -14,6 +14,7 @@ import { readNpz, type NdArray } from '../source/npy.js';
 import { resampleBox } from '../kernels/resample.js';
 import { luma, repeatChannels } from '../normalize/intensity.js';
 import type { Image } from './perturb.js';
+import { labelFractions } from './splits.js';
 
 export interface LabelledSplit {
   /** [n, height, width, channels] row-major float32. */
@@ -143,6 +144,24 @@ export function maxAreaSlice(volume: ArrayLike<number>, depth: number, sliceSize
     if (area > bestArea) { bestArea = area; best = z; }
   }
   return best;
+}
+
+/**
+ * The dataset for choosing a recipe without touching the test set (evaluate.scoreOn: validation). The validation
+ * split is scored in the test split's place, and a held-out part of the training split, as large as the validation
+ * split (stratified by label, whole patients, seeded), takes the validation split's place in the probes' selection
+ * and early stopping; the label fractions then cut the rest of the training split.
+ */
+export function forRecipeSelection(ds: LabelledDataset, seed: number): LabelledDataset {
+  const n = ds.train.n;
+  if (ds.val.n === 0 || n < 2) throw new MedsslError('unsupported', ds.file ?? ds.name, `scoring on the validation split needs a validation split and a training split (${n}/${ds.val.n} images)`);
+  const f = Math.min(0.5, ds.val.n / n);
+  const held = labelFractions(ds.train.labels, { fractions: [f], seed, tasks: ds.train.labels.length / n, patients: ds.train.patients, purpose: 'selection-hold-out' }).get(f)!;
+  const out = new Uint8Array(n);
+  for (const i of held) out[i] = 1;
+  const rest: number[] = [];
+  for (let i = 0; i < n; i++) if (!out[i]) rest.push(i);
+  return { ...ds, train: subset(ds.train, rest), val: subset(ds.train, held), test: ds.val };
 }
 
 /** The samples at `idx` as a new split. */

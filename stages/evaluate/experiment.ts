@@ -7,7 +7,7 @@
 import { MedsslError } from '../../pipeline/core/failures.js';
 import type { Config } from '../../schemas/config.js';
 import { combinePaired, combineSeeds, pairedAuc, type AucResult, type PairedAuc } from './auc.js';
-import { loadMedmnist, mapImages, resizeDataset, subset, withChannels, type LabelledDataset } from './datasets.js';
+import { forRecipeSelection, loadMedmnist, mapImages, resizeDataset, subset, withChannels, type LabelledDataset } from './datasets.js';
 import { DEFAULT_GRID, describePerturbation, perturb, type Perturbation } from './perturb.js';
 import type { Encoder } from '../../schemas/encoder.js';
 import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe, recalibrateBatchNorm, selectRows, type CurvePoint, type FeatureSet, type ProtocolResult } from './protocols.js';
@@ -251,6 +251,8 @@ export interface DatasetResult {
   modality: string;
   file: string;
   tasks: string[];
+  /** The split scored: 'test', or 'validation' when choosing a recipe (then `sizes` are the splits as used: the validation split counted as test, the held-out part of train as val). */
+  scored: 'test' | 'validation';
   sizes: { train: number; val: number; test: number };
   arms: ArmResult[];
   contrasts?: ContrastResult[];
@@ -277,11 +279,12 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
   const start = Date.now();
   // With the pool's channels (normalize.channels), and evaluated at evaluate.size when set (the size the recipe
   // pre-trains on); pretrainOnly sets are only read as files.
-  const size = plan.config.evaluate.size;
+  const size = plan.config.evaluate.size, scored = plan.config.evaluate.scoreOn;
   const datasets = plan.datasets
     .map((d) => ('train' in d ? d : { ...loadMedmnist(d.file, { name: d.name, modality: d.modality, slice: d.slice }), ...(d.pretrainOnly ? { pretrainOnly: true } : {}) }))
     .map((d) => withChannels(d, plan.config.normalize.channels))
-    .map((d) => (size && !d.pretrainOnly ? resizeDataset(d, size) : d));
+    .map((d) => (size && !d.pretrainOnly ? resizeDataset(d, size) : d))
+    .map((d) => (scored === 'validation' && !d.pretrainOnly ? forRecipeSelection(d, plan.config.seed) : d));
   const evaluated = datasets.filter((d) => !d.pretrainOnly);
   const out: DatasetResult[] = [];
   for (const ds of evaluated) {
@@ -324,7 +327,7 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
     const contrasts = plan.config.evaluate.contrasts.map((c) => contrast(arms, scores, ds, c.arm, c.against));
     out.push({
       name: ds.name, modality: ds.modality, file: ds.file ?? '(in memory)', tasks: ds.tasks,
-      sizes: { train: ds.train.n, val: ds.val.n, test: ds.test.n }, arms,
+      scored, sizes: { train: ds.train.n, val: ds.val.n, test: ds.test.n }, arms,
       ...(contrasts.length ? { contrasts } : {}),
     });
   }

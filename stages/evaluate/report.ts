@@ -124,16 +124,24 @@ const replicated = (doc: ResultsDocument) =>
   (doc.provenance.config as { evaluate?: { replicatePretraining?: boolean } } | null)?.evaluate?.replicatePretraining === true;
 const REPLICATED = 'Every seed pre-trained its own encoder, so seed spreads and p-values include the pre-training\'s run-to-run variation.';
 
+/** The split a dataset's AUCs are of (results written before scoreOn existed scored the test split). */
+export const scoredSplit = (d: DatasetResult): 'test' | 'validation' => d.scored ?? 'test';
+const sizesText = (d: DatasetResult) => scoredSplit(d) === 'validation'
+  ? `scored on the validation split, ${d.sizes.test} images; probes select on ${d.sizes.val} held out of train; train ${d.sizes.train}`
+  : `train/val/test ${d.sizes.train}/${d.sizes.val}/${d.sizes.test}`;
+const SELECTION = 'Scored on the validation split, for choosing a recipe: the test set was not used.';
+const selecting = (doc: ResultsDocument) => doc.datasets.some((d) => scoredSplit(d) === 'validation');
+
 export function renderMarkdown(doc: ResultsDocument): string {
   const out: string[] = [];
   out.push('# Experiment report', '');
   out.push(`Preset \`${doc.preset.name}\`, seeds ${doc.provenance.seeds.join(', ')}, backend ${doc.provenance.backend}, ${doc.seconds.toFixed(0)} s. ` +
     'AUC: mean over seeds [95% interval: DeLong test-set variance plus seed variance] ± seed standard deviation; ' +
     'Δ and p: the paired DeLong test against no pre-training on the same test set, label subsets and seeds (seeds combined), ' +
-    `"no difference" where p >= ${ALPHA}.` + (replicated(doc) ? ` ${REPLICATED}` : '') +
+    `"no difference" where p >= ${ALPHA}.` + (replicated(doc) ? ` ${REPLICATED}` : '') + (selecting(doc) ? ` ${SELECTION}` : '') +
     (doc.overBudget ? ` **Over the preset's budget of ${doc.preset.budgetSeconds} s.**` : ''), '');
   for (const d of doc.datasets) {
-    out.push(`## ${mdText(d.name)} (${mdText(d.modality)}; train/val/test ${d.sizes.train}/${d.sizes.val}/${d.sizes.test})`, '');
+    out.push(`## ${mdText(d.name)} (${mdText(d.modality)}; ${sizesText(d)})`, '');
     for (const p of protocolsOf(d)) {
       const fr = fractionsOf(d, p);
       out.push(`### ${PROTOCOL_NAMES[p]}`, '');
@@ -194,11 +202,11 @@ export function renderHtml(doc: ResultsDocument): string {
   const out: string[] = [];
   out.push('<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">', '<title>medssl experiment report</title>', `<style>${CSS}</style></head><body>`);
   out.push('<h1>Experiment report</h1>');
-  out.push(`<p>Preset <code>${e(doc.preset.name)}</code>, seeds ${e(doc.provenance.seeds.join(', '))}, backend ${e(doc.provenance.backend)}, ${e(doc.seconds.toFixed(0))} s. AUC: mean over seeds [95% interval] ± seed s.d.; Δ and p: paired DeLong test against no pre-training (same test set, subsets and seeds), "no difference" where p &gt;= ${ALPHA}.${replicated(doc) ? ` ${e(REPLICATED)}` : ''}</p>`);
+  out.push(`<p>Preset <code>${e(doc.preset.name)}</code>, seeds ${e(doc.provenance.seeds.join(', '))}, backend ${e(doc.provenance.backend)}, ${e(doc.seconds.toFixed(0))} s. AUC: mean over seeds [95% interval] ± seed s.d.; Δ and p: paired DeLong test against no pre-training (same test set, subsets and seeds), "no difference" where p &gt;= ${ALPHA}.${replicated(doc) ? ` ${e(REPLICATED)}` : ''}${selecting(doc) ? ` ${e(SELECTION)}` : ''}</p>`);
   // The headline table comes first and carries id="results".
   const first = doc.datasets.find((d) => d.name === doc.primary.dataset);
   const headFractions = [...new Set(doc.arms.flatMap((a) => Object.keys(a.fractions)))].sort((a, b) => Number(b) - Number(a));
-  out.push(`<table id="results"><caption>${e(doc.primary.dataset)}: ${e(PROTOCOL_NAMES[doc.primary.protocol])} test AUC</caption>`);
+  out.push(`<table id="results"><caption>${e(doc.primary.dataset)}: ${e(PROTOCOL_NAMES[doc.primary.protocol])} ${first ? scoredSplit(first) : 'test'} AUC</caption>`);
   out.push(`<thead><tr><th>arm</th><th>pre-trained</th>${headFractions.map((f) => `<th>${e(pct(f))}</th>`).join('')}</tr></thead><tbody>`);
   for (const a of doc.arms) {
     out.push(`<tr><td>${e(a.name)}</td><td>${a.pretrained ? 'yes' : 'no'}</td>${headFractions.map((f) => `<td>${e(cell(a.fractions[f] as FractionResult | undefined))}</td>`).join('')}</tr>`);
@@ -210,12 +218,12 @@ export function renderHtml(doc: ResultsDocument): string {
     out.push('</ul>');
   }
   for (const d of doc.datasets) {
-    out.push(`<h2>${e(d.name)} <small>(${e(d.modality)}; train/val/test ${d.sizes.train}/${d.sizes.val}/${d.sizes.test})</small></h2>`);
+    out.push(`<h2>${e(d.name)} <small>(${e(d.modality)}; ${e(sizesText(d))})</small></h2>`);
     const ok = d.arms.filter((a) => a.status === 'ok');
     for (const p of protocolsOf(d)) {
       const fr = fractionsOf(d, p);
       if (d !== first || p !== doc.primary.protocol) {
-        out.push(`<table><caption>${e(PROTOCOL_NAMES[p])} test AUC</caption><thead><tr><th>arm</th><th>pre-trained</th>${fr.map((f) => `<th>${e(pct(f))}</th>`).join('')}</tr></thead><tbody>`);
+        out.push(`<table><caption>${e(PROTOCOL_NAMES[p])} ${scoredSplit(d)} AUC</caption><thead><tr><th>arm</th><th>pre-trained</th>${fr.map((f) => `<th>${e(pct(f))}</th>`).join('')}</tr></thead><tbody>`);
         for (const a of ok) out.push(`<tr><td>${e(a.name)}</td><td>${a.pretrained ? 'yes' : 'no'}</td>${fr.map((f) => `<td>${e(cell(a.protocols[p]?.[f]))}</td>`).join('')}</tr>`);
         out.push('</tbody></table>');
       }
@@ -225,7 +233,7 @@ export function renderHtml(doc: ResultsDocument): string {
           name: a.name,
           points: ticks.flatMap((t, i) => { const r = a.protocols[p]![[...fr].reverse()[i]]; return r ? [{ x: t.value, y: r.auc, lo: r.ci[0], hi: r.ci[1] }] : []; }),
         }));
-        out.push(`<figure>${lineChart({ title: `${d.name}: ${PROTOCOL_NAMES[p]} AUC against label fraction`, xLabel: 'labelled training data', yLabel: 'test AUC', series, xTicks: ticks , yBounds: [0, 1] })}</figure>`);
+        out.push(`<figure>${lineChart({ title: `${d.name}: ${PROTOCOL_NAMES[p]} AUC against label fraction`, xLabel: 'labelled training data', yLabel: `${scoredSplit(d)} AUC`, series, xTicks: ticks , yBounds: [0, 1] })}</figure>`);
       }
     }
     const contrasts = contrastRows(d);
@@ -265,7 +273,7 @@ export function renderHtml(doc: ResultsDocument): string {
           name: a.name,
           points: [{ x: identity, y: a.robustness!.clean }, ...a.robustness!.points.filter((p) => p.kind === kind).map((p) => ({ x: p.value, y: p.auc }))].sort((u, v) => u.x - v.x),
         }));
-        out.push(`<figure>${lineChart({ title: `${d.name}: AUC under ${kind}`, xLabel: kind, yLabel: 'test AUC', series , yBounds: [0, 1] })}</figure>`);
+        out.push(`<figure>${lineChart({ title: `${d.name}: AUC under ${kind}`, xLabel: kind, yLabel: `${scoredSplit(d)} AUC`, series , yBounds: [0, 1] })}</figure>`);
       }
     }
   }

@@ -15,6 +15,8 @@ export interface FractionOptions {
   tasks?: number;
   /** One key per sample; samples sharing a key move together. */
   patients?: ArrayLike<string | number>;
+  /** The random stream's purpose: another purpose gives an independent shuffle (default 'label-fraction'). */
+  purpose?: string;
 }
 
 /** Indices (ascending) of the training samples kept at each fraction. Every stratum keeps at least one group. */
@@ -42,7 +44,7 @@ export function labelFractions(labels: ArrayLike<number>, opts: FractionOptions)
     else strata.set(stratum, [members]);
   }
   const shuffled = [...strata.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([stratum, groups]) => {
-    const perm = random(opts.seed).stream({ sample: stratum, purpose: 'label-fraction' }).permutation(groups.length);
+    const perm = random(opts.seed).stream({ sample: stratum, purpose: opts.purpose ?? 'label-fraction' }).permutation(groups.length);
     return Array.from(perm, (p) => groups[p]);
   });
   const out = new Map<number, Int32Array>();

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { imageAt, loadMedmnist, mapImages, maxAreaSlice, resizeDataset, subset, withChannels } from '../../../stages/evaluate/datasets.js';
+import { forRecipeSelection, imageAt, loadMedmnist, mapImages, maxAreaSlice, resizeDataset, subset, withChannels } from '../../../stages/evaluate/datasets.js';
 import { sample } from '../../shared.js';
 import { MedsslError } from '../../../pipeline/core/failures.js';
 import { writeNpy } from '../../../stages/source/npy.js';
@@ -123,5 +123,28 @@ describe('helpers', () => {
     }
     expect(Array.from(withChannels(grey, 3).train.images.subarray(0, 6)).map((v) => +v.toFixed(4))).toEqual([0.299, 0.299, 0.299, 0.587, 0.587, 0.587]);
     expect(withChannels(ds, 3)).toBe(ds);
+  });
+  it('forRecipeSelection scores the validation split and holds out a stratified, patient-level part of train in its place', () => {
+    // Train: 200 images, each image's value its index; labels 25% positive; patients of two images each.
+    const n = 200;
+    const train = {
+      images: Float32Array.from({ length: n }, (_, i) => i), n, height: 1, width: 1, channels: 1,
+      labels: Float32Array.from({ length: n }, (_, i) => (Math.floor(i / 2) % 4 === 0 ? 1 : 0)),
+      patients: Array.from({ length: n }, (_, i) => `p${Math.floor(i / 2)}`),
+    };
+    const val = { images: Float32Array.from({ length: 40 }, (_, i) => 1000 + i), n: 40, height: 1, width: 1, channels: 1, labels: Float32Array.from({ length: 40 }, (_, i) => i % 2) };
+    const test = { ...val, images: val.images.map((v) => v + 1000) };
+    const ds = { name: 'd', modality: 'ct', tasks: ['t'], train, val, test };
+    const sel = forRecipeSelection(ds, 3);
+    expect(sel.test).toBe(val); // the test split is not used at all
+    const held = Array.from(sel.val.images), rest = Array.from(sel.train.images);
+    expect(held.length).toBe(40);
+    expect([...held, ...rest].sort((a, b) => a - b)).toEqual(Array.from({ length: n }, (_, i) => i)); // a partition of train
+    expect(held.filter((i) => Math.floor(i / 2) % 4 === 0)).toHaveLength(10); // 25% positive, as in train
+    expect(held.every((i) => held.includes(i ^ 1))).toBe(true); // both images of a patient, or neither
+    expect(Array.from(sel.train.labels)).toEqual(rest.map((i) => train.labels[i]));
+    expect(Array.from(forRecipeSelection(ds, 3).val.images)).toEqual(held);
+    expect(Array.from(forRecipeSelection(ds, 4).val.images)).not.toEqual(held);
+    expect(() => forRecipeSelection({ ...ds, val: { ...val, n: 0, images: new Float32Array(0), labels: new Float32Array(0) } }, 3)).toThrow(/needs a validation split/);
   });
 });

@@ -242,6 +242,33 @@ describe('runExperiment + reports', () => {
     expect(md).toMatch(/\| sighted − blind \| linear probe \| Δ \+0\.\d{3}, p/);
   });
 
+  it('scoreOn validation scores the validation split and leaves the test split unread; the reports say so', async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-exp-'));
+    const ds = syntheticDataset('synthetic');
+    const plan = (scoreOn: 'test' | 'validation', dataset = ds) => ({
+      config: parseConfig({ evaluate: { scoreOn } }),
+      preset: { ...preset, fractions: [1], protocols: ['linear'] as Array<'linear'>, robustness: { ...preset.robustness, grid: [] } },
+      datasets: [dataset], arms: [{ name: 'none', kind: 'none' as const }, { name: 'swav', kind: 'swav-multi-modal' as const }], outDir: out,
+    });
+    const onTest = await runExperiment(plan('test'), provider);
+    const onVal = await runExperiment(plan('validation'), provider);
+    expect([onTest.datasets[0].scored, onVal.datasets[0].scored]).toEqual(['test', 'validation']);
+    expect(onVal.datasets[0].sizes).toEqual({ train: 80, val: 40, test: 40 });
+    // The test split's images are never read: a test split of NaN gives the same validation scores.
+    const poisoned = { ...ds, test: { ...ds.test, images: ds.test.images.map(() => Number.NaN) } };
+    const again = await runExperiment(plan('validation', poisoned), provider);
+    const aucs = (r: typeof onVal) => r.datasets[0].arms.map((a) => a.protocols.linear!['1'].auc);
+    expect(aucs(again)).toEqual(aucs(onVal));
+    expect(aucs(onVal)).not.toEqual(aucs(onTest));
+    const doc = resultsDocument(onVal, preset, {
+      command: '', config: {}, configHash: '', seeds: [0, 1], versions: {}, backend: 'x', datasets: [], cacheKeys: {}, started: '', finished: '', cpus: 2,
+    });
+    const md = renderMarkdown(doc);
+    expect(md).toContain('Scored on the validation split, for choosing a recipe: the test set was not used.');
+    expect(md).toContain('scored on the validation split, 40 images; probes select on 40 held out of train; train 80');
+    expect(experimentSummary(doc)).toContain('validation AUC at 100% labels');
+  });
+
   it('is deterministic: the same plan gives the same numbers', async () => {
     const a = await run(fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-exp-')));
     const b = await run(fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-exp-')));
