@@ -97,11 +97,19 @@ describe('config files', () => {
     const queued = queue.evaluate.arms!.filter((a) => (a.train?.queue as { length?: number } | undefined)?.length);
     expect(queued.map((a) => a.kind)).toEqual(['swav-multi-modal', 'swav-uni-modal', 'swav-target-modality']);
     for (const a of queued) expect(queue.evaluate.arms!.some((b) => b.kind === a.kind && JSON.stringify({ ...a.train, queue: undefined }) === JSON.stringify({ ...b.train, queue: undefined }) && b !== a)).toBe(true);
+    // Recipe selection scores the validation split; each variant is a baseline arm with epsilon and/or per-modality prototypes changed.
+    const selection = loadConfig(path.join(fixture('..'), 'examples', 'ablations', 'recipe-selection.yaml'));
+    expect([selection.data, selection.train, selection.evaluate.replicatePretraining, selection.evaluate.scoreOn]).toEqual([quick.data, quick.train, true, 'validation']);
+    for (const { arm, against } of selection.evaluate.contrasts) {
+      const [a, b] = [arm, against].map((n) => selection.evaluate.arms!.find((x) => x.name === n)!);
+      expect(a.kind).toBe(b.kind);
+      expect({ ...a.train, epsilon: undefined, prototypesPerModality: undefined }).toEqual({ ...b.train });
+    }
     const retina = loadConfig(fixture('experiment-retina.yaml'));
     expect([retina.data, retina.train, retina.evaluate.arms]).toEqual([quick.data, quick.train, quick.evaluate.arms]);
     expect(retina.evaluate.datasets.map((d) => [d.name, fs.existsSync(d.file)])).toEqual([['RetinaMNIST', true], ['AdrenalMNIST3D', true]]);
     // Every contrast names arms of its own config (the experiment refuses one that does not).
-    for (const c of [quick, replicated, freeze, queue, retina]) {
+    for (const c of [quick, replicated, freeze, queue, selection, retina]) {
       const names = c.evaluate.arms!.map((a) => a.name);
       expect(c.evaluate.contrasts.length).toBeGreaterThan(0);
       for (const { arm, against } of c.evaluate.contrasts) expect([names.includes(arm), names.includes(against)]).toEqual([true, true]);
