@@ -1,6 +1,6 @@
 // A whole pre-training run in a folder: resolved config, metrics.jsonl, checkpoints, exported encoder.
 // `resume: true` continues the same run from its checkpoint (same config; batches already trained on are skipped,
-// metrics are appended).
+// metrics are appended, after the events the checkpoint does not cover are cut: see trimToCheckpoint).
 //
 // Data-parallel (`world`, several ranks under MPI): every rank runs this with its own share of the batches; rank 0
 // alone writes the config, metrics.jsonl, checkpoints and the encoder, and every rank reads the checkpoint to resume.
@@ -76,6 +76,7 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
     const last = restored.state.position.last;
     // A finished epoch is not regenerated; an interrupted one is, and its trained batches are skipped.
     startEpoch = last ? (last.step + 1 >= stepsPerEpoch ? last.epoch + 1 : last.epoch) : 0;
+    if (writer) trimToCheckpoint(metricsFile, restored.state.position.step, startEpoch);
   } else if (fs.existsSync(path.join(runDir, 'checkpoint')) || fs.existsSync(metricsFile)) {
     throw new MedsslError('invalid-value', runDir, 'already holds a run: pass --resume to continue it, or choose another --out');
   }
@@ -120,6 +121,31 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
   } finally {
     (trainer as Trainer | undefined)?.dispose();
   }
+}
+
+/**
+ * Cuts metrics.jsonl back to what the checkpoint covers (`steps` done, epochs before `startEpoch` closed): the run
+ * continues from there and emits the later events again, so without the cut a resumed run would list the steps
+ * after the checkpoint twice. A line cut short by a killed process, which the next line would be glued to, goes too.
+ */
+export function trimToCheckpoint(file: string, steps: number, startEpoch: number): void {
+  if (!fs.existsSync(file)) return;
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  const kept = lines.filter((line) => {
+    let e: Partial<MetricsEvent> & { step?: number; epoch?: number };
+    try {
+      e = JSON.parse(line) as typeof e;
+    } catch {
+      return false; // blank, or cut short
+    }
+    if ((e.type === 'step' || e.type === 'alarm') && (e.step ?? 0) >= steps) return false;
+    if (e.type === 'checkpoint' && (e.step ?? 0) > steps) return false;
+    if (e.type === 'epoch' && (e.epoch ?? 0) >= startEpoch) return false;
+    return true;
+  });
+  if (kept.length === lines.filter((l) => l.trim()).length && lines[lines.length - 1] === '') return;
+  fs.writeFileSync(`${file}.tmp`, kept.map((l) => `${l}\n`).join(''));
+  fs.renameSync(`${file}.tmp`, file);
 }
 
 function asObservable(s: BatchSource): Observable<Batch> {

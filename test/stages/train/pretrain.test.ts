@@ -55,6 +55,10 @@ describe('pretrain on real MedMNIST images', () => {
     // Interrupted after the first epoch (the second yields nothing), then resumed.
     const first = await pretrain({ config, runDir: parts, stepsPerEpoch: 3, batches: (e) => (e === 0 ? batches(e) : EMPTY) });
     expect(first.steps).toBe(3);
+    // As if killed after the checkpoint: a step line it does not cover and a line cut short.
+    const file = path.join(parts, 'metrics.jsonl');
+    const beyond = readJsonl<MetricsEvent>(path.join(whole, 'metrics.jsonl')).find((e) => e.type === 'step' && e.step === 3);
+    fs.appendFileSync(file, `${JSON.stringify(beyond)}\n{"type":"step","epo`);
     const second = await pretrain({ config, runDir: parts, stepsPerEpoch: 3, batches, resume: true });
     expect(second.stepsThisRun).toBe(3);
     expect(second.steps).toBe(6);
@@ -65,8 +69,13 @@ describe('pretrain on real MedMNIST images', () => {
     let maxDiff = 0;
     for (let i = 0; i < fa.length; i++) maxDiff = Math.max(maxDiff, Math.abs(fa[i] - fb[i]));
     expect(maxDiff).toBe(0);
-    const steps = readJsonl<MetricsEvent>(path.join(parts, 'metrics.jsonl')).filter((e) => e.type === 'step').map((e) => (e as StepEvent).step);
+    // The resumed metrics hold each step once, as the uninterrupted run's, and every line parses.
+    const events = (dir: string) => readJsonl<MetricsEvent>(path.join(dir, 'metrics.jsonl'));
+    const steps = events(parts).filter((e) => e.type === 'step').map((e) => (e as StepEvent).step);
     expect(steps).toEqual([0, 1, 2, 3, 4, 5]);
+    const losses = (dir: string) => events(dir).filter((e) => e.type === 'step').map((e) => (e as StepEvent).loss);
+    expect(losses(parts)).toEqual(losses(whole));
+    expect(events(parts).map((e) => e.type)).toEqual(events(whole).map((e) => e.type));
     // Interrupted in the middle of an epoch (after step 1 of epoch 0, checkpointed every step): same result.
     const mid = tmp();
     const midConfig = { ...config, train: { ...config.train, checkpointEverySteps: 1 } };
