@@ -2,7 +2,7 @@
 //
 //   node dist/bench/peer-arms.js plan --config C [--arms KIND,KIND]
 //       Prints the runs the comparison needs, one line each: "<arm kind> <replicate>" for every arm of the config the
-//       peer can train (SimCLR; SwAV multi-modal, uni-modal, target modality only; hybrid), replicate "-" for one
+//       peer can train (SimCLR; SwAV multi-modal, uni-modal, target modality only; supervised; hybrid), replicate "-" for one
 //       pre-training, or 0, 1, 2... with evaluate.replicatePretraining (one per evaluation seed, with seed = config
 //       seed + replicate, as medssl's).
 //   node dist/bench/peer-arms.js export --config C --out DIR --arm KIND [--replicate S]
@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { loadConfig } from '../pipeline/core/config.js';
-import { armBatches, armConfig, armSized, armSteps, poolArmData } from '../pipeline/compose/arms.js';
+import { armBatches, armConfig, armData, armSized, armSteps, PER_TARGET } from '../pipeline/compose/arms.js';
 import { labelWidth, openTrainingPool, poolGate } from '../pipeline/compose/batches.js';
 import { MedsslError } from '../pipeline/core/failures.js';
 import type { Config } from '../schemas/config.js';
@@ -32,8 +32,8 @@ import { addEncoderParams, encoderModel, encoderSpec } from '../stages/train/res
 import { Trainer } from '../stages/train/trainer.js';
 import type { io } from '@tensorflow/tfjs';
 
-/** The arms bench/peer-train.py can train: SimCLR, SwAV with one equipartition per batch, and hybrid. */
-const PEER_KINDS = ['simclr', 'swav-multi-modal', 'swav-uni-modal', 'swav-target-modality', 'hybrid'] as const;
+/** The arms bench/peer-train.py can train: SimCLR, SwAV with one equipartition per batch, supervised and hybrid. */
+const PEER_KINDS = ['simclr', 'swav-multi-modal', 'swav-uni-modal', 'swav-target-modality', 'supervised', 'hybrid'] as const;
 type PeerKind = (typeof PEER_KINDS)[number];
 
 const args = process.argv.slice(2);
@@ -80,12 +80,12 @@ async function exportRun(arm: ArmSpec, cfg: Config, dir: string): Promise<void> 
   fs.mkdirSync(dir, { recursive: true });
   const steps = armSteps(cfg, preset.pretrainImages);
   const channels = cfg.normalize.channels;
-  if ((arm.kind === 'swav-target-modality' || arm.kind === 'hybrid') && target.length !== 1) {
+  if (PER_TARGET.has(arm.kind) && target.length !== 1) {
     throw new MedsslError('invalid-value', configFile, `the ${arm.kind} arm pre-trains per evaluation dataset: the peer exports it for exactly one (the config evaluates ${target.length})`);
   }
   // What experimentArms trains the arm on, with the one evaluation target's "other labelled datasets".
   const others = config.evaluate.datasets.filter((d) => d !== target[0]).map((d) => d.file);
-  const data = poolArmData(arm.kind, cfg, { inputs: cfg.data.inputs, cachePath: path.join(root, 'cache'), targetModality: target[0]?.modality ?? '', others });
+  const data = armData(arm, cfg, { inputs: cfg.data.inputs, cachePath: path.join(root, 'cache'), cacheRoot: root, targetModality: target[0]?.modality ?? '', others });
   const pool = await openTrainingPool(cfg, { cachePath: data.cachePath, inputs: data.inputs, progress: process.stderr });
   const numLabels = data.labelled ? labelWidth(pool) : 0;
   const sized = armSized(pool, cfg, steps);

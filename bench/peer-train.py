@@ -1,5 +1,5 @@
-# The PyTorch peer of the main job's self-supervised arms (SimCLR; SwAV multi-modal, uni-modal, target modality
-# only; hybrid): per arm, the same model, the same initial weights, the same crops in the same order, the same objective,
+# The PyTorch peer of the main job's pre-training arms (SimCLR; SwAV multi-modal, uni-modal, target modality only;
+# supervised; hybrid): per arm, the same model, the same initial weights, the same crops in the same order, the same objective,
 # optimizer and schedule, trained by PyTorch; medssl then evaluates the encoder it exports with its own protocols,
 # beside its own run of the arm (scripts/peer-compare.sh runs the whole comparison).
 #
@@ -12,7 +12,8 @@
 # loading medssl's initial parameters (names and layouts of stages/train: convs [k, k, in, out], dense [in, out],
 # prototypes [D, K]), the learning-rate schedule of stages/train/schedule.ts (linear warm-up, then cosine to minLr,
 # set every step), frozen prototypes for the first freezePrototypesSteps, SimCLR's NT-Xent (ntxent-loss.ts), the
-# hybrid's supervised term and lambda schedule (objectives/hybrid.ts, on labels.bin), and the export of every
+# supervised term (objectives/supervised.ts, on labels.bin) alone or in the hybrid with its lambda schedule
+# (objectives/hybrid.ts), and the export of every
 # parameter and moving statistic in medssl's names. Padding is TensorFlow's 'same' ('tf'), so the windows are medssl's.
 import argparse
 import importlib.util
@@ -56,14 +57,16 @@ def medssl_names(model):
                 unit(f's{s + 1}b{b + 1}down', blk.shortcut)
             i += 1
     h = model.head
-    out.append(('head_fc1/kernel', h.fc1.weight, 'dense'))
-    out.append(('head_bn/gamma', h.bn.weight, 'vector'))
-    out.append(('head_bn/beta', h.bn.bias, 'vector'))
-    out.append(('head_bn/moving_mean', h.bn.running_mean, 'vector'))
-    out.append(('head_bn/moving_variance', h.bn.running_var, 'vector'))
-    out.append(('head_fc2/kernel', h.fc2.weight, 'dense'))
-    out.append(('head_fc2/bias', h.fc2.bias, 'vector'))
-    out.append(('prototypes/kernel', model.prototypes.weight, 'dense'))
+    if h is not None:  # the supervised arm has no projection head and no prototypes
+        out.append(('head_fc1/kernel', h.fc1.weight, 'dense'))
+        out.append(('head_bn/gamma', h.bn.weight, 'vector'))
+        out.append(('head_bn/beta', h.bn.bias, 'vector'))
+        out.append(('head_bn/moving_mean', h.bn.running_mean, 'vector'))
+        out.append(('head_bn/moving_variance', h.bn.running_var, 'vector'))
+        out.append(('head_fc2/kernel', h.fc2.weight, 'dense'))
+        out.append(('head_fc2/bias', h.fc2.bias, 'vector'))
+    if model.prototypes is not None:
+        out.append(('prototypes/kernel', model.prototypes.weight, 'dense'))
     if getattr(model, 'classifier', None) is not None:
         out.append(('classifier/kernel', model.classifier.weight, 'dense'))
         out.append(('classifier/bias', model.classifier.bias, 'vector'))
@@ -152,18 +155,21 @@ def main():
     one_per_batch = t['clustering'] == 'multi-modal' or (recipe.get('equipartition') == 'batch' and not t['prototypesPerModality'])
     if objective in ('swav', 'hybrid') and (not one_per_batch or t['queue']['length'] != 0):
         sys.exit('peer-train: the peer runs swav with one equipartition per batch (multi-modal, or uni-modal over pure batches), shared prototypes, no queue')
-    if objective not in ('swav', 'simclr', 'hybrid'):
-        sys.exit(f'peer-train: the peer runs the swav, simclr and hybrid objectives, not {objective}')
+    if objective not in ('swav', 'simclr', 'supervised', 'hybrid'):
+        sys.exit(f'peer-train: the peer runs the swav, simclr, supervised and hybrid objectives, not {objective}')
     if t['optimizer']['name'] not in ('lars', 'sgd'):
         sys.exit('peer-train: the peer implements lars and sgd')
     model_cfg = {**recipe['model'], 'stem': recipe['spec']['stem']}
     model = peer.SwAV(model_cfg, recipe['channels'], padding_mode='tf')
     num_labels = recipe.get('numLabels', 0)
-    if objective == 'hybrid':
+    if objective in ('supervised', 'hybrid'):
         # heads.ts addClassifierParams: a linear classifier on the pooled features (its init comes from init.bin).
         model.classifier = torch.nn.Linear(recipe['spec']['featureDim'], num_labels)
         labels_file = np.memmap(os.path.join(args.data, 'labels.bin'), dtype=np.uint8, mode='r')
         label_bytes = recipe['batchSize'] * (4 * num_labels + 1)
+    if objective == 'supervised':
+        # objectives/supervised.ts has no projection head and no prototypes: the model is the encoder and classifier.
+        model.head, model.prototypes = None, None
     load_params(model, os.path.join(args.data, 'init'))
     model.train()
     opt = peer.make_optimizer(model, t['optimizer'])
@@ -187,7 +193,18 @@ def main():
             tensors.append(x)
             o += n
         opt.zero_grad(set_to_none=True)
-        if objective == 'simclr':
+        globals_ = sum(1 for v in views if v['kind'] == 'global')
+        if objective in ('supervised', 'hybrid'):
+            raw = np.array(labels_file[step * label_bytes:(step + 1) * label_bytes])
+            y = torch.from_numpy(raw[:4 * b * num_labels].view('<f4').reshape(b, num_labels).copy())
+            m = torch.from_numpy(raw[4 * b * num_labels:].astype(np.float32))
+        if objective == 'supervised':
+            # objectives/supervised.ts: the global crops only, through the encoder as one batch (one resolution), the
+            # classifier's sigmoid cross-entropy on their pooled features over the labelled rows.
+            g = [x for x, v in zip(tensors, views) if v['kind'] == 'global']
+            logits = model.classifier(model.encoder(torch.cat(g).contiguous()))
+            loss = sigmoid_cross_entropy(logits, y.repeat(globals_, 1), m.repeat(globals_))
+        elif objective == 'simclr':
             # objectives/simclr.ts: the first two global crops, through the encoder as one [2B] batch (one
             # resolution), their projections into NT-Xent; local crops are not forwarded.
             g = [x for x, v in zip(tensors, views) if v['kind'] == 'global'][:2]
@@ -202,18 +219,15 @@ def main():
             if objective == 'hybrid':
                 # objectives/hybrid.ts: L_sup + lambda L_SwAV, L_sup on the global crops' pooled features (the first
                 # resolution's rows), over the labelled rows of the batch.
-                raw = np.array(labels_file[step * label_bytes:(step + 1) * label_bytes])
-                y = torch.from_numpy(raw[:4 * b * num_labels].view('<f4').reshape(b, num_labels).copy())
-                m = torch.from_numpy(raw[4 * b * num_labels:].astype(np.float32))
-                globals_ = sum(1 for v in views if v['kind'] == 'global')
                 logits = model.classifier(feats[0][:globals_ * b])
                 sup = sigmoid_cross_entropy(logits, y.repeat(globals_, 1), m.repeat(globals_))
                 loss = sup + lambda_at(t, step) * loss
         loss.backward()
-        if step < freeze:
+        if step < freeze and model.prototypes is not None:
             model.prototypes.weight.grad = None
         opt.step()
-        model.normalize_prototypes()
+        if model.prototypes is not None:
+            model.normalize_prototypes()
         losses.append(loss.item())
         if step % 50 == 0 or step == steps - 1:
             print(f'peer-train: step {step + 1}/{steps}, loss {losses[-1]:.4f}, {(step + 1) * b / (time.time() - t0):.0f} images/s', file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# medssl beside PyTorch at the same budget: every self-supervised arm of the config that the peer trains (SimCLR;
-# SwAV multi-modal, uni-modal, target modality only; hybrid) is trained twice on the same crops from the same initial
-# weights, once by medssl and once by PyTorch (bench/peer-train.py, the model code of bench/train-peer.py), and every
+# medssl beside PyTorch at the same budget: every pre-training arm of the config that the peer trains (SimCLR; SwAV
+# multi-modal, uni-modal, target modality only; supervised; hybrid) is trained twice on the same crops from the same
+# initial weights, once by medssl and once by PyTorch (bench/peer-train.py, the model code of bench/train-peer.py), and every
 # encoder is evaluated by medssl's protocols against no pre-training, and medssl's against the peer's. With
 # evaluate.replicatePretraining (fixtures/experiment-replicated.yaml) both sides pre-train once per evaluation seed.
 #

@@ -156,8 +156,6 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
     return pool;
   };
   let calibration: Promise<Float32Array> | undefined;
-  const names = sourceNames(config, []);
-  const fileName = (f: string) => names.component(path.basename(f));
   return trainerArms<ArmData>({
     loadEncoder,
     buildEncoder: (shape, seed) => freshEncoder(config, shape[2], seed),
@@ -188,12 +186,7 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
     },
     batchesFor(arm, _armConfig, ctx): ArmData {
       const others = ctx.otherLabelled.map((d) => d.file).filter((f): f is string => !!f);
-      if (arm.kind === 'supervised') {
-        if (others.length === 0) throw new MedsslError('invalid-value', arm.name, 'needs a second labelled dataset to pre-train on: add another entry to evaluate.datasets (it pre-trains on one and is evaluated on the other)');
-        const cachePath = path.join(opts.cacheRoot, `labelled-${others.map(fileName).join('+')}`);
-        return { inputs: others, cachePath, labelled: () => true };
-      }
-      return poolArmData(arm.kind, config, { inputs: ctx.pool, cachePath: poolCache, targetModality: ctx.target.modality, others });
+      return armData(arm, config, { inputs: ctx.pool, cachePath: poolCache, cacheRoot: opts.cacheRoot, targetModality: ctx.target.modality, others });
     },
     async pretrain({ config: armConfig, batches: data, runDir, steps }) {
       const pool = await openPool(data, armConfig);
@@ -216,14 +209,20 @@ export function experimentArms(config: Config, opts: { cacheRoot: string; progre
 }
 
 /**
- * What an arm that pre-trains on the pool sees (every kind but 'supervised'): the pool; for 'swav-target-modality'
- * only the target modality's images; for 'hybrid' the labels of the other labelled datasets' images. The trainer
- * (experimentArms) and the PyTorch peer's export (bench/peer-arms.ts) both take it from here.
+ * What an arm pre-trains on: the pool; for 'swav-target-modality' only the target modality's images; for 'hybrid' the
+ * pool with the labels of the other labelled datasets' images; for 'supervised' the other labelled datasets' train
+ * splits alone, with their labels, cached apart under `cacheRoot`. The trainer (experimentArms) and the PyTorch peer's
+ * export (bench/peer-arms.ts) both take it from here.
  */
-export function poolArmData(kind: ArmSpec['kind'], config: Config, opts: { inputs: string[]; cachePath: string; targetModality: string; others: string[] }): ArmData {
+export function armData(arm: Pick<ArmSpec, 'kind' | 'name'>, config: Config, opts: { inputs: string[]; cachePath: string; cacheRoot: string; targetModality: string; others: string[] }): ArmData {
   const pool = { inputs: opts.inputs, cachePath: opts.cachePath };
-  if (kind === 'swav-target-modality') return { ...pool, modality: poolModalities(opts.targetModality) };
-  return kind === 'hybrid' ? { ...pool, labelled: labelledFrom(config, opts.others) } : pool;
+  if (arm.kind === 'supervised') {
+    if (opts.others.length === 0) throw new MedsslError('invalid-value', arm.name, 'needs a second labelled dataset to pre-train on: add another entry to evaluate.datasets (it pre-trains on one and is evaluated on the other)');
+    const names = sourceNames(config, []);
+    return { inputs: opts.others, cachePath: path.join(opts.cacheRoot, `labelled-${opts.others.map((f) => names.component(path.basename(f))).join('+')}`), labelled: () => true };
+  }
+  if (arm.kind === 'swav-target-modality') return { ...pool, modality: poolModalities(opts.targetModality) };
+  return arm.kind === 'hybrid' ? { ...pool, labelled: labelledFrom(config, opts.others) } : pool;
 }
 
 /**
