@@ -105,11 +105,15 @@ describe('config files', () => {
       expect(a.kind).toBe(b.kind);
       expect({ ...a.train, epsilon: undefined, prototypesPerModality: undefined }).toEqual({ ...b.train });
     }
+    // The run on the test set takes its arms from the selection as they were, and scores the test split.
+    const selected = loadConfig(path.join(fixture('..'), 'examples', 'ablations', 'recipe-selected.yaml'));
+    expect([selected.data, selected.train, selected.evaluate.replicatePretraining, selected.evaluate.scoreOn]).toEqual([quick.data, quick.train, true, 'test']);
+    for (const a of selected.evaluate.arms!) expect(selection.evaluate.arms!.find((b) => b.name === a.name)).toEqual(a);
     const retina = loadConfig(fixture('experiment-retina.yaml'));
     expect([retina.data, retina.train, retina.evaluate.arms]).toEqual([quick.data, quick.train, quick.evaluate.arms]);
     expect(retina.evaluate.datasets.map((d) => [d.name, fs.existsSync(d.file)])).toEqual([['RetinaMNIST', true], ['AdrenalMNIST3D', true]]);
     // Every contrast names arms of its own config (the experiment refuses one that does not).
-    for (const c of [quick, replicated, freeze, queue, selection, retina]) {
+    for (const c of [quick, replicated, freeze, queue, selection, selected, retina]) {
       const names = c.evaluate.arms!.map((a) => a.name);
       expect(c.evaluate.contrasts.length).toBeGreaterThan(0);
       for (const { arm, against } of c.evaluate.contrasts) expect([names.includes(arm), names.includes(against)]).toEqual([true, true]);
