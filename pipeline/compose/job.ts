@@ -190,7 +190,8 @@ export function experimentSummary(doc: ResultsDocument): string {
       }
     }
   }
-  lines.push(`p: paired DeLong test against no pre-training (same test set, label subsets and seeds); n.d.: no difference (p >= ${ALPHA})`);
+  const split = doc.datasets.some((d) => scoredSplit(d) === 'validation') ? 'validation' : 'test';
+  lines.push(`p: paired DeLong test against no pre-training (same ${split} set, label subsets and seeds); n.d.: no difference (p >= ${ALPHA})`);
   for (const s of doc.skipped) lines.push(`skipped ${s.name} (${s.dataset}): ${s.reason}`);
   return `${lines.join('\n')}\n`;
 }

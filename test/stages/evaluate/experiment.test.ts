@@ -267,6 +267,7 @@ describe('runExperiment + reports', () => {
     expect(md).toContain('Scored on the validation split, for choosing a recipe: the test set was not used.');
     expect(md).toContain('scored on the validation split, 40 images; probes select on 40 held out of train; train 80');
     expect(experimentSummary(doc)).toContain('validation AUC at 100% labels');
+    expect(experimentSummary(doc)).toContain('(same validation set, label subsets and seeds)');
   });
 
   it('is deterministic: the same plan gives the same numbers', async () => {
