@@ -14,7 +14,7 @@ import { runPaths } from '../core/privacy.js';
 import { packageVersion } from '../core/version.js';
 import type { EvalRecord, Preset } from '../../stages/evaluate/experiment.js';
 import type { ResultsDocument } from '../../stages/evaluate/report.js';
-import { ALPHA, formatP, scoredSplit } from '../../stages/evaluate/report.js';
+import { ALPHA, formatP, scoredSplit, scoredSplitOf } from '../../stages/evaluate/report.js';
 
 export interface ExperimentJobOptions {
   out: string;
@@ -190,8 +190,7 @@ export function experimentSummary(doc: ResultsDocument): string {
       }
     }
   }
-  const split = doc.datasets.some((d) => scoredSplit(d) === 'validation') ? 'validation' : 'test';
-  lines.push(`p: paired DeLong test against no pre-training (same ${split} set, label subsets and seeds); n.d.: no difference (p >= ${ALPHA})`);
+  lines.push(`p: paired DeLong test against no pre-training (same ${scoredSplitOf(doc)} set, label subsets and seeds); n.d.: no difference (p >= ${ALPHA})`);
   for (const s of doc.skipped) lines.push(`skipped ${s.name} (${s.dataset}): ${s.reason}`);
   return `${lines.join('\n')}\n`;
 }

@@ -157,10 +157,10 @@ export function forRecipeSelection(ds: LabelledDataset, seed: number): LabelledD
   if (ds.val.n === 0 || n < 2) throw new MedsslError('unsupported', ds.file ?? ds.name, `scoring on the validation split needs a validation split and a training split (${n}/${ds.val.n} images)`);
   const f = Math.min(0.5, ds.val.n / n);
   const held = labelFractions(ds.train.labels, { fractions: [f], seed, tasks: ds.train.labels.length / n, patients: ds.train.patients, purpose: 'selection-hold-out' }).get(f)!;
-  const out = new Uint8Array(n);
-  for (const i of held) out[i] = 1;
+  const isHeld = new Uint8Array(n);
+  for (const i of held) isHeld[i] = 1;
   const rest: number[] = [];
-  for (let i = 0; i < n; i++) if (!out[i]) rest.push(i);
+  for (let i = 0; i < n; i++) if (!isHeld[i]) rest.push(i);
   return { ...ds, train: subset(ds.train, rest), val: subset(ds.train, held), test: ds.val };
 }
 

@@ -130,7 +130,9 @@ const sizesText = (d: DatasetResult) => scoredSplit(d) === 'validation'
   ? `scored on the validation split, ${d.sizes.test} images; probes select on ${d.sizes.val} held out of train; train ${d.sizes.train}`
   : `train/val/test ${d.sizes.train}/${d.sizes.val}/${d.sizes.test}`;
 const SELECTION = 'Scored on the validation split, for choosing a recipe: the test set was not used.';
-const selecting = (doc: ResultsDocument) => doc.datasets.some((d) => scoredSplit(d) === 'validation');
+/** The split a whole document's AUCs are of: 'validation' when any dataset was scored on it. */
+export const scoredSplitOf = (doc: ResultsDocument): 'test' | 'validation' => (doc.datasets.some((d) => scoredSplit(d) === 'validation') ? 'validation' : 'test');
+const selecting = (doc: ResultsDocument) => scoredSplitOf(doc) === 'validation';
 
 export function renderMarkdown(doc: ResultsDocument): string {
   const out: string[] = [];

@@ -130,8 +130,8 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
  */
 export function trimToCheckpoint(file: string, steps: number, startEpoch: number): void {
   if (!fs.existsSync(file)) return;
-  const lines = fs.readFileSync(file, 'utf8').split('\n');
-  const kept = lines.filter((line) => {
+  const text = fs.readFileSync(file, 'utf8');
+  const kept = text.split('\n').filter((line) => {
     let e: Partial<MetricsEvent> & { step?: number; epoch?: number };
     try {
       e = JSON.parse(line) as typeof e;
@@ -143,8 +143,9 @@ export function trimToCheckpoint(file: string, steps: number, startEpoch: number
     if (e.type === 'epoch' && (e.epoch ?? 0) >= startEpoch) return false;
     return true;
   });
-  if (kept.length === lines.filter((l) => l.trim()).length && lines[lines.length - 1] === '') return;
-  fs.writeFileSync(`${file}.tmp`, kept.map((l) => `${l}\n`).join(''));
+  const trimmed = kept.map((l) => `${l}\n`).join('');
+  if (trimmed === text) return;
+  fs.writeFileSync(`${file}.tmp`, trimmed);
   fs.renameSync(`${file}.tmp`, file);
 }
 
