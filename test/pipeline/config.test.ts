@@ -109,11 +109,21 @@ describe('config files', () => {
     const selected = loadConfig(path.join(fixture('..'), 'examples', 'ablations', 'recipe-selected.yaml'));
     expect([selected.data, selected.train, selected.evaluate.replicatePretraining, selected.evaluate.scoreOn]).toEqual([quick.data, quick.train, true, 'test']);
     for (const a of selected.evaluate.arms!) expect(selection.evaluate.arms!.find((b) => b.name === a.name)).toEqual(a);
+    // So does the target modality's epsilon run, and its peer config runs a subset of those arms.
+    const target = loadConfig(path.join(fixture('..'), 'examples', 'ablations', 'target-modality-epsilon.yaml'));
+    expect([target.data, target.train, target.evaluate.replicatePretraining, target.evaluate.scoreOn]).toEqual([quick.data, quick.train, true, 'test']);
+    for (const a of target.evaluate.arms!) expect(selection.evaluate.arms!.find((b) => b.name === a.name)).toEqual(a);
+    for (const peer of ['recipe-selected-peer.yaml', 'target-modality-epsilon-peer.yaml']) {
+      const c = loadConfig(path.join(fixture('..'), 'examples', 'ablations', peer));
+      const base = peer.startsWith('target') ? target : selected;
+      expect([c.data, c.train, c.evaluate.replicatePretraining]).toEqual([quick.data, quick.train, true]);
+      for (const a of c.evaluate.arms!) expect(base.evaluate.arms!.find((b) => b.name === a.name)).toEqual(a);
+    }
     const retina = loadConfig(fixture('experiment-retina.yaml'));
     expect([retina.data, retina.train, retina.evaluate.arms]).toEqual([quick.data, quick.train, quick.evaluate.arms]);
     expect(retina.evaluate.datasets.map((d) => [d.name, fs.existsSync(d.file)])).toEqual([['RetinaMNIST', true], ['AdrenalMNIST3D', true]]);
     // Every contrast names arms of its own config (the experiment refuses one that does not).
-    for (const c of [quick, replicated, freeze, queue, selection, selected, retina]) {
+    for (const c of [quick, replicated, freeze, queue, selection, selected, target, retina]) {
       const names = c.evaluate.arms!.map((a) => a.name);
       expect(c.evaluate.contrasts.length).toBeGreaterThan(0);
       for (const { arm, against } of c.evaluate.contrasts) expect([names.includes(arm), names.includes(against)]).toEqual([true, true]);
