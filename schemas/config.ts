@@ -175,6 +175,13 @@ export const AlarmConfig = z.strictObject({
   lossTolerance: z.number().nonnegative().default(0.01),
   /** ...or when the mean prototype usage is below this fraction. */
   minPrototypeUsage: z.number().min(0).max(1).default(0.05),
+  /**
+   * 'uniform-codes' (at most once per epoch) when the mean code entropy is above this fraction of ln K while the loss
+   * is not at ln K: the Sinkhorn codes are close to uniform, so swapped prediction has little to learn. On the bundled
+   * pool (window means after step 50), the SwAV arms that gained nothing stayed above 0.88 of ln K, and those that
+   * gained below 0.79 (README, Replicated pre-training).
+   */
+  maxCodeEntropy: z.number().min(0).max(1).default(0.85),
 }).prefault({});
 
 export const TrainConfig = z.strictObject({

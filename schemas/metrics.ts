@@ -44,7 +44,7 @@ export const AlarmEvent = z.object({
   ...base,
   type: z.literal('alarm'),
   step: z.number().int().nonnegative(),
-  kind: z.enum(['collapse', 'nan', 'stall']),
+  kind: z.enum(['collapse', 'uniform-codes', 'nan', 'stall']),
   message: z.string(),
 });
 export type AlarmEvent = z.infer<typeof AlarmEvent>;

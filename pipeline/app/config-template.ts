@@ -92,7 +92,7 @@ train:
   checkpointEverySteps: 0     # 0 = at the end of every epoch
   highWaterMark: 2            # batches the trainer may have waiting
   syncBatchNorm: true         # data-parallel (mpirun / srun): batch-norm statistics over every rank's rows
-  alarm: { afterSteps: 50, window: 20, lossTolerance: 0.01, minPrototypeUsage: 0.05 }   # collapse alarm
+  alarm: { afterSteps: 50, window: 20, lossTolerance: 0.01, minPrototypeUsage: 0.05, maxCodeEntropy: 0.85 }   # collapse and uniform-codes alarms
 
 evaluate:                     # stages/evaluate/README.md
   fractions: [1, 0.5, 0.25, 0.1]   # label fractions

@@ -10,6 +10,7 @@
 import { MedsslError } from '../core/failures.js';
 import { parseConfig, type Config } from '../../schemas/config.js';
 import type { Encoder } from '../../schemas/encoder.js';
+import type { AlarmEvent } from '../../schemas/metrics.js';
 import type { ArmContext, ArmProvider, ArmSpec } from '../../stages/evaluate/experiment.js';
 import path from 'node:path';
 import type { NormalizedImage } from '../../schemas/records.js';
@@ -30,8 +31,8 @@ import { addEncoderParams, encoderModel, encoderSpec } from '../../stages/train/
  * is what an arm pre-trains on, as `batchesFor` describes it and `pretrain` receives it.
  */
 export interface TrainerDeps<Data> {
-  /** stages/train: pre-trains and writes the run (checkpoints, encoder) under runDir; the optimizer steps it ran. */
-  pretrain(args: { config: Config; batches: Data; runDir: string; resume: boolean; steps: number }): Promise<{ steps: number }>;
+  /** stages/train: pre-trains and writes the run (checkpoints, encoder) under runDir; the optimizer steps it ran and its alarms. */
+  pretrain(args: { config: Config; batches: Data; runDir: string; resume: boolean; steps: number }): Promise<{ steps: number; alarms?: readonly AlarmEvent[] }>;
   /** stages/train: the encoder of a finished run, [N, H, W, C] -> [N, D]. */
   loadEncoder(runDir: string): Promise<Encoder>;
   /**
@@ -83,6 +84,7 @@ export function trainerArms<Data>(deps: TrainerDeps<Data>): ArmProvider {
         run = deps.pretrain({ config, batches: deps.batchesFor(arm, config, ctx), runDir, resume: false, steps }).then((r) => {
           // Equal compute is the table's premise: an arm whose data ran out before its steps is not compared.
           if (r.steps < steps) throw new MedsslError('invalid-value', runDir, `pre-trained ${r.steps} of its ${steps} steps: its batches ran out (the arms would not have seen the same images)`);
+          for (const line of alarmSummary(r.alarms ?? [])) ctx.log(`arm "${arm.name}": ${line}`);
           return runDir;
         });
         runs.set(runDir, run);
@@ -90,6 +92,13 @@ export function trainerArms<Data>(deps: TrainerDeps<Data>): ArmProvider {
       return deps.loadEncoder(await run);
     },
   };
+}
+
+/** One line per alarm kind of a run: how often it fired, and its first message (the run's metrics.jsonl has them all). */
+export function alarmSummary(alarms: readonly AlarmEvent[]): string[] {
+  const byKind = new Map<string, AlarmEvent[]>();
+  for (const a of alarms) byKind.set(a.kind, [...(byKind.get(a.kind) ?? []), a]);
+  return [...byKind].map(([kind, [first, ...rest]]) => `alarm (${kind}) ${rest.length + 1} time(s), first at step ${first.step}: ${first.message}`);
 }
 
 /** Where an arm's run lives: one folder per arm, and per target for the PER_TARGET kinds. */

@@ -146,12 +146,16 @@ class EpochTally {
 /**
  * The collapse alarm. SwAV collapses when every sample gets the same embedding: the codes are then uniform and the
  * swapped-prediction loss sits at ln K, and few prototypes ever win a sample. Both are judged on a moving window
- * after `alarm.afterSteps`, and an alarm is raised at most once per window.
+ * after `alarm.afterSteps`, and an alarm is raised at most once per window. Short of collapse, the codes can stay
+ * close to uniform (Sinkhorn's epsilon too soft for the batch's scores, as for a batch of one modality): then a
+ * 'uniform-codes' alarm, at most once per epoch.
  */
 export class CollapseWatch {
   private losses: number[] = [];
   private usages: number[] = [];
+  private entropies: number[] = [];
   private quietUntil = 0;
+  private uniformEpoch = -1;
   /** Only an objective with prototypes can collapse this way. */
   private readonly clusters: boolean;
   constructor(private readonly config: Config) {
@@ -164,15 +168,24 @@ export class CollapseWatch {
     const a = t.alarm;
     this.losses.push(e.sslLoss ?? e.loss);
     if (e.prototypeUsage !== undefined) this.usages.push(e.prototypeUsage);
-    if (this.losses.length > a.window) this.losses.shift();
-    if (this.usages.length > a.window) this.usages.shift();
+    if (e.codeEntropy !== undefined) this.entropies.push(e.codeEntropy);
+    for (const xs of [this.losses, this.usages, this.entropies]) if (xs.length > a.window) xs.shift();
     if (e.step < a.afterSteps || this.losses.length < a.window || e.step < this.quietUntil) return null;
     const lnK = Math.log(this.config.model.prototypes);
-    const meanLoss = this.losses.reduce((s, x) => s + x, 0) / this.losses.length;
-    const meanUsage = this.usages.length ? this.usages.reduce((s, x) => s + x, 0) / this.usages.length : 1;
+    const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+    const meanLoss = mean(this.losses);
+    const meanUsage = this.usages.length ? mean(this.usages) : 1;
     const stuck = Math.abs(meanLoss - lnK) <= a.lossTolerance * lnK;
     const unused = meanUsage < a.minPrototypeUsage;
-    if (!stuck && !unused) return null;
+    if (!stuck && !unused) {
+      const entropy = this.entropies.length === a.window ? mean(this.entropies) : 0;
+      if (entropy <= a.maxCodeEntropy * lnK || e.epoch === this.uniformEpoch) return null;
+      this.uniformEpoch = e.epoch;
+      return {
+        type: 'alarm', step: e.step, kind: 'uniform-codes',
+        message: `codes close to uniform: mean code entropy ${entropy.toFixed(3)} nats over ${a.window} steps is ${(entropy / lnK).toFixed(2)} of ln K = ${lnK.toFixed(4)} (above ${a.maxCodeEntropy}), so swapped prediction has little to learn; a smaller train.epsilon sharpens the codes`,
+      };
+    }
     this.quietUntil = e.step + a.window;
     const why = [
       ...(stuck ? [`mean loss ${meanLoss.toFixed(4)} over ${a.window} steps is within ${a.lossTolerance * 100}% of ln K = ${lnK.toFixed(4)}`] : []),

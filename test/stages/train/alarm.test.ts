@@ -3,8 +3,9 @@ import type { StepEvent } from '../../../schemas/metrics.js';
 import { CollapseWatch } from '../../../stages/train/train.js';
 import { tinyConfig } from './helpers.js';
 
-const step = (i: number, loss: number, usage: number): StepEvent => ({
-  type: 'step', epoch: 0, step: i, loss, lr: 0.1, prototypeUsage: usage, stepTimeMs: 1, imagesPerSec: 1, waitFraction: 0,
+const step = (i: number, loss: number, usage: number, codeEntropy?: number, epoch = 0): StepEvent => ({
+  type: 'step', epoch, step: i, loss, lr: 0.1, prototypeUsage: usage, stepTimeMs: 1, imagesPerSec: 1, waitFraction: 0,
+  ...(codeEntropy !== undefined ? { codeEntropy } : {}),
 });
 
 describe('collapse alarm', () => {
@@ -24,6 +25,23 @@ describe('collapse alarm', () => {
     expect(fired[0]?.message).toMatch(/prototype usage/);
     const healthy = new CollapseWatch(config);
     expect(Array.from({ length: 40 }, (_, i) => healthy.observe(step(i, lnK * 0.6, 0.7))).filter(Boolean)).toHaveLength(0);
+  });
+
+  it('says when the codes stay close to uniform short of collapse, once per epoch, and not for sharp codes', () => {
+    // 0.85 of ln K by default: ten steps per epoch, codes at 0.93 of ln K and a loss well below it.
+    const run = (entropy: number) => {
+      const watch = new CollapseWatch(config);
+      return Array.from({ length: 40 }, (_, i) => watch.observe(step(i, lnK * 0.9, 0.5, entropy * lnK, Math.floor(i / 10)))).flatMap((a, i) => (a ? [{ i, a }] : []));
+    };
+    const uniform = run(0.93);
+    expect(uniform.map(({ i }) => i)).toEqual([10, 20, 30]); // from afterSteps, then the first step of each epoch
+    expect(uniform[0].a.kind).toBe('uniform-codes');
+    expect(uniform[0].a.message).toMatch(/0\.93 of ln K.*smaller train\.epsilon/);
+    expect(run(0.8)).toEqual([]);
+    // A loss at ln K is collapse, which the uniform codes are part of: one alarm, of that kind.
+    const collapsed = new CollapseWatch(config);
+    const kinds = Array.from({ length: 12 }, (_, i) => collapsed.observe(step(i, lnK, 0.5, lnK))).flatMap((a) => (a ? [a.kind] : []));
+    expect(kinds).toEqual(['collapse']);
   });
 
   it('does not judge objectives without prototypes', () => {
