@@ -55,6 +55,7 @@ export { train, CollapseWatch, type TrainOptions } from '../stages/train/train.j
 export { Trainer, modalityGroups, type StepResult, type TrainerPosition, type TrainerOptions } from '../stages/train/trainer.js';
 export { syncBatchNorm, distributedCodes, gatherRows } from '../stages/train/distributed.js';
 export { pretrain, type PretrainOptions, type PretrainResult } from '../stages/train/pretrain.js';
+export { summarizeRun, readRunSummary, SUMMARY_WINDOW } from '../stages/train/summary.js';
 export { loadEncoder, exportEncoder, saveCheckpoint, loadCheckpoint } from '../stages/train/checkpoint.js';
 export { encoderSpec, encoderModel, type EncoderSpec } from '../stages/train/resnet.js';
 export { learningRate, lambdaAt } from '../stages/train/schedule.js';

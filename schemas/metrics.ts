@@ -75,5 +75,23 @@ export const EvalEvent = z.object({
 });
 export type EvalEvent = z.infer<typeof EvalEvent>;
 
+/**
+ * A pre-training run in a few numbers (stages/train/summary.ts), for the reports: the loss at its start and end and,
+ * for the objectives with prototypes, how close the codes stayed to uniform and how many prototypes won a sample.
+ */
+export const TrainingSummary = z.object({
+  steps: z.number().int().nonnegative(),
+  /** Mean loss over the first and over the last `window` steps. */
+  loss: z.tuple([z.number(), z.number()]),
+  window: z.number().int().positive(),
+  /** Mean code entropy over the last `window` steps, as a fraction of ln K (1: uniform codes). */
+  codeEntropy: z.number().optional(),
+  /** Mean prototype usage over the last `window` steps. */
+  prototypeUsage: z.number().optional(),
+  /** Alarms raised, by kind. */
+  alarms: z.record(z.string(), z.number().int().positive()),
+});
+export type TrainingSummary = z.infer<typeof TrainingSummary>;
+
 export const MetricsEvent = z.discriminatedUnion('type', [StepEvent, EpochEvent, AlarmEvent, CheckpointEvent, EvalEvent]);
 export type MetricsEvent = z.infer<typeof MetricsEvent>;

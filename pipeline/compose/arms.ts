@@ -10,7 +10,7 @@
 import { MedsslError } from '../core/failures.js';
 import { parseConfig, type Config } from '../../schemas/config.js';
 import type { Encoder } from '../../schemas/encoder.js';
-import type { AlarmEvent } from '../../schemas/metrics.js';
+import type { AlarmEvent, TrainingSummary } from '../../schemas/metrics.js';
 import type { ArmContext, ArmProvider, ArmSpec } from '../../stages/evaluate/experiment.js';
 import path from 'node:path';
 import type { NormalizedImage } from '../../schemas/records.js';
@@ -31,8 +31,8 @@ import { addEncoderParams, encoderModel, encoderSpec } from '../../stages/train/
  * is what an arm pre-trains on, as `batchesFor` describes it and `pretrain` receives it.
  */
 export interface TrainerDeps<Data> {
-  /** stages/train: pre-trains and writes the run (checkpoints, encoder) under runDir; the optimizer steps it ran and its alarms. */
-  pretrain(args: { config: Config; batches: Data; runDir: string; resume: boolean; steps: number }): Promise<{ steps: number; alarms?: readonly AlarmEvent[] }>;
+  /** stages/train: pre-trains and writes the run (checkpoints, encoder) under runDir; its optimizer steps, alarms and summary. */
+  pretrain(args: { config: Config; batches: Data; runDir: string; resume: boolean; steps: number }): Promise<{ steps: number; alarms?: readonly AlarmEvent[]; summary?: TrainingSummary | null }>;
   /** stages/train: the encoder of a finished run, [N, H, W, C] -> [N, D]. */
   loadEncoder(runDir: string): Promise<Encoder>;
   /**
@@ -62,9 +62,11 @@ export const PER_TARGET: ReadonlySet<string> = new Set(['supervised', 'hybrid', 
  */
 export function trainerArms<Data>(deps: TrainerDeps<Data>): ArmProvider {
   const runs = new Map<string, Promise<string>>();
+  const summaries = new Map<string, TrainingSummary>();
   const build = deps.buildEncoder;
   return {
     initEncoder: (ctx, seed) => build(ctx.inputShape, seed),
+    trainingSummary: (arm, ctx) => summaries.get(armRunDir(arm, ctx)),
     cacheKeys: deps.cacheKeys,
     ...(deps.calibrationImages ? { calibrationImages: deps.calibrationImages } : {}),
     async pretrainArm(arm, ctx) {
@@ -85,6 +87,7 @@ export function trainerArms<Data>(deps: TrainerDeps<Data>): ArmProvider {
           // Equal compute is the table's premise: an arm whose data ran out before its steps is not compared.
           if (r.steps < steps) throw new MedsslError('invalid-value', runDir, `pre-trained ${r.steps} of its ${steps} steps: its batches ran out (the arms would not have seen the same images)`);
           for (const line of alarmSummary(r.alarms ?? [])) ctx.log(`arm "${arm.name}": ${line}`);
+          if (r.summary) summaries.set(runDir, r.summary);
           return runDir;
         });
         runs.set(runDir, run);

@@ -10,6 +10,7 @@ import { combinePaired, combineSeeds, pairedAuc, type AucResult, type PairedAuc 
 import { forRecipeSelection, loadMedmnist, mapImages, resizeDataset, subset, withChannels, type LabelledDataset } from './datasets.js';
 import { DEFAULT_GRID, describePerturbation, perturb, type Perturbation } from './perturb.js';
 import type { Encoder } from '../../schemas/encoder.js';
+import type { TrainingSummary } from '../../schemas/metrics.js';
 import { cloneEncoder, extractFeatures, finetune, knnProbe, linearProbe, recalibrateBatchNorm, selectRows, type CurvePoint, type FeatureSet, type ProtocolResult } from './protocols.js';
 import { labelFractions } from './splits.js';
 import { aucWithCi } from './auc.js';
@@ -175,6 +176,8 @@ export interface ArmProvider {
    * re-estimates a fresh encoder's batch-norm statistics. Absent: the target's training images (labels unused).
    */
   calibrationImages?(ctx: ArmContext): Promise<Float32Array>;
+  /** How the arm's pre-training run for `ctx` went (after pretrainArm), for the reports; absent: not known. */
+  trainingSummary?(arm: ArmSpec, ctx: ArmContext): TrainingSummary | undefined;
 }
 
 /** Arms that do not pre-train: fresh encoders per evaluation seed. */
@@ -241,6 +244,8 @@ export interface ArmResult {
   curves: CurveResult[];
   convergence?: ConvergenceResult;
   robustness?: RobustnessResult;
+  /** Each pre-training run of the arm in a few numbers (with replicatePretraining, one per evaluation seed). */
+  training?: Array<TrainingSummary & { seed?: number }>;
 }
 
 /** One arm against another (evaluate.contrasts): per protocol and fraction, as `vsNone`. */
@@ -306,8 +311,9 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
       if (!UNTRAINED_KINDS.has(arm.kind)) log(`[${ds.name}] arm "${arm.name}": pre-training (${plan.preset.pretrainImages} images)`);
       const t0 = Date.now();
       let encoders: Map<number, Encoder> | null;
+      let training: ArmResult['training'];
       try {
-        encoders = await pretrainReplicates(arm, ctx, plan, provider);
+        ({ encoders, training } = await pretrainReplicates(arm, ctx, plan, provider));
       } catch (e) {
         const reason = (e as Error).message;
         log(`[${ds.name}] arm "${arm.name}": skipped (${reason})`);
@@ -318,6 +324,7 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
       const { result, testScores } = await evaluateArm(arm, encoders, ds, ctx, plan, provider);
       scores.set(result, testScores);
       result.seconds = { ...result.seconds, pretrain: (t1 - t0) / 1000, evaluate: (Date.now() - t1) / 1000 };
+      if (training?.length) result.training = training;
       for (const e of new Set(encoders?.values())) e.dispose();
       arms.push(result);
       log(`[${ds.name}] arm "${arm.name}": evaluated in ${result.seconds.evaluate.toFixed(1)} s (${Object.entries(result.seconds.byProtocol ?? {}).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')})`);
@@ -342,25 +349,31 @@ export async function runExperiment(plan: ExperimentPlan, provider: ArmProvider)
  * evaluate.replicatePretraining, one pre-training per seed (config seed + evaluation seed, its own run folder).
  * A replicate that fails disposes the others and fails the arm.
  */
-async function pretrainReplicates(arm: ArmSpec, ctx: ArmContext, plan: ExperimentPlan, provider: ArmProvider): Promise<Map<number, Encoder> | null> {
+async function pretrainReplicates(arm: ArmSpec, ctx: ArmContext, plan: ExperimentPlan, provider: ArmProvider): Promise<{ encoders: Map<number, Encoder> | null; training: NonNullable<ArmResult['training']> }> {
   const seeds = plan.preset.seeds;
+  const summary = (c: ArmContext) => (UNTRAINED_KINDS.has(arm.kind) ? undefined : provider.trainingSummary?.(arm, c));
   if (!plan.config.evaluate.replicatePretraining || UNTRAINED_KINDS.has(arm.kind)) {
     const encoder = await provider.pretrainArm(arm, ctx);
-    return encoder && new Map(seeds.map((s) => [s, encoder]));
+    const s = summary(ctx);
+    return { encoders: encoder && new Map(seeds.map((s) => [s, encoder])), training: s ? [s] : [] };
   }
   const out = new Map<number, Encoder>();
+  const training: NonNullable<ArmResult['training']> = [];
   try {
     for (const s of seeds) {
       const seed = ctx.seed + s;
-      const encoder = await provider.pretrainArm(arm, { ...ctx, config: { ...ctx.config, seed }, seed, replicate: s, runDir: `${ctx.runDir}/seed-${s}` });
+      const replicate = { ...ctx, config: { ...ctx.config, seed }, seed, replicate: s, runDir: `${ctx.runDir}/seed-${s}` };
+      const encoder = await provider.pretrainArm(arm, replicate);
       if (!encoder) throw new MedsslError('invalid-value', arm.name, 'a replicate of a pre-training arm returned no encoder');
       out.set(s, encoder);
+      const t = summary(replicate);
+      if (t) training.push({ ...t, seed: s });
     }
   } catch (e) {
     for (const encoder of out.values()) encoder.dispose();
     throw e;
   }
-  return out;
+  return { encoders: out, training };
 }
 
 /** Test-set scores of one arm, keyed `protocol|fraction|seed` (kept in memory for the paired tests, not written). */

@@ -97,6 +97,24 @@ function contrastRows(d: DatasetResult): { fractions: string[]; rows: Array<{ la
   return { fractions, rows };
 }
 
+/**
+ * The pre-training runs of a dataset's arms as rows: per arm, one value per run (" / " between the runs of replicated
+ * pre-training). The code entropy is a fraction of ln K: near 1, the codes stayed close to uniform.
+ */
+const trainingCaption = (d: DatasetResult) => `Pre-training (means over each run's first and last ${d.arms.find((a) => a.training?.length)!.training![0].window} steps)`;
+const TRAINING_HEAD = ['arm', 'runs', 'loss, first → last steps', 'code entropy (of ln K)', 'prototype usage', 'alarms'];
+function trainingRows(d: DatasetResult): string[][] {
+  return d.arms.filter((a) => a.training?.length).map((a) => {
+    const runs = a.training!;
+    const each = (f: (t: (typeof runs)[number]) => string | undefined) => (runs.some((t) => f(t) !== undefined) ? runs.map((t) => f(t) ?? '-').join(' / ') : '-');
+    const alarms = [...new Set(runs.flatMap((t) => Object.keys(t.alarms)))].map((k) => `${k} ${runs.map((t) => t.alarms[k] ?? 0).join(' / ')}`).join('; ');
+    return [
+      a.name, `${runs.length} × ${runs[0].steps} steps`, each((t) => `${t.loss[0].toFixed(3)} → ${t.loss[1].toFixed(3)}`),
+      each((t) => t.codeEntropy?.toFixed(2)), each((t) => t.prototypeUsage?.toFixed(2)), alarms || 'none',
+    ];
+  });
+}
+
 const protocolsOf = (d: DatasetResult): Protocol[] => (['finetune', 'linear', 'knn'] as Protocol[]).filter((p) => d.arms.some((a) => a.protocols[p]));
 const fractionsOf = (d: DatasetResult, p: Protocol): string[] =>
   [...new Set(d.arms.flatMap((a) => Object.keys(a.protocols[p] ?? {})))].sort((a, b) => Number(b) - Number(a));
@@ -180,6 +198,13 @@ export function renderMarkdown(doc: ResultsDocument): string {
     if (skipped.length) {
       out.push('### Skipped arms', '');
       for (const a of skipped) out.push(`- ${mdText(a.name)}: ${mdText(a.reason ?? '')}`);
+      out.push('');
+    }
+    const training = trainingRows(d);
+    if (training.length) {
+      out.push(`### ${trainingCaption(d)}`, '');
+      out.push(`| ${TRAINING_HEAD.join(' | ')} |`, `|${TRAINING_HEAD.map(() => '---|').join('')}`);
+      for (const r of training) out.push(`| ${r.map(mdText).join(' | ')} |`);
       out.push('');
     }
     out.push('### Time', '', '| arm | pre-training (s) | evaluation (s) |', '|---|---|---|');
@@ -277,6 +302,12 @@ export function renderHtml(doc: ResultsDocument): string {
         }));
         out.push(`<figure>${lineChart({ title: `${d.name}: AUC under ${kind}`, xLabel: kind, yLabel: `${scoredSplit(d)} AUC`, series , yBounds: [0, 1] })}</figure>`);
       }
+    }
+    const training = trainingRows(d);
+    if (training.length) {
+      out.push(`<table><caption>${e(trainingCaption(d))}</caption><thead><tr>${TRAINING_HEAD.map((h) => `<th>${e(h)}</th>`).join('')}</tr></thead><tbody>`);
+      for (const r of training) out.push(`<tr>${r.map((c) => `<td>${e(c)}</td>`).join('')}</tr>`);
+      out.push('</tbody></table>');
     }
   }
   out.push('<h2>Replay</h2>', `<pre>${e(doc.provenance.command)}</pre>`);

@@ -12,9 +12,11 @@ import { MedsslError } from '../../pipeline/core/failures.js';
 import { Gate } from '../../pipeline/core/flow.js';
 import type { Communicator } from '../../pipeline/core/mpi.js';
 import type { Config } from '../../schemas/config.js';
-import type { AlarmEvent, MetricsEvent, StepEvent } from '../../schemas/metrics.js';
+import type { AlarmEvent, MetricsEvent, StepEvent, TrainingSummary } from '../../schemas/metrics.js';
 import type { Batch } from '../../schemas/records.js';
 import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { objectiveFor } from './objectives/index.js';
+import { readRunSummary } from './summary.js';
 import { train } from './train.js';
 import type { Trainer } from './trainer.js';
 
@@ -49,6 +51,8 @@ export interface PretrainResult {
   firstLoss: number | null;
   lastLoss: number | null;
   alarms: AlarmEvent[];
+  /** The whole run (resumed parts included) in a few numbers, from metrics.jsonl; null on ranks other than 0. */
+  summary: TrainingSummary | null;
   checkpoint: string | null;
   encoder: string;
 }
@@ -117,7 +121,8 @@ export async function pretrain(opts: PretrainOptions): Promise<PretrainResult> {
     if (stepsThisRun === 0 && steps < totalSteps) {
       throw new MedsslError('invalid-value', runDir, `no batch reached the trainer (${totalSteps - steps} steps to go): every sample failed before training, as the recorded failures say`);
     }
-    return { runDir, steps, stepsThisRun, firstLoss: first, lastLoss, alarms, checkpoint, encoder: path.join(runDir, 'encoder') };
+    const summary = writer ? readRunSummary(metricsFile, objectiveFor(config).heads.prototypes ? config.model.prototypes : null) : null;
+    return { runDir, steps, stepsThisRun, firstLoss: first, lastLoss, alarms, summary, checkpoint, encoder: path.join(runDir, 'encoder') };
   } finally {
     (trainer as Trainer | undefined)?.dispose();
   }

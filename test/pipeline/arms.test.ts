@@ -68,17 +68,19 @@ describe('trainerArms', () => {
     await expect(provider.pretrainArm(arm, { ...ctx('a'), runDir: 'runs/x/arms/uni' })).rejects.toThrow(/pre-trained 76 of its 100 steps: its batches ran out/);
   });
 
-  it("says which alarms a run raised, once per kind, on the experiment's log", async () => {
+  it("says which alarms a run raised, once per kind, on the experiment's log, and keeps the run's summary", async () => {
     const alarm = (step: number, kind: 'uniform-codes' | 'collapse') => ({ type: 'alarm' as const, step, kind, message: `${kind} at ${step}` });
     const provider = trainerArms({
-      async pretrain({ steps }) { return { steps, alarms: [alarm(50, 'uniform-codes'), alarm(60, 'collapse'), alarm(120, 'uniform-codes')] }; },
+      async pretrain({ steps, runDir }) { return { steps, alarms: [alarm(50, 'uniform-codes'), alarm(60, 'collapse'), alarm(120, 'uniform-codes')], summary: { steps, window: 1, loss: [runDir.length, 0], alarms: {} } }; },
       async loadEncoder() { return tinyEncoder(8, 1); },
       batchesFor: () => [],
       buildEncoder: (shape, seed) => tinyEncoder(shape[0], seed),
     });
     const lines: string[] = [];
     const arm = PAPER_ARMS.find((a) => a.kind === 'swav-uni-modal')!;
+    expect(provider.trainingSummary!(arm, { ...ctx('a'), runDir: 'runs/x/arms/uni' })).toBeUndefined(); // not run yet
     (await provider.pretrainArm(arm, { ...ctx('a'), runDir: 'runs/x/arms/uni', log: (l) => lines.push(l) }))!.dispose();
+    expect(provider.trainingSummary!(arm, { ...ctx('a'), runDir: 'runs/x/arms/uni' })).toEqual({ steps: 100, window: 1, loss: ['runs/x/arms/uni'.length, 0], alarms: {} });
     expect(lines.filter((l) => l.includes('alarm'))).toEqual([
       `arm "${arm.name}": alarm (uniform-codes) 2 time(s), first at step 50: uniform-codes at 50`,
       `arm "${arm.name}": alarm (collapse) 1 time(s), first at step 60: collapse at 60`,

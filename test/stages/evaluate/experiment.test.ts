@@ -178,6 +178,8 @@ describe('runExperiment + reports', () => {
         if (ctx.config.seed === 8) encoder.setWeights(encoder.getWeights().map((w) => tf.zerosLike(w)));
         return encoder;
       },
+      // Each run's summary names the run's seed in its loss, so the test can tell whose it is.
+      trainingSummary: (_arm, ctx) => ({ steps: 10, window: 10, loss: [ctx.config.seed, 1], codeEntropy: 0.93, alarms: (ctx.config.seed === 8 ? { 'uniform-codes': 2 } : {}) as Record<string, number> }),
     };
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'medssl-exp-'));
     const plan = (replicatePretraining: boolean) => ({
@@ -198,11 +200,17 @@ describe('runExperiment + reports', () => {
     expect(aucs(once)).toEqual([1, 1]);
     expect(aucs(replicated)).toEqual([1, 0.5]);
     expect(replicated.datasets[0].arms[1].protocols.linear!['1'].pVsNone).toBeDefined();
+    // Each pre-training run's summary, per replicate; none for the arm without pre-training.
+    expect(once.datasets[0].arms[1].training!.map((t) => [t.seed, t.loss[0]])).toEqual([[undefined, 7]]);
+    expect(replicated.datasets[0].arms[1].training!.map((t) => [t.seed, t.loss[0]])).toEqual([[0, 7], [1, 8]]);
+    expect(replicated.datasets[0].arms[0].training).toBeUndefined();
     const report = (config: unknown, r: typeof once) => renderMarkdown(resultsDocument(r, preset, {
       command: '', config, configHash: '', seeds: preset.seeds, versions: {}, backend: 'x', datasets: [], cacheKeys: {}, started: '', finished: '', cpus: 2,
     }));
     expect(report({ evaluate: { replicatePretraining: true } }, replicated)).toContain('Every seed pre-trained its own encoder');
     expect(report({ evaluate: { replicatePretraining: false } }, once)).not.toContain('its own encoder');
+    expect(report({}, replicated)).toContain('| swav | 2 × 10 steps | 7.000 → 1.000 / 8.000 → 1.000 | 0.93 / 0.93 | - | uniform-codes 0 / 2 |');
+    expect(report({}, once)).toContain('| swav | 1 × 10 steps | 7.000 → 1.000 | 0.93 | - | none |');
   });
 
   it('contrasts compare two named arms with the paired test; an unknown name fails before any pre-training', async () => {

@@ -36,6 +36,12 @@ describe('pretrain on real MedMNIST images', () => {
     expect(events.some((e) => e.type === 'alarm' && e.kind === 'nan')).toBe(false);
     for (const s of steps) expect(s.waitFraction).toBeGreaterThanOrEqual(0);
     expect(result.steps).toBe(24);
+    // The run's summary is its metrics.jsonl in a few numbers (all 24 steps at each end of so short a run).
+    expect(result.summary).toEqual({
+      steps: 24, window: 24, loss: [mean(steps.map((s) => s.loss)), mean(steps.map((s) => s.loss))],
+      codeEntropy: mean(steps.map((s) => s.codeEntropy as number)) / Math.log(config.model.prototypes),
+      prototypeUsage: mean(steps.map((s) => s.prototypeUsage as number)), alarms: {},
+    });
     expect(JSON.parse(fs.readFileSync(path.join(runDir, 'config.json'), 'utf8')).train.epochs).toBe(3);
     const encoder = await loadEncoder(runDir);
     const features = encoder.predict(tf.zeros([2, 28, 28, 1])) as Tensor;
