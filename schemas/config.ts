@@ -178,8 +178,8 @@ export const AlarmConfig = z.strictObject({
   /**
    * 'uniform-codes' (at most once per epoch) when the mean code entropy is above this fraction of ln K while the loss
    * is not at ln K: the Sinkhorn codes are close to uniform, so swapped prediction has little to learn. On the bundled
-   * pool (window means after step 50), the SwAV arms that gained nothing stayed above 0.88 of ln K, and those that
-   * gained below 0.79 (README, Replicated pre-training).
+   * pool, the SwAV runs that gained nothing ended at 0.89-0.93 of ln K (means over their last 100 steps), and those
+   * that gained at 0.55-0.67 (README, Replicated pre-training).
    */
   maxCodeEntropy: z.number().min(0).max(1).default(0.85),
 }).prefault({});
