@@ -354,8 +354,8 @@ async function pretrainReplicates(arm: ArmSpec, ctx: ArmContext, plan: Experimen
   const summary = (c: ArmContext) => (UNTRAINED_KINDS.has(arm.kind) ? undefined : provider.trainingSummary?.(arm, c));
   if (!plan.config.evaluate.replicatePretraining || UNTRAINED_KINDS.has(arm.kind)) {
     const encoder = await provider.pretrainArm(arm, ctx);
-    const s = summary(ctx);
-    return { encoders: encoder && new Map(seeds.map((s) => [s, encoder])), training: s ? [s] : [] };
+    const t = summary(ctx);
+    return { encoders: encoder && new Map(seeds.map((s) => [s, encoder])), training: t ? [t] : [] };
   }
   const out = new Map<number, Encoder>();
   const training: NonNullable<ArmResult['training']> = [];
